@@ -1,0 +1,369 @@
+// The fused step loop of SPEC.md "Sharing": per chunk of steps k, one saving
+// forward of f1 at x_k, f2 forward + backward there (g = dF/dh, shared by IG,
+// conductance and every box), IG's backward through f1, and per box one
+// non-saving f1 forward at the patch points x_{k-1} + d*1_S. h(x_{k-1}) is
+// the previous step's h(x_k), carried across chunks, so conductance costs no
+// extra f1 pass.
+#include "engine/attribution.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+#include "engine/error.h"
+#include "engine/plan.h"
+
+namespace ipna {
+
+namespace {
+
+template <typename T>
+struct Engine {
+  std::unique_ptr<Backend<T>> be;
+  GraphPlan<T> f1, f2;
+  SplitModel model;
+  Engine(const SplitModel& m, const std::string& device)
+      : be(make_backend<T>(device)), f1(m.f1, *be), f2(m.f2, *be), model(m) {}
+
+  DeviceBuffer upload(const std::vector<double>& v) {
+    std::vector<T> h(v.begin(), v.end());
+    DeviceBuffer b(*be, std::max<size_t>(h.size(), 1) * sizeof(T));
+    if (!h.empty()) be->copy_to_device(b.as<void>(), h.data(), h.size() * sizeof(T));
+    return b;
+  }
+  std::vector<double> download(const DeviceBuffer& b, size_t count, size_t offset = 0) {
+    std::vector<T> h(count);
+    be->copy_to_host(h.data(), b.as<T>() + offset, count * sizeof(T));
+    return {h.begin(), h.end()};
+  }
+
+  // Logits for a batch of points already on the device.
+  std::vector<double> forward_logits(const DeviceBuffer& x, int n, const std::vector<double>& mask) {
+    const int64_t hn = f1.output_numel(), classes = f2.output_numel();
+    auto ws1 = f1.make_workspace(n, false);
+    auto ws2 = f2.make_workspace(n, false);
+    DeviceBuffer h(*be, n * hn * sizeof(T)), z(*be, n * classes * sizeof(T));
+    f1.forward(n, x.as<T>(), h.as<T>(), ws1, false);
+    if (!mask.empty()) {
+      DeviceBuffer m = upload(mask);
+      be->scale_by_mask(hn, n, m.as<T>(), h.as<T>());
+    }
+    f2.forward(n, h.as<T>(), z.as<T>(), ws2, false);
+    return download(z, n * classes);
+  }
+
+  std::vector<double> split(const std::vector<double>& x) {
+    DeviceBuffer xd = upload(x);
+    auto ws = f1.make_workspace(1, false);
+    DeviceBuffer h(*be, f1.output_numel() * sizeof(T));
+    f1.forward(1, xd.as<T>(), h.as<T>(), ws, false);
+    return download(h, f1.output_numel());
+  }
+
+  AttributionResult run(const std::vector<double>& x, const std::vector<double>& x0, const AttributionRequest& req);
+};
+
+double target_value(TargetKind kind, const double* z, int classes, int y) {
+  if (kind == TargetKind::Logit) return z[y];
+  double zmax = *std::max_element(z, z + classes), s = 0;
+  for (int i = 0; i < classes; ++i) s += std::exp(z[i] - zmax);
+  return std::exp(z[y] - zmax) / s;
+}
+
+void check_finite(const std::vector<double>& v, const char* what) {
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!std::isfinite(v[i]))
+      throw Error(std::string(what) + " has a NaN or Inf value at element " + std::to_string(i));
+}
+
+template <typename T>
+AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector<double>& x0,
+                                 const AttributionRequest& req) {
+  const auto t_start = std::chrono::steady_clock::now();
+  const Shape in_shape = model.input_shape(), h_shape = model.split_shape();
+  const int64_t xn = in_shape.numel(), hn = h_shape.numel();
+  const int classes = model.num_classes();
+  const int m = req.steps;
+
+  // --- validate everything before any work ---
+  if (static_cast<int64_t>(x.size()) != xn)
+    throw Error("input has " + std::to_string(x.size()) + " values, the model expects " + in_shape.str() + " = " +
+                std::to_string(xn));
+  if (static_cast<int64_t>(x0.size()) != xn)
+    throw Error("baseline has " + std::to_string(x0.size()) + " values, the model expects " + std::to_string(xn));
+  check_finite(x, "the input");
+  check_finite(x0, "the baseline");
+  if (m <= 0) throw Error("steps must be positive, got " + std::to_string(m));
+  if (req.target_class < 0 || req.target_class >= classes)
+    throw Error("class " + std::to_string(req.target_class) + " is out of range: the model has " +
+                std::to_string(classes) + " outputs (0.." + std::to_string(classes - 1) + ")");
+  if (!req.integrated_gradients && !req.conductance && req.boxes.empty())
+    throw Error("nothing to compute: ask for integrated gradients, conductance or at least one IPNA box");
+  const int H = static_cast<int>(in_shape.height()), W = static_cast<int>(in_shape.width());
+  for (size_t b = 0; b < req.boxes.size(); ++b) {
+    const Box& s = req.boxes[b];
+    if (in_shape.rank() != 3)
+      throw Error("IPNA boxes need an image input (C,H,W); the model input is " + in_shape.str());
+    if (s.r0 < 0 || s.c0 < 0 || s.r1 > H || s.c1 > W || s.r0 >= s.r1 || s.c0 >= s.c1)
+      throw Error("box " + std::to_string(b) + " (" + std::to_string(s.r0) + " " + std::to_string(s.c0) + " " +
+                  std::to_string(s.r1) + " " + std::to_string(s.c1) + ") must satisfy 0 <= x1 < x2 <= " +
+                  std::to_string(H) + " (rows) and 0 <= y1 < y2 <= " + std::to_string(W) + " (columns)");
+  }
+  if (!req.split_mask.empty()) {
+    if (static_cast<int64_t>(req.split_mask.size()) != hn)
+      throw Error("pruning mask has " + std::to_string(req.split_mask.size()) + " values, the split tensor has " +
+                  std::to_string(hn));
+    check_finite(req.split_mask, "the pruning mask");
+  }
+  const bool ig = req.integrated_gradients, path = req.conductance || !req.boxes.empty();
+  const bool masked = !req.split_mask.empty();
+
+  // --- chunk of steps from the memory budget ---
+  const size_t t = sizeof(T);
+  size_t per_step = f1.bytes_per_sample(ig) + f2.bytes_per_sample(true) + 2 * xn * t /* points, dx */ +
+                    (3 + (masked ? 1 : 0)) * hn * t /* h, h_prev, h_patch, masked h */ + hn * t /* dh */ +
+                    2 * classes * t + 2 * t;
+  int chunk = req.chunk;
+  if (chunk <= 0) {
+    size_t budget = req.memory_budget;
+    if (!budget) budget = std::min<size_t>(size_t(1) << 30, be->memory_available() / 4);
+    chunk = static_cast<int>(std::clamp<size_t>(budget / per_step, 1, static_cast<size_t>(m)));
+  }
+  chunk = std::min(chunk, m);
+  if (per_step * chunk > be->memory_available())
+    throw Error("not enough memory on " + be->name() + ": one chunk of " + std::to_string(chunk) + " steps needs " +
+                std::to_string((per_step * chunk) >> 20) + " MiB");
+
+  // --- device state ---
+  std::vector<double> d(xn);
+  for (int64_t j = 0; j < xn; ++j) d[j] = (x[j] - x0[j]) / m;
+  DeviceBuffer x0_dev = upload(x0), d_dev = upload(d);
+  DeviceBuffer mask_dev = masked ? upload(req.split_mask) : DeviceBuffer();
+  auto ws1 = f1.make_workspace(chunk, ig);
+  auto ws2 = f2.make_workspace(chunk, true);
+  DeviceBuffer pts(*be, chunk * xn * t), dx(*be, ig ? chunk * xn * t : 0);
+  DeviceBuffer h_cur(*be, chunk * hn * t), h_f2(*be, masked ? chunk * hn * t : 0), dh(*be, chunk * hn * t);
+  DeviceBuffer h_prev(*be, path ? chunk * hn * t : 0), h_patch(*be, req.boxes.empty() ? 0 : chunk * hn * t);
+  DeviceBuffer logits(*be, chunk * classes * t), dlogits(*be, chunk * classes * t), fval(*be, chunk * t);
+  DeviceBuffer ig_acc(*be, ig ? xn * t : 0), cond_acc(*be, req.conductance ? hn * t : 0);
+  std::vector<DeviceBuffer> ipna_acc;
+  for (size_t b = 0; b < req.boxes.size(); ++b) {
+    ipna_acc.emplace_back(*be, hn * t);
+    be->zero(ipna_acc.back().as<void>(), hn * t);
+  }
+  if (ig) be->zero(ig_acc.as<void>(), xn * t);
+  if (req.conductance) be->zero(cond_acc.as<void>(), hn * t);
+  size_t workspace = per_step * chunk;
+
+  AttributionResult r;
+  r.input_shape = in_shape;
+  r.split_shape = h_shape;
+  r.chunk = chunk;
+  r.workspace_bytes = workspace;
+
+  // F(x) and F(x') on the same path arithmetic as the steps.
+  {
+    PointBatch ends;
+    ends.k = {0.0, static_cast<double>(m)};
+    DeviceBuffer e(*be, 2 * xn * t);
+    be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), ends, e.as<T>());
+    std::vector<double> z = forward_logits(e, 2, req.split_mask);
+    r.f_baseline = target_value(req.target, z.data(), classes, req.target_class);
+    r.f_input = target_value(req.target, z.data() + classes, classes, req.target_class);
+  }
+
+  // h(x_0), carried as h(x_{k-1}) into the first chunk.
+  DeviceBuffer carry(*be, path ? hn * t : 0);
+  if (path) {
+    PointBatch p0;
+    p0.k = {0.0};
+    be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), p0, pts.as<T>());
+    f1.forward(1, pts.as<T>(), carry.as<T>(), ws1, false);
+  }
+
+  for (int k0 = 1; k0 <= m; k0 += chunk) {
+    const int c = std::min(chunk, m - k0 + 1);
+    PointBatch cur;
+    for (int i = 0; i < c; ++i) cur.k.push_back(k0 + i);
+    be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), cur, pts.as<T>());
+    f1.forward(c, pts.as<T>(), h_cur.as<T>(), ws1, ig);
+    T* f2_in = h_cur.as<T>();
+    if (masked) {
+      be->copy_on_device(h_f2.as<void>(), h_cur.as<void>(), c * hn * t);
+      be->scale_by_mask(hn, c, mask_dev.as<T>(), h_f2.as<T>());
+      f2_in = h_f2.as<T>();
+    }
+    f2.forward(c, f2_in, logits.as<T>(), ws2, true);
+    be->target_forward_backward(req.target, classes, req.target_class, logits.as<T>(), fval.as<T>(),
+                                dlogits.as<T>(), c);
+    f2.backward(c, dlogits.as<T>(), dh.as<T>(), ws2);
+    if (masked) be->scale_by_mask(hn, c, mask_dev.as<T>(), dh.as<T>());
+    if (ig) {
+      f1.backward(c, dh.as<T>(), dx.as<T>(), ws1);
+      be->sum_batch(xn, c, dx.as<T>(), ig_acc.as<T>());
+    }
+    if (path) {
+      // h_prev[i] = h(x_{k0+i-1}): the carry, then this chunk's h shifted by one.
+      be->copy_on_device(h_prev.as<void>(), carry.as<void>(), hn * t);
+      if (c > 1) be->copy_on_device(h_prev.as<T>() + hn, h_cur.as<void>(), (c - 1) * hn * t);
+      be->copy_on_device(carry.as<void>(), h_cur.as<T>() + (c - 1) * hn, hn * t);
+      if (req.conductance)
+        be->accumulate_path_product(hn, c, dh.as<T>(), h_cur.as<T>(), h_prev.as<T>(), cond_acc.as<T>());
+      for (size_t b = 0; b < req.boxes.size(); ++b) {
+        PointBatch patch;
+        patch.boxes = req.boxes;
+        for (int i = 0; i < c; ++i) {
+          patch.k.push_back(k0 + i - 1);
+          patch.box_index.push_back(static_cast<int>(b));
+        }
+        be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), patch, pts.as<T>());
+        f1.forward(c, pts.as<T>(), h_patch.as<T>(), ws1, false);
+        be->accumulate_path_product(hn, c, dh.as<T>(), h_patch.as<T>(), h_prev.as<T>(), ipna_acc[b].as<T>());
+      }
+    }
+    if (req.progress) req.progress(k0 + c - 1, m);
+  }
+  be->synchronize();
+
+  // --- results and diagnostics ---
+  const double dF = r.f_input - r.f_baseline;
+  if (ig) {
+    r.ig = download(ig_acc, xn);
+    for (int64_t j = 0; j < xn; ++j) r.ig[j] *= d[j];
+    r.ig_sum = std::accumulate(r.ig.begin(), r.ig.end(), 0.0);
+    r.ig_gap = r.ig_sum - dF;
+  }
+  if (req.conductance) {
+    r.conductance = download(cond_acc, hn);
+    r.conductance_sum = std::accumulate(r.conductance.begin(), r.conductance.end(), 0.0);
+    r.conductance_gap = r.conductance_sum - dF;
+  }
+  for (size_t b = 0; b < req.boxes.size(); ++b) {
+    r.ipna.push_back(download(ipna_acc[b], hn));
+    r.ipna_sum.push_back(std::accumulate(r.ipna.back().begin(), r.ipna.back().end(), 0.0));
+    if (ig) {
+      r.ig_in_box.push_back(sum_in_box(r.ig, in_shape, req.boxes[b]));
+      r.ipna_gap.push_back(r.ipna_sum.back() - r.ig_in_box.back());
+    }
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  return r;
+}
+
+}  // namespace
+
+struct Attributor::Impl {
+  std::unique_ptr<Engine<float>> f32;
+  std::unique_ptr<Engine<double>> f64;
+  const SplitModel& model() const { return f32 ? f32->model : f64->model; }
+  template <typename F>
+  auto visit(F&& f) {
+    return f32 ? f(*f32) : f(*f64);
+  }
+};
+
+Attributor::Attributor(const SplitModel& model, Precision precision, const std::string& device)
+    : impl_(std::make_unique<Impl>()) {
+  if (precision == Precision::F32)
+    impl_->f32 = std::make_unique<Engine<float>>(model, device);
+  else
+    impl_->f64 = std::make_unique<Engine<double>>(model, device);
+}
+Attributor::~Attributor() = default;
+
+const SplitModel& Attributor::model() const { return impl_->model(); }
+std::string Attributor::device_name() const {
+  return impl_->visit([](auto& e) { return e.be->name(); });
+}
+
+AttributionResult Attributor::run(const std::vector<double>& x, const std::vector<double>& baseline,
+                                  const AttributionRequest& req) {
+  return impl_->visit([&](auto& e) { return e.run(x, baseline, req); });
+}
+
+std::vector<double> Attributor::logits(const std::vector<double>& x, const std::vector<double>& split_mask) {
+  return impl_->visit([&](auto& e) {
+    if (static_cast<int64_t>(x.size()) != e.f1.input_numel())
+      throw Error("input has " + std::to_string(x.size()) + " values, the model expects " +
+                  std::to_string(e.f1.input_numel()));
+    if (!split_mask.empty() && static_cast<int64_t>(split_mask.size()) != e.f1.output_numel())
+      throw Error("pruning mask size does not match the split tensor");
+    check_finite(x, "the input");
+    DeviceBuffer xd = e.upload(x);
+    return e.forward_logits(xd, 1, split_mask);
+  });
+}
+
+std::vector<double> Attributor::split_activations(const std::vector<double>& x) {
+  return impl_->visit([&](auto& e) {
+    if (static_cast<int64_t>(x.size()) != e.f1.input_numel()) throw Error("input size does not match the model");
+    check_finite(x, "the input");
+    return e.split(x);
+  });
+}
+
+std::vector<double> channel_scores(const std::vector<double>& s, const Shape& shape) {
+  const int64_t c = shape.channels(), plane = shape.plane();
+  if (static_cast<int64_t>(s.size()) != shape.numel()) throw Error("scores do not match the split shape " + shape.str());
+  std::vector<double> out(c, 0.0);
+  for (int64_t i = 0; i < c; ++i)
+    for (int64_t j = 0; j < plane; ++j) out[i] += s[i * plane + j];
+  return out;
+}
+
+std::vector<double> prune_mask(const std::vector<double>& scores, const Shape& shape, const PruneSpec& spec) {
+  const bool by_channel = spec.granularity == Granularity::Channel;
+  std::vector<double> units = by_channel ? channel_scores(scores, shape) : scores;
+  if (!by_channel && static_cast<int64_t>(units.size()) != shape.numel())
+    throw Error("scores do not match the split shape " + shape.str());
+  const int64_t total = static_cast<int64_t>(units.size());
+  int64_t k;
+  if (spec.count >= 0) {
+    if (spec.count > total)
+      throw Error("cannot prune " + std::to_string(spec.count) + " of " + std::to_string(total) + " units");
+    k = spec.count;
+  } else {
+    if (!(spec.percent >= 0 && spec.percent <= 100))
+      throw Error("prune percent must be in [0, 100], got " + std::to_string(spec.percent));
+    k = std::llround(spec.percent / 100.0 * static_cast<double>(total));
+  }
+  std::vector<int64_t> order(total);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return units[a] > units[b]; });
+  std::vector<double> mask(shape.numel(), 1.0);
+  const int64_t plane = by_channel ? shape.plane() : 1;
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = 0; j < plane; ++j) mask[order[i] * plane + j] = 0.0;
+  return mask;
+}
+
+std::vector<double> black_baseline(const Shape& shape, std::vector<double> mean, std::vector<double> std) {
+  const int64_t c = shape.channels(), plane = shape.plane();
+  if (mean.empty() && std.empty()) {
+    if (c == 3) {
+      mean = {0.485, 0.456, 0.406};
+      std = {0.229, 0.224, 0.225};
+    } else {
+      mean.assign(c, 0.0);
+      std.assign(c, 1.0);
+    }
+  }
+  if (static_cast<int64_t>(mean.size()) != c || static_cast<int64_t>(std.size()) != c)
+    throw Error("mean and std need one value per input channel (" + std::to_string(c) + ")");
+  std::vector<double> out(shape.numel());
+  for (int64_t i = 0; i < c; ++i)
+    for (int64_t j = 0; j < plane; ++j) out[i * plane + j] = (0.0 - mean[i]) / std[i];
+  return out;
+}
+
+double sum_in_box(const std::vector<double>& map, const Shape& shape, const Box& box) {
+  const int64_t c = shape.channels(), h = shape.height(), w = shape.width();
+  double s = 0;
+  for (int64_t ch = 0; ch < c; ++ch)
+    for (int64_t r = box.r0; r < box.r1; ++r)
+      for (int64_t col = box.c0; col < box.c1; ++col) s += map[(ch * h + r) * w + col];
+  return s;
+}
+
+}  // namespace ipna

@@ -1,0 +1,95 @@
+// The attribution API: integrated gradients to the input, conductance and IPNA
+// at the split layer (SPEC.md), any subset in one fused pass over the Riemann
+// steps, on a pruned model or not, on any backend.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/graph.h"
+
+namespace ipna {
+
+enum class Precision { F32, F64 };
+
+struct AttributionRequest {
+  int target_class = -1;
+  TargetKind target = TargetKind::Probability;
+  int steps = 256;                  // m of SPEC.md
+  bool integrated_gradients = false;
+  bool conductance = false;
+  std::vector<Box> boxes;           // one IPNA map per box
+  // Pruned model: h is multiplied by this mask (one value per split neuron)
+  // before f2. Empty: the model as it is.
+  std::vector<double> split_mask;
+  int chunk = 0;                    // steps per batch; 0: picked from the memory budget
+  size_t memory_budget = 0;         // bytes for the batch buffers; 0: min(1 GiB, a quarter of free memory)
+  std::function<void(int done, int total)> progress;  // called after each chunk of steps
+};
+
+struct AttributionResult {
+  Shape input_shape, split_shape;
+  std::vector<double> ig;                  // input-shaped, empty unless requested
+  std::vector<double> conductance;         // split-shaped, empty unless requested
+  std::vector<std::vector<double>> ipna;   // one split-shaped map per box
+  double f_input = 0, f_baseline = 0;      // F(x), F(x')
+  double ig_sum = 0, ig_gap = 0;           // gap: sum IG - (F(x) - F(x'))
+  double conductance_sum = 0, conductance_gap = 0;
+  std::vector<double> ipna_sum;            // per box
+  std::vector<double> ig_in_box;           // per box, sum of IG inside it (with IG)
+  std::vector<double> ipna_gap;            // per box: sum IPNA - IG inside (with IG)
+  int chunk = 0;
+  size_t workspace_bytes = 0;              // batch buffers of the pass
+  double seconds = 0;
+};
+
+class Attributor {
+ public:
+  Attributor(const SplitModel& model, Precision precision, const std::string& device = "cpu");
+  ~Attributor();
+  Attributor(const Attributor&) = delete;
+  Attributor& operator=(const Attributor&) = delete;
+
+  // x and baseline are one input sample each (input-shaped, normalised).
+  AttributionResult run(const std::vector<double>& x, const std::vector<double>& baseline,
+                        const AttributionRequest& req);
+  // Logits of the model (pruned by split_mask when it is not empty) at x.
+  std::vector<double> logits(const std::vector<double>& x, const std::vector<double>& split_mask = {});
+  // h = f1(x).
+  std::vector<double> split_activations(const std::vector<double>& x);
+
+  const SplitModel& model() const;
+  std::string device_name() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Neuron scores summed over each channel's rows and columns.
+std::vector<double> channel_scores(const std::vector<double>& neuron_scores, const Shape& split_shape);
+
+enum class Granularity { Neuron, Channel };
+struct PruneSpec {
+  double percent = -1;   // top p percent of the units (rounded to nearest), or
+  int64_t count = -1;    // the top k units
+  Granularity granularity = Granularity::Neuron;
+};
+// A split-shaped 0/1 mask zeroing the units with the largest signed score
+// (ties broken by index). Channel granularity ranks channel sums and zeroes
+// whole channels.
+std::vector<double> prune_mask(const std::vector<double>& neuron_scores, const Shape& split_shape,
+                               const PruneSpec& spec);
+
+// The black image normalised per channel: (0 - mean[c]) / std[c]. With no
+// mean/std given: ImageNet's (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225)
+// for 3 channels, zeros otherwise.
+std::vector<double> black_baseline(const Shape& input_shape, std::vector<double> mean = {},
+                                   std::vector<double> std = {});
+
+// Sums of a C,H,W map inside and outside a box.
+double sum_in_box(const std::vector<double>& map, const Shape& shape, const Box& box);
+
+}  // namespace ipna

@@ -1,0 +1,148 @@
+// The one interface between the attribution code and a device. IG, conductance
+// and IPNA (engine/attribution.cpp) and the graph executor (engine/plan.cpp)
+// only call these methods, so they never know which device runs them.
+//
+// Memory conventions: every pointer is device memory obtained from allocate().
+// Activations are sample-major batches (n samples of a per-sample shape, NCHW).
+// `accumulate` on a backward op means dx += result, otherwise dx = result; it
+// lets a value that feeds several nodes (residual branches) sum its gradients
+// in place. Clip masks are bit-packed over the flat batch index (bit i of word
+// i/64), MaxPool keeps the argmax as a flat index into the sample's input.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/graph.h"
+
+namespace ipna {
+
+struct ConvDesc {
+  int cin = 0, h = 0, w = 0;
+  int cout = 0, ho = 0, wo = 0;
+  int groups = 1;
+  Window win;
+};
+
+struct PoolDesc {
+  int c = 0, h = 0, w = 0;
+  int ho = 0, wo = 0;
+  Window win;
+};
+
+// What the attribution needs of an image patch: rows r0:r1, cols c0:c1
+// (half-open), all channels. The original's `x1 y1 x2 y2` is {x1, y1, x2, y2}.
+struct Box {
+  int r0 = 0, c0 = 0, r1 = 0, c1 = 0;
+  bool contains(int r, int c) const { return r >= r0 && r < r1 && c >= c0 && c < c1; }
+  int64_t area() const { return static_cast<int64_t>(r1 - r0) * (c1 - c0); }
+};
+
+// A batch of path points: point b is x0 + k[b] * d, plus d inside box[b] when
+// box_index[b] >= 0 (the patch point x_{k-1} + d*1_S of SPEC.md).
+struct PointBatch {
+  std::vector<double> k;
+  std::vector<int> box_index;
+  std::vector<Box> boxes;
+};
+
+enum class TargetKind { Probability, Logit };
+
+// Device memory and copies, independent of the scalar type.
+class Device {
+ public:
+  virtual ~Device() = default;
+  virtual std::string name() const = 0;
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void release(void* p) noexcept = 0;
+  virtual void copy_to_device(void* dst, const void* src, size_t bytes) = 0;
+  virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
+  virtual void copy_on_device(void* dst, const void* src, size_t bytes) = 0;
+  virtual void zero(void* dst, size_t bytes) = 0;
+  // Memory the engine may plan with (bytes), for picking the chunk of steps.
+  virtual size_t memory_available() const = 0;
+  virtual void synchronize() {}
+};
+
+// Owning device allocation.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Device& dev, size_t bytes) : dev_(&dev), bytes_(bytes) { ptr_ = bytes ? dev.allocate(bytes) : nullptr; }
+  ~DeviceBuffer() { reset(); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      dev_ = o.dev_;
+      ptr_ = o.ptr_;
+      bytes_ = o.bytes_;
+      o.ptr_ = nullptr;
+      o.bytes_ = 0;
+    }
+    return *this;
+  }
+  void reset() noexcept {
+    if (ptr_ && dev_) dev_->release(ptr_);
+    ptr_ = nullptr;
+    bytes_ = 0;
+  }
+  template <typename U>
+  U* as() const { return static_cast<U*>(ptr_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  Device* dev_ = nullptr;
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+template <typename T>
+class Backend : public Device {
+ public:
+  // --- network ops (forward and input-gradient backward) ---
+  virtual void conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) = 0;
+  virtual void conv2d_backward_data(const ConvDesc& d, const T* weight, const T* dy, T* dx, int n,
+                                    bool accumulate) = 0;
+  virtual void linear_forward(int in, int out, const T* weight, const T* bias, const T* x, T* y, int n) = 0;
+  virtual void linear_backward_data(int in, int out, const T* weight, const T* dy, T* dx, int n,
+                                    bool accumulate) = 0;
+  virtual void affine_forward(int c, int64_t plane, const T* scale, const T* shift, const T* x, T* y, int n) = 0;
+  virtual void affine_backward(int c, int64_t plane, const T* scale, const T* dy, T* dx, int n, bool accumulate) = 0;
+  // mask may be null (forward without saving for backward).
+  virtual void clip_forward(int64_t count, T lo, T hi, const T* x, T* y, uint64_t* mask) = 0;
+  virtual void clip_backward(int64_t count, const uint64_t* mask, const T* dy, T* dx, bool accumulate) = 0;
+  // argmax may be null.
+  virtual void maxpool_forward(const PoolDesc& d, const T* x, T* y, int32_t* argmax, int n) = 0;
+  virtual void maxpool_backward(const PoolDesc& d, const int32_t* argmax, const T* dy, T* dx, int n,
+                                bool accumulate) = 0;
+  virtual void avgpool_forward(const PoolDesc& d, const T* x, T* y, int n) = 0;
+  virtual void avgpool_backward(const PoolDesc& d, const T* dy, T* dx, int n, bool accumulate) = 0;
+  virtual void add_forward(int64_t count, const T* a, const T* b, T* y) = 0;
+  // dst = src, or dst += src.
+  virtual void accumulate(int64_t count, const T* src, T* dst, bool accumulate) = 0;
+
+  // --- attribution kernels ---
+  // out[b] = x0 + k[b]*d (+ d inside box) for each point of the batch.
+  virtual void make_points(const Shape& shape, const T* x0, const T* d, const PointBatch& pts, T* out) = 0;
+  // x[b, j] *= mask[j]
+  virtual void scale_by_mask(int64_t per_sample, int n, const T* mask, T* x) = 0;
+  // For each sample: value[b] = F (probability of class y or its logit),
+  // dlogits[b, :] = dF/dlogits.
+  virtual void target_forward_backward(TargetKind kind, int classes, int y, const T* logits, T* value, T* dlogits,
+                                       int n) = 0;
+  // acc[j] += sum_b x[b, j]
+  virtual void sum_batch(int64_t per_sample, int n, const T* x, T* acc) = 0;
+  // acc[j] += sum_b g[b, j] * (a[b, j] - b[b, j])
+  virtual void accumulate_path_product(int64_t per_sample, int n, const T* g, const T* a, const T* b, T* acc) = 0;
+};
+
+// "cpu" (float32 or float64). "cuda[:N]" when built with CUDA.
+template <typename T>
+std::unique_ptr<Backend<T>> make_backend(const std::string& device);
+
+}  // namespace ipna

@@ -1,0 +1,108 @@
+#include "engine/cpu/cpu_backend.h"
+
+#include <cblas.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <new>
+#include <string>
+
+#include "engine/error.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace ipna {
+
+namespace cpu {
+template <>
+void gemm<float>(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
+                 float beta, float* c, int ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b,
+              ldb, beta, c, ldc);
+}
+template <>
+void gemm<double>(bool ta, bool tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b,
+                  int ldb, double beta, double* c, int ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b,
+              ldb, beta, c, ldc);
+}
+
+template <typename T>
+T* scratch(size_t count) {
+  thread_local std::vector<T> buf;
+  if (buf.size() < count) buf.resize(count);
+  return buf.data();
+}
+template float* scratch<float>(size_t);
+template double* scratch<double>(size_t);
+}  // namespace cpu
+
+template <typename T>
+CpuBackend<T>::CpuBackend() {
+  // Parallelism comes from OpenMP over samples; a threaded BLAS inside those
+  // threads would oversubscribe the cores.
+  openblas_set_num_threads(1);
+}
+
+template <typename T>
+std::string CpuBackend<T>::name() const {
+  return sizeof(T) == 8 ? "cpu (float64)" : "cpu (float32)";
+}
+
+template <typename T>
+void* CpuBackend<T>::allocate(size_t bytes) {
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (!p)
+    throw Error("out of host memory allocating " + std::to_string(bytes >> 20) +
+                " MiB (lower --memory-budget or --chunk)");
+  return p;
+}
+template <typename T>
+void CpuBackend<T>::release(void* p) noexcept {
+  std::free(p);
+}
+template <typename T>
+void CpuBackend<T>::copy_to_device(void* dst, const void* src, size_t bytes) {
+  std::memcpy(dst, src, bytes);
+}
+template <typename T>
+void CpuBackend<T>::copy_to_host(void* dst, const void* src, size_t bytes) {
+  std::memcpy(dst, src, bytes);
+}
+template <typename T>
+void CpuBackend<T>::copy_on_device(void* dst, const void* src, size_t bytes) {
+  std::memmove(dst, src, bytes);
+}
+template <typename T>
+void CpuBackend<T>::zero(void* dst, size_t bytes) {
+  std::memset(dst, 0, bytes);
+}
+
+template <typename T>
+size_t CpuBackend<T>::memory_available() const {
+  // MemAvailable from /proc/meminfo, else physical pages.
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  size_t kb = 0;
+  std::string unit;
+  while (f >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024;
+  return static_cast<size_t>(sysconf(_SC_AVPHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+template class CpuBackend<float>;
+template class CpuBackend<double>;
+
+template <typename T>
+std::unique_ptr<Backend<T>> make_backend(const std::string& device) {
+  if (device == "cpu") return std::make_unique<CpuBackend<T>>();
+  if (device.rfind("cuda", 0) == 0)
+    throw Error("device '" + device + "': this build has no CUDA backend yet; use --device cpu");
+  throw Error("unknown device '" + device + "' (expected cpu or cuda[:N])");
+}
+template std::unique_ptr<Backend<float>> make_backend<float>(const std::string&);
+template std::unique_ptr<Backend<double>> make_backend<double>(const std::string&);
+
+}  // namespace ipna

@@ -1,0 +1,57 @@
+// CPU reference backend, float32 and float64. GEMMs go to OpenBLAS (single
+// threaded per call); the batch of path points is spread over OpenMP threads,
+// one sample per thread at a time, which keeps im2col parallel too.
+#pragma once
+#include <vector>
+
+#include "engine/backend.h"
+
+namespace ipna {
+
+template <typename T>
+class CpuBackend final : public Backend<T> {
+ public:
+  CpuBackend();
+  std::string name() const override;
+  void* allocate(size_t bytes) override;
+  void release(void* p) noexcept override;
+  void copy_to_device(void* dst, const void* src, size_t bytes) override;
+  void copy_to_host(void* dst, const void* src, size_t bytes) override;
+  void copy_on_device(void* dst, const void* src, size_t bytes) override;
+  void zero(void* dst, size_t bytes) override;
+  size_t memory_available() const override;
+
+  void conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) override;
+  void conv2d_backward_data(const ConvDesc& d, const T* weight, const T* dy, T* dx, int n, bool accumulate) override;
+  void linear_forward(int in, int out, const T* weight, const T* bias, const T* x, T* y, int n) override;
+  void linear_backward_data(int in, int out, const T* weight, const T* dy, T* dx, int n, bool accumulate) override;
+  void affine_forward(int c, int64_t plane, const T* scale, const T* shift, const T* x, T* y, int n) override;
+  void affine_backward(int c, int64_t plane, const T* scale, const T* dy, T* dx, int n, bool accumulate) override;
+  void clip_forward(int64_t count, T lo, T hi, const T* x, T* y, uint64_t* mask) override;
+  void clip_backward(int64_t count, const uint64_t* mask, const T* dy, T* dx, bool accumulate) override;
+  void maxpool_forward(const PoolDesc& d, const T* x, T* y, int32_t* argmax, int n) override;
+  void maxpool_backward(const PoolDesc& d, const int32_t* argmax, const T* dy, T* dx, int n, bool accumulate) override;
+  void avgpool_forward(const PoolDesc& d, const T* x, T* y, int n) override;
+  void avgpool_backward(const PoolDesc& d, const T* dy, T* dx, int n, bool accumulate) override;
+  void add_forward(int64_t count, const T* a, const T* b, T* y) override;
+  void accumulate(int64_t count, const T* src, T* dst, bool accumulate) override;
+
+  void make_points(const Shape& shape, const T* x0, const T* d, const PointBatch& pts, T* out) override;
+  void scale_by_mask(int64_t per_sample, int n, const T* mask, T* x) override;
+  void target_forward_backward(TargetKind kind, int classes, int y, const T* logits, T* value, T* dlogits,
+                               int n) override;
+  void sum_batch(int64_t per_sample, int n, const T* x, T* acc) override;
+  void accumulate_path_product(int64_t per_sample, int n, const T* g, const T* a, const T* b, T* acc) override;
+};
+
+namespace cpu {
+// Row-major C[m x n] = alpha * op(A) * op(B) + beta * C through OpenBLAS.
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta,
+          T* c, int ldc);
+// Per-thread scratch that only grows, so the step loop does not allocate.
+template <typename T>
+T* scratch(size_t count);
+}  // namespace cpu
+
+}  // namespace ipna

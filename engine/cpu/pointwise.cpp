@@ -1,0 +1,102 @@
+// Pointwise ops on the CPU: Clip (ReLU, ReLU6) with bit-packed masks, the
+// per-channel Affine left over from a BatchNorm without a conv before it, the
+// residual Add and gradient accumulation.
+// Clip keeps one bit per element, set where lo < x < hi (the gradient passes
+// there, as in PyTorch's relu/hardtanh backward). Threads own whole 64-element
+// words so no two write the same mask word.
+#include <algorithm>
+
+#include "engine/cpu/cpu_backend.h"
+#include "engine/cpu/instantiate.h"
+
+namespace ipna {
+
+template <typename T>
+void CpuBackend<T>::clip_forward(int64_t count, T lo, T hi, const T* x, T* y, uint64_t* mask) {
+  const int64_t words = (count + 63) / 64;
+#pragma omp parallel for schedule(static)
+  for (int64_t wi = 0; wi < words; ++wi) {
+    uint64_t bits = 0;
+    const int64_t end = std::min(count, (wi + 1) * 64);
+    for (int64_t i = wi * 64; i < end; ++i) {
+      T v = x[i];
+      bits |= static_cast<uint64_t>(v > lo && v < hi) << (i - wi * 64);
+      y[i] = v < lo ? lo : (v > hi ? hi : v);
+    }
+    if (mask) mask[wi] = bits;
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::clip_backward(int64_t count, const uint64_t* mask, const T* dy, T* dx, bool accumulate) {
+  const int64_t words = (count + 63) / 64;
+#pragma omp parallel for schedule(static)
+  for (int64_t wi = 0; wi < words; ++wi) {
+    const uint64_t bits = mask[wi];
+    const int64_t end = std::min(count, (wi + 1) * 64);
+    for (int64_t i = wi * 64; i < end; ++i) {
+      T g = ((bits >> (i - wi * 64)) & 1u) ? dy[i] : T(0);
+      dx[i] = accumulate ? dx[i] + g : g;
+    }
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::affine_forward(int c, int64_t plane, const T* scale, const T* shift, const T* x, T* y, int n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t sc = 0; sc < static_cast<int64_t>(n) * c; ++sc) {
+    const int ch = static_cast<int>(sc % c);
+    const T* xi = x + sc * plane;
+    T* yi = y + sc * plane;
+    for (int64_t i = 0; i < plane; ++i) yi[i] = scale[ch] * xi[i] + shift[ch];
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::affine_backward(int c, int64_t plane, const T* scale, const T* dy, T* dx, int n, bool accumulate) {
+#pragma omp parallel for schedule(static)
+  for (int64_t sc = 0; sc < static_cast<int64_t>(n) * c; ++sc) {
+    const int ch = static_cast<int>(sc % c);
+    const T* g = dy + sc * plane;
+    T* d = dx + sc * plane;
+    for (int64_t i = 0; i < plane; ++i) d[i] = (accumulate ? d[i] : T(0)) + scale[ch] * g[i];
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::add_forward(int64_t count, const T* a, const T* b, T* y) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < count; ++i) y[i] = a[i] + b[i];
+}
+
+template <typename T>
+void CpuBackend<T>::accumulate(int64_t count, const T* src, T* dst, bool accumulate) {
+  if (src == dst) {
+    if (accumulate)
+      for (int64_t i = 0; i < count; ++i) dst[i] += dst[i];
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < count; ++i) dst[i] = accumulate ? dst[i] + src[i] : src[i];
+}
+
+template <typename T>
+void CpuBackend<T>::scale_by_mask(int64_t per_sample, int n, const T* mask, T* x) {
+#pragma omp parallel for schedule(static)
+  for (int s = 0; s < n; ++s) {
+    T* xs = x + s * per_sample;
+    for (int64_t j = 0; j < per_sample; ++j) xs[j] *= mask[j];
+  }
+}
+
+#define IPNA_POINTWISE(T)                                                                             \
+  template void CpuBackend<T>::clip_forward(int64_t, T, T, const T*, T*, uint64_t*);                  \
+  template void CpuBackend<T>::clip_backward(int64_t, const uint64_t*, const T*, T*, bool);           \
+  template void CpuBackend<T>::affine_forward(int, int64_t, const T*, const T*, const T*, T*, int);   \
+  template void CpuBackend<T>::affine_backward(int, int64_t, const T*, const T*, T*, int, bool);      \
+  template void CpuBackend<T>::add_forward(int64_t, const T*, const T*, T*);                          \
+  template void CpuBackend<T>::accumulate(int64_t, const T*, T*, bool);                               \
+  template void CpuBackend<T>::scale_by_mask(int64_t, int, const T*, T*);
+IPNA_CPU_INSTANTIATE_BOTH(IPNA_POINTWISE)
+
+}  // namespace ipna

@@ -1,0 +1,136 @@
+// MaxPool and AvgPool (GlobalAveragePool is AvgPool over the whole plane) on
+// the CPU. MaxPool keeps, per output, the flat index into its input plane of
+// the maximum (the first one on ties, as PyTorch) so backward scatters without
+// the input. Padded positions never win a max; AvgPool divides by the whole
+// window when count_include_pad, else by the positions inside the input.
+#include <cstring>
+#include <limits>
+
+#include "engine/cpu/cpu_backend.h"
+#include "engine/cpu/instantiate.h"
+
+namespace ipna {
+
+template <typename T>
+void CpuBackend<T>::maxpool_forward(const PoolDesc& d, const T* x, T* y, int32_t* argmax, int n) {
+  const Window& win = d.win;
+  const int64_t planes = static_cast<int64_t>(n) * d.c;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    const T* xp = x + p * d.h * d.w;
+    T* yp = y + p * d.ho * d.wo;
+    int32_t* ap = argmax ? argmax + p * d.ho * d.wo : nullptr;
+    for (int oy = 0; oy < d.ho; ++oy)
+      for (int ox = 0; ox < d.wo; ++ox) {
+        T best = -std::numeric_limits<T>::infinity();
+        int32_t at = -1;
+        for (int i = 0; i < win.kh; ++i) {
+          int iy = oy * win.sh - win.pad_top + i * win.dh;
+          if (iy < 0 || iy >= d.h) continue;
+          for (int j = 0; j < win.kw; ++j) {
+            int ix = ox * win.sw - win.pad_left + j * win.dw;
+            if (ix < 0 || ix >= d.w) continue;
+            T v = xp[iy * d.w + ix];
+            if (at < 0 || v > best || v != v) {
+              best = v;
+              at = iy * d.w + ix;
+              if (v != v) break;
+            }
+          }
+        }
+        yp[oy * d.wo + ox] = best;
+        if (ap) ap[oy * d.wo + ox] = at;
+      }
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::maxpool_backward(const PoolDesc& d, const int32_t* argmax, const T* dy, T* dx, int n,
+                                     bool accumulate) {
+  const int64_t planes = static_cast<int64_t>(n) * d.c;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    T* dxp = dx + p * d.h * d.w;
+    if (!accumulate) std::memset(dxp, 0, sizeof(T) * d.h * d.w);
+    const T* g = dy + p * d.ho * d.wo;
+    const int32_t* ap = argmax + p * d.ho * d.wo;
+    for (int i = 0; i < d.ho * d.wo; ++i)
+      if (ap[i] >= 0) dxp[ap[i]] += g[i];
+  }
+}
+
+namespace {
+// Number of window positions that fall inside the input.
+inline int valid_count(const PoolDesc& d, int oy, int ox) {
+  const Window& win = d.win;
+  int cy = 0, cx = 0;
+  for (int i = 0; i < win.kh; ++i) {
+    int iy = oy * win.sh - win.pad_top + i * win.dh;
+    cy += (iy >= 0 && iy < d.h);
+  }
+  for (int j = 0; j < win.kw; ++j) {
+    int ix = ox * win.sw - win.pad_left + j * win.dw;
+    cx += (ix >= 0 && ix < d.w);
+  }
+  return cy * cx;
+}
+}  // namespace
+
+template <typename T>
+void CpuBackend<T>::avgpool_forward(const PoolDesc& d, const T* x, T* y, int n) {
+  const Window& win = d.win;
+  const int64_t planes = static_cast<int64_t>(n) * d.c;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    const T* xp = x + p * d.h * d.w;
+    T* yp = y + p * d.ho * d.wo;
+    for (int oy = 0; oy < d.ho; ++oy)
+      for (int ox = 0; ox < d.wo; ++ox) {
+        T s = 0;
+        for (int i = 0; i < win.kh; ++i) {
+          int iy = oy * win.sh - win.pad_top + i * win.dh;
+          if (iy < 0 || iy >= d.h) continue;
+          for (int j = 0; j < win.kw; ++j) {
+            int ix = ox * win.sw - win.pad_left + j * win.dw;
+            if (ix >= 0 && ix < d.w) s += xp[iy * d.w + ix];
+          }
+        }
+        int div = win.count_include_pad ? win.kh * win.kw : valid_count(d, oy, ox);
+        yp[oy * d.wo + ox] = s / T(div);
+      }
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::avgpool_backward(const PoolDesc& d, const T* dy, T* dx, int n, bool accumulate) {
+  const Window& win = d.win;
+  const int64_t planes = static_cast<int64_t>(n) * d.c;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    T* dxp = dx + p * d.h * d.w;
+    if (!accumulate) std::memset(dxp, 0, sizeof(T) * d.h * d.w);
+    const T* g = dy + p * d.ho * d.wo;
+    for (int oy = 0; oy < d.ho; ++oy)
+      for (int ox = 0; ox < d.wo; ++ox) {
+        int div = win.count_include_pad ? win.kh * win.kw : valid_count(d, oy, ox);
+        T share = g[oy * d.wo + ox] / T(div);
+        for (int i = 0; i < win.kh; ++i) {
+          int iy = oy * win.sh - win.pad_top + i * win.dh;
+          if (iy < 0 || iy >= d.h) continue;
+          for (int j = 0; j < win.kw; ++j) {
+            int ix = ox * win.sw - win.pad_left + j * win.dw;
+            if (ix >= 0 && ix < d.w) dxp[iy * d.w + ix] += share;
+          }
+        }
+      }
+  }
+}
+
+#define IPNA_POOL(T)                                                                                      \
+  template void CpuBackend<T>::maxpool_forward(const PoolDesc&, const T*, T*, int32_t*, int);             \
+  template void CpuBackend<T>::maxpool_backward(const PoolDesc&, const int32_t*, const T*, T*, int, bool); \
+  template void CpuBackend<T>::avgpool_forward(const PoolDesc&, const T*, T*, int);                       \
+  template void CpuBackend<T>::avgpool_backward(const PoolDesc&, const T*, T*, int, bool);
+IPNA_CPU_INSTANTIATE_BOTH(IPNA_POOL)
+
+}  // namespace ipna

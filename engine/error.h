@@ -1,0 +1,15 @@
+// One exception type for every user-facing failure: the message names the
+// file, node, tensor or argument at fault and what was expected, so the CLI
+// can print it verbatim and exit nonzero.
+#pragma once
+#include <stdexcept>
+#include <string>
+
+namespace ipna {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
+};
+
+}  // namespace ipna

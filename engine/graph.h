@@ -1,0 +1,97 @@
+// The graph IR: a topologically ordered list of nodes over per-sample values.
+// Loaders produce it (BatchNorm already folded, Flatten/Reshape/Identity/Dropout
+// removed as aliases); the engine splits it at a named value into f1 and f2.
+#pragma once
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/shape.h"
+
+namespace ipna {
+
+enum class OpKind {
+  Conv,       // 2-D convolution, grouped/depthwise, with bias
+  Affine,     // per-channel y = scale*x + shift (BatchNorm without a conv before it)
+  Clip,       // y = min(max(x, lo), hi); ReLU is Clip(0, +inf), ReLU6 is Clip(0, 6)
+  MaxPool,
+  AvgPool,    // GlobalAveragePool is AvgPool with the window = the plane
+  Add,        // residual: y = a + b, same shapes
+  Linear,     // y = x W^T + b over the flattened sample
+};
+
+const char* op_name(OpKind k);
+
+// Sliding-window geometry shared by Conv and the pools.
+struct Window {
+  int kh = 1, kw = 1;
+  int sh = 1, sw = 1;
+  int pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  int dh = 1, dw = 1;
+  bool count_include_pad = false;  // AvgPool only
+};
+
+struct Node {
+  OpKind kind{};
+  std::string name;          // the ONNX node name (or a made-up one), for messages
+  std::vector<int> inputs;   // value ids
+  int output = -1;           // value id
+  Window win;                // Conv, MaxPool, AvgPool
+  int groups = 1;            // Conv
+  double lo = 0, hi = 0;     // Clip
+  // Conv: weight [Cout, Cin/groups, kh, kw], bias [Cout].
+  // Linear: weight [out, in], bias [out].  Affine: weight = scale [C], bias = shift [C].
+  std::vector<double> weight, bias;
+};
+
+struct Value {
+  std::string name;
+  Shape shape;  // per sample
+};
+
+struct Graph {
+  std::vector<Value> values;
+  std::vector<Node> nodes;  // topological order
+  int input = -1;
+  int output = -1;
+  // Names that were removed as aliases (Flatten, Reshape, Identity, Dropout,
+  // a trailing Softmax's input) point at the value that carries their data.
+  std::map<std::string, int> aliases;
+  std::string source;  // file it came from, for messages
+
+  int add_value(const std::string& name, Shape shape);
+  // Looks up a value by name (aliases included); nullopt if absent.
+  std::optional<int> find_value(const std::string& name) const;
+  // Names a user may split at (every value except the input and output).
+  std::vector<std::string> split_candidates() const;
+  // Throws ipna::Error when a node's shapes or weights are inconsistent.
+  void validate() const;
+  int64_t macs_per_sample() const;
+};
+
+// f1: input -> h, f2: h -> logits. Both are standalone graphs.
+struct SplitModel {
+  Graph f1, f2;
+  std::string split_name;
+  Shape input_shape() const { return f1.values[f1.input].shape; }
+  Shape split_shape() const { return f1.values[f1.output].shape; }
+  int num_classes() const { return static_cast<int>(f2.values[f2.output].shape.numel()); }
+};
+
+// Splits at the named value. Errors: the name is unknown (the nearest names
+// are listed), or the value is not a cut (a node after it reads a value
+// computed before it).
+SplitModel split_graph(const Graph& g, const std::string& split_name);
+// The original's two-model form: model1's output feeds model2's input.
+SplitModel join_split(const Graph& first, const Graph& second);
+
+// Shape of a node's output given its input shapes; throws ipna::Error with the
+// node's name on a mismatch.
+Shape infer_shape(const Node& n, const std::vector<Shape>& in);
+
+// Up to `count` names closest to `name` by edit distance.
+std::vector<std::string> nearest_names(const std::string& name, const std::vector<std::string>& pool,
+                                       size_t count = 5);
+
+}  // namespace ipna

@@ -1,0 +1,266 @@
+#include "engine/plan.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "engine/error.h"
+
+namespace ipna {
+namespace {
+
+constexpr int64_t kAlignElems = 64;  // keep every slot 256-byte aligned for floats
+
+int64_t round_up(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
+
+// First-fit placement of slots in a linear arena; sizes in per-sample elements.
+class ArenaPlanner {
+ public:
+  int64_t allocate(int64_t size) {
+    size = round_up(std::max<int64_t>(size, 1), kAlignElems);
+    int64_t at = 0;
+    for (const auto& [off, sz] : live_) {
+      if (off - at >= size) break;
+      at = std::max(at, off + sz);
+    }
+    live_[at] = size;
+    peak_ = std::max(peak_, at + size);
+    return at;
+  }
+  void release(int64_t off) { live_.erase(off); }
+  int64_t peak() const { return peak_; }
+
+ private:
+  std::map<int64_t, int64_t> live_;
+  int64_t peak_ = 0;
+};
+
+bool is_elementwise(OpKind k) { return k == OpKind::Clip || k == OpKind::Affine || k == OpKind::Add; }
+
+template <typename T>
+DeviceBuffer upload(Backend<T>& be, const std::vector<double>& v) {
+  if (v.empty()) return {};
+  std::vector<T> host(v.begin(), v.end());
+  DeviceBuffer buf(be, host.size() * sizeof(T));
+  be.copy_to_device(buf.as<void>(), host.data(), host.size() * sizeof(T));
+  return buf;
+}
+
+}  // namespace
+
+template <typename T>
+GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g), be_(backend) {
+  graph_.validate();
+  const int nv = static_cast<int>(graph_.values.size());
+  const int nn = static_cast<int>(graph_.nodes.size());
+  for (int i = 0; i < nn; ++i) {
+    const Node& node = graph_.nodes[i];
+    Step st;
+    st.node = i;
+    const Shape& in = graph_.values[node.inputs[0]].shape;
+    const Shape& out = graph_.values[node.output].shape;
+    st.count = out.numel();
+    if (node.kind == OpKind::Conv) {
+      st.conv = {static_cast<int>(in.dims[0]), static_cast<int>(in.dims[1]), static_cast<int>(in.dims[2]),
+                 static_cast<int>(out.dims[0]), static_cast<int>(out.dims[1]), static_cast<int>(out.dims[2]),
+                 node.groups, node.win};
+    } else if (node.kind == OpKind::MaxPool || node.kind == OpKind::AvgPool) {
+      st.pool = {static_cast<int>(in.dims[0]), static_cast<int>(in.dims[1]), static_cast<int>(in.dims[2]),
+                 static_cast<int>(out.dims[1]), static_cast<int>(out.dims[2]), node.win};
+    }
+    steps_.push_back(st);
+    weights_.push_back(upload(be_, node.weight));
+    biases_.push_back(upload(be_, node.bias));
+  }
+
+  // Forward liveness: a value lives from its node to its last reader.
+  std::vector<int> last_use(nv, -1);
+  for (int i = 0; i < nn; ++i)
+    for (int v : graph_.nodes[i].inputs) last_use[v] = std::max(last_use[v], i);
+  fwd_offset_.assign(nv, -1);
+  {
+    ArenaPlanner arena;
+    std::vector<bool> handed_on(nv, false);
+    for (int i = 0; i < nn; ++i) {
+      const Node& node = graph_.nodes[i];
+      const int out = node.output;
+      if (out != graph_.output) {
+        int64_t off = -1;
+        if (is_elementwise(node.kind))
+          for (int v : node.inputs)
+            if (fwd_offset_[v] >= 0 && last_use[v] == i && !handed_on[v]) {
+              off = fwd_offset_[v];  // in place: the input dies here
+              handed_on[v] = true;
+              break;
+            }
+        fwd_offset_[out] = off >= 0 ? off : arena.allocate(graph_.values[out].shape.numel());
+        if (last_use[out] < 0) arena.release(fwd_offset_[out]);
+      }
+      std::set<int> ins(node.inputs.begin(), node.inputs.end());
+      for (int v : ins)
+        if (fwd_offset_[v] >= 0 && last_use[v] == i && !handed_on[v]) arena.release(fwd_offset_[v]);
+    }
+    fwd_peak_ = arena.peak();
+  }
+
+  // Backward liveness: a value's gradient lives from its first writer (its
+  // last reader in forward order) until its producer has consumed it.
+  bwd_offset_.assign(nv, -1);
+  bwd_accumulate_.assign(nn, {});
+  {
+    ArenaPlanner arena;
+    std::vector<bool> written(nv, false), handed_on(nv, false);
+    written[graph_.output] = true;
+    for (int i = nn - 1; i >= 0; --i) {
+      const Node& node = graph_.nodes[i];
+      const int out = node.output;
+      bool out_in_arena = bwd_offset_[out] >= 0;
+      for (int v : node.inputs) {
+        bool acc = written[v];
+        if (!written[v] && v != graph_.input) {
+          if (is_elementwise(node.kind) && out_in_arena && !handed_on[out]) {
+            bwd_offset_[v] = bwd_offset_[out];
+            handed_on[out] = true;
+          } else {
+            bwd_offset_[v] = arena.allocate(graph_.values[v].shape.numel());
+          }
+        }
+        written[v] = true;
+        bwd_accumulate_[i].push_back(acc);
+      }
+      if (out_in_arena && !handed_on[out]) arena.release(bwd_offset_[out]);
+    }
+    bwd_peak_ = arena.peak();
+  }
+}
+
+template <typename T>
+size_t GraphPlan<T>::saved_bytes(int n) const {
+  return saved_offset(static_cast<int>(steps_.size()), n);
+}
+
+template <typename T>
+size_t GraphPlan<T>::saved_offset(int step, int n) const {
+  size_t off = 0;
+  for (int i = 0; i < step; ++i) {
+    const OpKind k = graph_.nodes[steps_[i].node].kind;
+    size_t b = 0;
+    if (k == OpKind::Clip) b = (static_cast<size_t>(n) * steps_[i].count + 63) / 64 * sizeof(uint64_t);
+    if (k == OpKind::MaxPool) b = static_cast<size_t>(n) * steps_[i].count * sizeof(int32_t);
+    off += (b + 255) / 256 * 256;
+  }
+  return off;
+}
+
+template <typename T>
+size_t GraphPlan<T>::bytes_per_sample(bool with_backward) const {
+  size_t b = static_cast<size_t>(fwd_peak_) * sizeof(T);
+  if (with_backward) b += static_cast<size_t>(bwd_peak_) * sizeof(T) + saved_bytes(1);
+  return b;
+}
+
+template <typename T>
+typename GraphPlan<T>::Workspace GraphPlan<T>::make_workspace(int capacity, bool with_backward) const {
+  Workspace ws;
+  ws.capacity = capacity;
+  ws.forward_arena = DeviceBuffer(be_, static_cast<size_t>(fwd_peak_) * capacity * sizeof(T));
+  if (with_backward) {
+    ws.backward_arena = DeviceBuffer(be_, static_cast<size_t>(bwd_peak_) * capacity * sizeof(T));
+    ws.saved = DeviceBuffer(be_, saved_bytes(capacity));
+  }
+  return ws;
+}
+
+template <typename T>
+T* GraphPlan<T>::value_ptr(int v, int n, const T* x, T* y, T* arena) const {
+  if (v == graph_.input) return const_cast<T*>(x);
+  if (v == graph_.output) return y;
+  return arena + fwd_offset_[v] * n;
+}
+
+template <typename T>
+T* GraphPlan<T>::grad_ptr(int v, int n, const T* dy, T* dx, T* arena) const {
+  if (v == graph_.input) return dx;
+  if (v == graph_.output) return const_cast<T*>(dy);
+  return arena + bwd_offset_[v] * n;
+}
+
+template <typename T>
+void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save) const {
+  if (n > ws.capacity) throw Error("internal: batch of " + std::to_string(n) + " exceeds workspace");
+  if (save && !ws.saved.bytes() && saved_bytes(n))
+    throw Error("internal: forward with save needs a workspace made with_backward");
+  T* arena = ws.forward_arena.template as<T>();
+  auto* saved = ws.saved.template as<uint8_t>();
+  for (size_t si = 0; si < steps_.size(); ++si) {
+    const Step& st = steps_[si];
+    const Node& node = graph_.nodes[st.node];
+    const T* in0 = value_ptr(node.inputs[0], n, x, y, arena);
+    T* out = value_ptr(node.output, n, x, y, arena);
+    const T* w = weights_[st.node].template as<T>();
+    const T* b = biases_[st.node].template as<T>();
+    void* keep = save ? saved + saved_offset(static_cast<int>(si), n) : nullptr;
+    switch (node.kind) {
+      case OpKind::Conv: be_.conv2d_forward(st.conv, w, b, in0, out, n); break;
+      case OpKind::Linear:
+        be_.linear_forward(static_cast<int>(graph_.values[node.inputs[0]].shape.numel()), static_cast<int>(st.count),
+                           w, b, in0, out, n);
+        break;
+      case OpKind::Affine: {
+        const Shape& s = graph_.values[node.output].shape;
+        be_.affine_forward(static_cast<int>(s.channels()), s.plane(), w, b, in0, out, n);
+        break;
+      }
+      case OpKind::Clip:
+        be_.clip_forward(st.count * n, static_cast<T>(node.lo), static_cast<T>(node.hi), in0, out,
+                         static_cast<uint64_t*>(keep));
+        break;
+      case OpKind::MaxPool: be_.maxpool_forward(st.pool, in0, out, static_cast<int32_t*>(keep), n); break;
+      case OpKind::AvgPool: be_.avgpool_forward(st.pool, in0, out, n); break;
+      case OpKind::Add:
+        be_.add_forward(st.count * n, in0, value_ptr(node.inputs[1], n, x, y, arena), out);
+        break;
+    }
+  }
+}
+
+template <typename T>
+void GraphPlan<T>::backward(int n, const T* dy, T* dx, Workspace& ws) const {
+  T* arena = ws.backward_arena.template as<T>();
+  auto* saved = ws.saved.template as<uint8_t>();
+  for (int si = static_cast<int>(steps_.size()) - 1; si >= 0; --si) {
+    const Step& st = steps_[si];
+    const Node& node = graph_.nodes[st.node];
+    const T* g = grad_ptr(node.output, n, dy, dx, arena);
+    T* gin = grad_ptr(node.inputs[0], n, dy, dx, arena);
+    const bool acc = bwd_accumulate_[st.node][0];
+    const T* w = weights_[st.node].template as<T>();
+    const void* keep = saved + saved_offset(si, n);
+    switch (node.kind) {
+      case OpKind::Conv: be_.conv2d_backward_data(st.conv, w, g, gin, n, acc); break;
+      case OpKind::Linear:
+        be_.linear_backward_data(static_cast<int>(graph_.values[node.inputs[0]].shape.numel()),
+                                 static_cast<int>(st.count), w, g, gin, n, acc);
+        break;
+      case OpKind::Affine: {
+        const Shape& s = graph_.values[node.output].shape;
+        be_.affine_backward(static_cast<int>(s.channels()), s.plane(), w, g, gin, n, acc);
+        break;
+      }
+      case OpKind::Clip: be_.clip_backward(st.count * n, static_cast<const uint64_t*>(keep), g, gin, acc); break;
+      case OpKind::MaxPool:
+        be_.maxpool_backward(st.pool, static_cast<const int32_t*>(keep), g, gin, n, acc);
+        break;
+      case OpKind::AvgPool: be_.avgpool_backward(st.pool, g, gin, n, acc); break;
+      case OpKind::Add:
+        be_.accumulate(st.count * n, g, gin, acc);
+        be_.accumulate(st.count * n, g, grad_ptr(node.inputs[1], n, dy, dx, arena), bwd_accumulate_[st.node][1]);
+        break;
+    }
+  }
+}
+
+template class GraphPlan<float>;
+template class GraphPlan<double>;
+
+}  // namespace ipna

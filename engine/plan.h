@@ -1,0 +1,62 @@
+// Execution plan of one graph (f1 or f2) on a backend: weights uploaded once,
+// every activation and gradient placed at a fixed offset of one arena by a
+// liveness pass at plan time (offsets are per sample, so an arena for n
+// samples is n times the per-sample peak). Forward keeps only what backward
+// needs: a bit per Clip element and an index per MaxPool output; convs, linear
+// layers, pools and adds need nothing but their weights and shapes.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/graph.h"
+
+namespace ipna {
+
+template <typename T>
+class GraphPlan {
+ public:
+  GraphPlan(const Graph& g, Backend<T>& backend);
+
+  // Buffers for batches of up to `capacity` samples, allocated once and reused
+  // by every chunk of the step loop.
+  struct Workspace {
+    int capacity = 0;
+    DeviceBuffer forward_arena, backward_arena, saved;
+  };
+  Workspace make_workspace(int capacity, bool with_backward) const;
+
+  // y = graph(x) for n samples. With `save`, keeps the masks backward needs in ws.
+  void forward(int n, const T* x, T* y, Workspace& ws, bool save) const;
+  // dx = (d graph / d x)^T dy at the points of the last saving forward.
+  void backward(int n, const T* dy, T* dx, Workspace& ws) const;
+
+  const Graph& graph() const { return graph_; }
+  int64_t input_numel() const { return graph_.values[graph_.input].shape.numel(); }
+  int64_t output_numel() const { return graph_.values[graph_.output].shape.numel(); }
+  // Bytes one more sample of batch costs, for choosing the chunk of steps.
+  size_t bytes_per_sample(bool with_backward) const;
+
+ private:
+  struct Step {
+    int node;
+    ConvDesc conv;
+    PoolDesc pool;
+    int64_t count = 0;  // per-sample elements of the output
+  };
+  T* value_ptr(int v, int n, const T* x, T* y, T* arena) const;
+  T* grad_ptr(int v, int n, const T* dy, T* dx, T* arena) const;
+  size_t saved_offset(int step, int n) const;  // bytes into ws.saved
+  size_t saved_bytes(int n) const;
+
+  Graph graph_;
+  Backend<T>& be_;
+  std::vector<Step> steps_;
+  std::vector<DeviceBuffer> weights_, biases_;
+  std::vector<int64_t> fwd_offset_, bwd_offset_;  // per value, per-sample elements; -1 = external
+  int64_t fwd_peak_ = 0, bwd_peak_ = 0;
+  // Backward: whether the step writes each input's gradient fresh or adds to it.
+  std::vector<std::vector<bool>> bwd_accumulate_;
+};
+
+}  // namespace ipna

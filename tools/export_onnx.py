@@ -1,0 +1,139 @@
+#!/usr/bin/python3
+"""Export a PyTorch classifier to ONNX for ipna-fast, split at a named tensor.
+
+Runs with Debian's python3-torch / python3-torchvision (call /usr/bin/python3).
+
+  /usr/bin/python3 tools/export_onnx.py resnet152 --split layer2 --out resnet152.onnx [--weights W.pth | --random-init]
+  /usr/bin/python3 tools/export_onnx.py --two-part model_first_part.pt model_second_part.pt --out model.onnx
+
+The ONNX file holds the whole network; the split tensor is named exactly as
+--split (for --two-part: 'split'), so `ipna-fast ... --split layer2` finds it.
+BatchNorm stays a separate node (ipna-fast folds it into the conv in float64),
+and a TorchScript file of the same weights (OUT with .pt) is written for the
+LibTorch baseline in bench/.
+"""
+import argparse
+import sys
+
+import torch
+import torch.nn as nn
+
+
+def stages_of(model, family):
+    """The network as an ordered list of (name, module) whose composition is the forward pass."""
+    if family == "resnet":
+        names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]
+        return [(n, getattr(model, n)) for n in names] + [("flatten", nn.Flatten()), ("fc", model.fc)]
+    if family == "vgg":
+        st = [("features.%d" % i, m) for i, m in enumerate(model.features)]
+        return st + [("avgpool", model.avgpool), ("flatten", nn.Flatten())] + \
+            [("classifier.%d" % i, m) for i, m in enumerate(model.classifier)]
+    if family == "mobilenet_v2":
+        st = [("features.%d" % i, m) for i, m in enumerate(model.features)]
+        return st + [("avgpool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten())] + \
+            [("classifier.%d" % i, m) for i, m in enumerate(model.classifier)]
+    raise SystemExit("unsupported family %s" % family)
+
+
+def family_of(name):
+    for f in ("resnet", "vgg", "mobilenet_v2"):
+        if name.startswith(f):
+            return f
+    raise SystemExit("model '%s': supported torchvision families are resnet*, vgg*, mobilenet_v2" % name)
+
+
+def split_stages(stages, split):
+    names = [n for n, _ in stages]
+    if split not in names:
+        raise SystemExit("--split %s: not a stage of this model; choose one of: %s" % (split, ", ".join(names)))
+    i = names.index(split) + 1
+    return nn.Sequential(*[m for _, m in stages[:i]]), nn.Sequential(*[m for _, m in stages[i:]])
+
+
+def randomize_batchnorm(model, seed=0):
+    """Random running statistics and affine parameters so BN folding is really exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+            m.weight.data.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+            m.bias.data.copy_(torch.randn(c, generator=g) * 0.1)
+
+
+def export_split(f1, f2, input_shape, split_name, out_path, torchscript=True):
+    """Export f1 and f2 and join them into one ONNX graph whose split tensor is `split_name`."""
+    import onnx
+    import onnx.compose
+    import io
+
+    f1.eval()
+    f2.eval()
+    x = torch.zeros(1, *input_shape, dtype=torch.float32)
+    with torch.no_grad():
+        h = f1(x)
+
+    def to_onnx(mod, arg, in_name, out_name):
+        buf = io.BytesIO()
+        torch.onnx.export(mod, arg, buf, input_names=[in_name], output_names=[out_name], opset_version=13,
+                          do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE,
+                          dynamic_axes={in_name: {0: "N"}, out_name: {0: "N"}})
+        return onnx.load_from_string(buf.getvalue())
+
+    m1 = to_onnx(f1, x, "input", split_name)
+    m2 = to_onnx(f2, h, split_name, "logits")
+    m2 = onnx.compose.add_prefix(m2, "f2/")  # f1 and f2 both name their weights "0.weight", ...
+    merged = onnx.compose.merge_models(m1, m2, io_map=[(split_name, "f2/" + split_name)])
+    merged.graph.output[0].name = "logits"
+    for n in merged.graph.node:
+        n.output[:] = ["logits" if o == "f2/logits" else o for o in n.output]
+    onnx.checker.check_model(merged)
+    onnx.save(merged, out_path)
+    # export() restores each submodule's training flag from the wrapper: evaluate again
+    f1.eval()
+    f2.eval()
+    if torchscript:
+        full = nn.Sequential(f1, f2).eval()
+        torch.jit.trace(full, x).save(out_path.rsplit(".", 1)[0] + ".pt")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", nargs="?", help="torchvision model name, e.g. resnet152, vgg16, mobilenet_v2")
+    ap.add_argument("--split", default="layer2", help="stage whose output is the split tensor (e.g. layer2, features.7)")
+    ap.add_argument("--weights", help="a state_dict .pth to load (pretrained weights)")
+    ap.add_argument("--random-init", action="store_true", help="random weights (tests, timings)")
+    ap.add_argument("--input-size", type=int, default=224)
+    ap.add_argument("--two-part", nargs=2, metavar=("FIRST", "SECOND"),
+                    help="the original's two torch.save'd partial models")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    torch.manual_seed(a.seed)
+    if a.two_part:
+        f1 = torch.load(a.two_part[0], map_location="cpu")
+        f2 = torch.load(a.two_part[1], map_location="cpu")
+        export_split(f1, f2, (3, a.input_size, a.input_size), "split", a.out)
+        print("wrote %s (split tensor 'split')" % a.out)
+        return
+    if not a.model:
+        ap.error("give a model name or --two-part")
+    import torchvision
+    if not hasattr(torchvision.models, a.model):
+        raise SystemExit("torchvision has no model '%s'" % a.model)
+    model = getattr(torchvision.models, a.model)()
+    if a.weights:
+        model.load_state_dict(torch.load(a.weights, map_location="cpu"))
+    elif a.random_init:
+        randomize_batchnorm(model, a.seed)
+    else:
+        raise SystemExit("give --weights FILE.pth (this machine cannot download) or --random-init")
+    model.eval()
+    f1, f2 = split_stages(stages_of(model, family_of(a.model)), a.split)
+    export_split(f1, f2, (3, a.input_size, a.input_size), a.split, a.out)
+    print("wrote %s (split tensor '%s')" % (a.out, a.split))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
