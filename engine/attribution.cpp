@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <numeric>
 
 #include "engine/error.h"
@@ -24,7 +25,28 @@ struct Engine {
   GraphPlan<T> f1, f2;
   SplitModel model;
   Engine(const SplitModel& m, const std::string& device)
-      : be(make_backend<T>(device)), f1(m.f1, *be), f2(m.f2, *be), model(m) {}
+      : be(make_backend<T>(device)), f1(m.f1, *be), f2(m.f2, *be), model(m) {
+    // The plans hold the weights on the device; keep only shapes here.
+    for (Graph* g : {&model.f1, &model.f2})
+      for (Node& n : g->nodes) {
+        n.weight = {};
+        n.bias = {};
+      }
+  }
+
+  // Buffers and workspaces live across runs: a sweep of many runs allocates
+  // (and page-faults) once, and nothing is allocated inside the step loop.
+  std::map<std::string, DeviceBuffer> pool;
+  typename GraphPlan<T>::Workspace ws1, ws2;
+  T* buffer(const std::string& key, size_t count) {
+    DeviceBuffer& b = pool[key];
+    const size_t bytes = std::max<size_t>(count, 1) * sizeof(T);
+    if (b.bytes() < bytes) {
+      b.reset();
+      b = DeviceBuffer(*be, bytes);
+    }
+    return b.as<T>();
+  }
 
   DeviceBuffer upload(const std::vector<double>& v) {
     std::vector<T> h(v.begin(), v.end());
@@ -32,17 +54,18 @@ struct Engine {
     if (!h.empty()) be->copy_to_device(b.as<void>(), h.data(), h.size() * sizeof(T));
     return b;
   }
-  std::vector<double> download(const DeviceBuffer& b, size_t count, size_t offset = 0) {
+  std::vector<double> download(const T* p, size_t count) {
     std::vector<T> h(count);
-    be->copy_to_host(h.data(), b.as<T>() + offset, count * sizeof(T));
+    be->copy_to_host(h.data(), p, count * sizeof(T));
     return {h.begin(), h.end()};
   }
+  std::vector<double> download(const DeviceBuffer& b, size_t count) { return download(b.as<T>(), count); }
 
   // Logits for a batch of points already on the device.
   std::vector<double> forward_logits(const DeviceBuffer& x, int n, const std::vector<double>& mask) {
     const int64_t hn = f1.output_numel(), classes = f2.output_numel();
-    auto ws1 = f1.make_workspace(n, false);
-    auto ws2 = f2.make_workspace(n, false);
+    f1.reserve(ws1, n, false);
+    f2.reserve(ws2, n, false);
     DeviceBuffer h(*be, n * hn * sizeof(T)), z(*be, n * classes * sizeof(T));
     f1.forward(n, x.as<T>(), h.as<T>(), ws1, false);
     if (!mask.empty()) {
@@ -55,9 +78,9 @@ struct Engine {
 
   std::vector<double> split(const std::vector<double>& x) {
     DeviceBuffer xd = upload(x);
-    auto ws = f1.make_workspace(1, false);
+    f1.reserve(ws1, 1, false);
     DeviceBuffer h(*be, f1.output_numel() * sizeof(T));
-    f1.forward(1, xd.as<T>(), h.as<T>(), ws, false);
+    f1.forward(1, xd.as<T>(), h.as<T>(), ws1, false);
     return download(h, f1.output_numel());
   }
 
@@ -140,20 +163,28 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   for (int64_t j = 0; j < xn; ++j) d[j] = (x[j] - x0[j]) / m;
   DeviceBuffer x0_dev = upload(x0), d_dev = upload(d);
   DeviceBuffer mask_dev = masked ? upload(req.split_mask) : DeviceBuffer();
-  auto ws1 = f1.make_workspace(chunk, ig);
-  auto ws2 = f2.make_workspace(chunk, true);
-  DeviceBuffer pts(*be, chunk * xn * t), dx(*be, ig ? chunk * xn * t : 0);
-  DeviceBuffer h_cur(*be, chunk * hn * t), h_f2(*be, masked ? chunk * hn * t : 0), dh(*be, chunk * hn * t);
-  DeviceBuffer h_prev(*be, path ? chunk * hn * t : 0), h_patch(*be, req.boxes.empty() ? 0 : chunk * hn * t);
-  DeviceBuffer logits(*be, chunk * classes * t), dlogits(*be, chunk * classes * t), fval(*be, chunk * t);
-  DeviceBuffer ig_acc(*be, ig ? xn * t : 0), cond_acc(*be, req.conductance ? hn * t : 0);
-  std::vector<DeviceBuffer> ipna_acc;
+  f1.reserve(ws1, chunk, ig);
+  f2.reserve(ws2, chunk, true);
+  T* pts = buffer("points", chunk * xn);
+  T* dx = ig ? buffer("dx", chunk * xn) : nullptr;
+  T* h_cur = buffer("h", chunk * hn);
+  T* h_f2 = masked ? buffer("h_masked", chunk * hn) : nullptr;
+  T* dh = buffer("dh", chunk * hn);
+  T* h_prev = path ? buffer("h_prev", chunk * hn) : nullptr;
+  T* h_patch = req.boxes.empty() ? nullptr : buffer("h_patch", chunk * hn);
+  T* logits = buffer("logits", chunk * classes);
+  T* dlogits = buffer("dlogits", chunk * classes);
+  T* fval = buffer("fval", chunk);
+  T* ig_acc = ig ? buffer("ig_acc", xn) : nullptr;
+  T* cond_acc = req.conductance ? buffer("cond_acc", hn) : nullptr;
+  T* carry = path ? buffer("carry", hn) : nullptr;
+  std::vector<T*> ipna_acc;
   for (size_t b = 0; b < req.boxes.size(); ++b) {
-    ipna_acc.emplace_back(*be, hn * t);
-    be->zero(ipna_acc.back().as<void>(), hn * t);
+    ipna_acc.push_back(buffer("ipna_acc" + std::to_string(b), hn));
+    be->zero(ipna_acc.back(), hn * t);
   }
-  if (ig) be->zero(ig_acc.as<void>(), xn * t);
-  if (req.conductance) be->zero(cond_acc.as<void>(), hn * t);
+  if (ig) be->zero(ig_acc, xn * t);
+  if (req.conductance) be->zero(cond_acc, hn * t);
   size_t workspace = per_step * chunk;
 
   AttributionResult r;
@@ -174,42 +205,41 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   }
 
   // h(x_0), carried as h(x_{k-1}) into the first chunk.
-  DeviceBuffer carry(*be, path ? hn * t : 0);
   if (path) {
     PointBatch p0;
     p0.k = {0.0};
-    be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), p0, pts.as<T>());
-    f1.forward(1, pts.as<T>(), carry.as<T>(), ws1, false);
+    be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), p0, pts);
+    f1.forward(1, pts, carry, ws1, false);
   }
 
   for (int k0 = 1; k0 <= m; k0 += chunk) {
     const int c = std::min(chunk, m - k0 + 1);
     PointBatch cur;
     for (int i = 0; i < c; ++i) cur.k.push_back(k0 + i);
-    be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), cur, pts.as<T>());
-    f1.forward(c, pts.as<T>(), h_cur.as<T>(), ws1, ig);
-    T* f2_in = h_cur.as<T>();
+    be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), cur, pts);
+    f1.forward(c, pts, h_cur, ws1, ig);
+    T* f2_in = h_cur;
     if (masked) {
-      be->copy_on_device(h_f2.as<void>(), h_cur.as<void>(), c * hn * t);
-      be->scale_by_mask(hn, c, mask_dev.as<T>(), h_f2.as<T>());
-      f2_in = h_f2.as<T>();
+      be->copy_on_device(h_f2, h_cur, c * hn * t);
+      be->scale_by_mask(hn, c, mask_dev.as<T>(), h_f2);
+      f2_in = h_f2;
     }
-    f2.forward(c, f2_in, logits.as<T>(), ws2, true);
-    be->target_forward_backward(req.target, classes, req.target_class, logits.as<T>(), fval.as<T>(),
-                                dlogits.as<T>(), c);
-    f2.backward(c, dlogits.as<T>(), dh.as<T>(), ws2);
-    if (masked) be->scale_by_mask(hn, c, mask_dev.as<T>(), dh.as<T>());
+    f2.forward(c, f2_in, logits, ws2, true);
+    be->target_forward_backward(req.target, classes, req.target_class, logits, fval,
+                                dlogits, c);
+    f2.backward(c, dlogits, dh, ws2);
+    if (masked) be->scale_by_mask(hn, c, mask_dev.as<T>(), dh);
     if (ig) {
-      f1.backward(c, dh.as<T>(), dx.as<T>(), ws1);
-      be->sum_batch(xn, c, dx.as<T>(), ig_acc.as<T>());
+      f1.backward(c, dh, dx, ws1);
+      be->sum_batch(xn, c, dx, ig_acc);
     }
     if (path) {
       // h_prev[i] = h(x_{k0+i-1}): the carry, then this chunk's h shifted by one.
-      be->copy_on_device(h_prev.as<void>(), carry.as<void>(), hn * t);
-      if (c > 1) be->copy_on_device(h_prev.as<T>() + hn, h_cur.as<void>(), (c - 1) * hn * t);
-      be->copy_on_device(carry.as<void>(), h_cur.as<T>() + (c - 1) * hn, hn * t);
+      be->copy_on_device(h_prev, carry, hn * t);
+      if (c > 1) be->copy_on_device(h_prev + hn, h_cur, (c - 1) * hn * t);
+      be->copy_on_device(carry, h_cur + (c - 1) * hn, hn * t);
       if (req.conductance)
-        be->accumulate_path_product(hn, c, dh.as<T>(), h_cur.as<T>(), h_prev.as<T>(), cond_acc.as<T>());
+        be->accumulate_path_product(hn, c, dh, h_cur, h_prev, cond_acc);
       for (size_t b = 0; b < req.boxes.size(); ++b) {
         PointBatch patch;
         patch.boxes = req.boxes;
@@ -217,9 +247,9 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
           patch.k.push_back(k0 + i - 1);
           patch.box_index.push_back(static_cast<int>(b));
         }
-        be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), patch, pts.as<T>());
-        f1.forward(c, pts.as<T>(), h_patch.as<T>(), ws1, false);
-        be->accumulate_path_product(hn, c, dh.as<T>(), h_patch.as<T>(), h_prev.as<T>(), ipna_acc[b].as<T>());
+        be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), patch, pts);
+        f1.forward(c, pts, h_patch, ws1, false);
+        be->accumulate_path_product(hn, c, dh, h_patch, h_prev, ipna_acc[b]);
       }
     }
     if (req.progress) req.progress(k0 + c - 1, m);

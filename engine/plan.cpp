@@ -172,6 +172,17 @@ typename GraphPlan<T>::Workspace GraphPlan<T>::make_workspace(int capacity, bool
 }
 
 template <typename T>
+void GraphPlan<T>::reserve(Workspace& ws, int capacity, bool with_backward) const {
+  const bool has_backward = ws.backward_arena.bytes() >= static_cast<size_t>(bwd_peak_) * ws.capacity * sizeof(T) &&
+                            ws.saved.bytes() >= saved_bytes(ws.capacity);
+  if (ws.capacity >= capacity && ws.forward_arena.bytes() && (!with_backward || has_backward)) return;
+  const bool keep_backward = with_backward || (ws.capacity && has_backward);
+  capacity = std::max(capacity, ws.capacity);
+  ws = Workspace();  // release first: the old and new arenas need not coexist
+  ws = make_workspace(std::max(capacity, 1), keep_backward);
+}
+
+template <typename T>
 T* GraphPlan<T>::value_ptr(int v, int n, const T* x, T* y, T* arena) const {
   if (v == graph_.input) return const_cast<T*>(x);
   if (v == graph_.output) return y;

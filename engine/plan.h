@@ -25,6 +25,9 @@ class GraphPlan {
     DeviceBuffer forward_arena, backward_arena, saved;
   };
   Workspace make_workspace(int capacity, bool with_backward) const;
+  // Grows ws to hold `capacity` samples (and backward state) only when it is
+  // too small, so repeated runs reuse the same memory.
+  void reserve(Workspace& ws, int capacity, bool with_backward) const;
 
   // y = graph(x) for n samples. With `save`, keeps the masks backward needs in ws.
   void forward(int n, const T* x, T* y, Workspace& ws, bool save) const;

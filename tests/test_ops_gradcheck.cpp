@@ -1,6 +1,6 @@
 // Every op's input-gradient backward against central finite differences in
-// float64, through the real plan executor (batch of 2 samples, so batching
-// and the arena offsets are exercised too).
+// float64, through the real plan executor (batch of 3 samples, so batched
+// GEMMs and the arena offsets are exercised too).
 #include <gtest/gtest.h>
 
 #include "engine/cpu/cpu_backend.h"
@@ -14,7 +14,7 @@ namespace {
 void gradcheck(const Graph& g, unsigned seed = 3, double tol = 1e-7) {
   CpuBackend<double> be;
   GraphPlan<double> plan(g, be);
-  const int n = 2;
+  const int n = 3;  // with 2 threads: one GEMM of 2 samples side by side and one of 1
   const int64_t xn = plan.input_numel(), yn = plan.output_numel();
   std::vector<double> x = random_vector(n * xn, seed), r = random_vector(n * yn, seed + 1);
   auto ws = plan.make_workspace(n, true);

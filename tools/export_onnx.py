@@ -9,8 +9,8 @@ Runs with Debian's python3-torch / python3-torchvision (call /usr/bin/python3).
 The ONNX file holds the whole network; the split tensor is named exactly as
 --split (for --two-part: 'split'), so `ipna-fast ... --split layer2` finds it.
 BatchNorm stays a separate node (ipna-fast folds it into the conv in float64),
-and a TorchScript file of the same weights (OUT with .pt) is written for the
-LibTorch baseline in bench/.
+and TorchScript files of the same weights (OUT with .pt, and each part as
+.f1.pt / .f2.pt) are written for the LibTorch baseline in bench/.
 """
 import argparse
 import sys
@@ -93,9 +93,12 @@ def export_split(f1, f2, input_shape, split_name, out_path, torchscript=True):
     # export() restores each submodule's training flag from the wrapper: evaluate again
     f1.eval()
     f2.eval()
-    if torchscript:
-        full = nn.Sequential(f1, f2).eval()
-        torch.jit.trace(full, x).save(out_path.rsplit(".", 1)[0] + ".pt")
+    if torchscript:  # the whole model, and each part for baselines that need h
+        stem = out_path.rsplit(".", 1)[0]
+        with torch.no_grad():
+            torch.jit.trace(nn.Sequential(f1, f2).eval(), x).save(stem + ".pt")
+            torch.jit.trace(f1, x).save(stem + ".f1.pt")
+            torch.jit.trace(f2, h).save(stem + ".f2.pt")
 
 
 def main():

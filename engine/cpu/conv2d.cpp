@@ -5,6 +5,9 @@
 // single row and waste the BLAS.
 // Layout: x [n, Cin, H, W], weight [Cout, Cin/groups, kh, kw], y [n, Cout, Ho, Wo];
 // the column matrix is [Cin/groups * kh * kw, Ho * Wo].
+#include <omp.h>
+
+#include <algorithm>
 #include <cstring>
 
 #include "engine/cpu/cpu_backend.h"
@@ -20,13 +23,26 @@ bool is_pointwise(const ConvDesc& d) {
 }
 bool is_depthwise(const ConvDesc& d) { return d.groups == d.cin && d.groups > 1; }
 
+// Output columns [lo, hi) whose input column ix = ix0 + ox*sw lies inside [0, w).
+inline void valid_columns(int ix0, int sw, int w, int wo, int& lo, int& hi) {
+  lo = ix0 >= 0 ? 0 : (-ix0 + sw - 1) / sw;
+  hi = ix0 > w - 1 ? 0 : std::min(wo, (w - 1 - ix0) / sw + 1);
+  lo = std::min(lo, wo);
+  hi = std::max(hi, lo);
+}
+
+// col rows have stride ld (>= ho*wo), so several samples can share one
+// column matrix side by side.
 template <typename T>
-void im2col(const T* x, int c, int h, int w, const Window& win, int ho, int wo, T* col) {
+void im2col(const T* x, int c, int h, int w, const Window& win, int ho, int wo, T* col, int64_t ld) {
   for (int ci = 0; ci < c; ++ci)
     for (int i = 0; i < win.kh; ++i)
       for (int j = 0; j < win.kw; ++j) {
-        T* row = col + ((static_cast<int64_t>(ci) * win.kh + i) * win.kw + j) * ho * wo;
+        T* row = col + ((static_cast<int64_t>(ci) * win.kh + i) * win.kw + j) * ld;
         const T* plane = x + static_cast<int64_t>(ci) * h * w;
+        const int ix0 = -win.pad_left + j * win.dw;
+        int lo, hi;
+        valid_columns(ix0, win.sw, w, wo, lo, hi);
         for (int oy = 0; oy < ho; ++oy) {
           int iy = oy * win.sh - win.pad_top + i * win.dh;
           T* out = row + oy * wo;
@@ -34,34 +50,37 @@ void im2col(const T* x, int c, int h, int w, const Window& win, int ho, int wo, 
             std::memset(out, 0, sizeof(T) * wo);
             continue;
           }
-          const T* src = plane + static_cast<int64_t>(iy) * w;
-          int ix0 = -win.pad_left + j * win.dw;
-          for (int ox = 0; ox < wo; ++ox) {
-            int ix = ix0 + ox * win.sw;
-            out[ox] = (ix >= 0 && ix < w) ? src[ix] : T(0);
-          }
+          const T* src = plane + static_cast<int64_t>(iy) * w + ix0;
+          for (int ox = 0; ox < lo; ++ox) out[ox] = T(0);
+          if (win.sw == 1)
+            std::memcpy(out + lo, src + lo, sizeof(T) * (hi - lo));
+          else
+            for (int ox = lo; ox < hi; ++ox) out[ox] = src[ox * win.sw];
+          for (int ox = hi; ox < wo; ++ox) out[ox] = T(0);
         }
       }
 }
 
 // dx += scatter(col): the adjoint of im2col.
 template <typename T>
-void col2im_add(const T* col, int c, int h, int w, const Window& win, int ho, int wo, T* x) {
+void col2im_add(const T* col, int c, int h, int w, const Window& win, int ho, int wo, T* x, int64_t ld) {
   for (int ci = 0; ci < c; ++ci)
     for (int i = 0; i < win.kh; ++i)
       for (int j = 0; j < win.kw; ++j) {
-        const T* row = col + ((static_cast<int64_t>(ci) * win.kh + i) * win.kw + j) * ho * wo;
+        const T* row = col + ((static_cast<int64_t>(ci) * win.kh + i) * win.kw + j) * ld;
         T* plane = x + static_cast<int64_t>(ci) * h * w;
+        const int ix0 = -win.pad_left + j * win.dw;
+        int lo, hi;
+        valid_columns(ix0, win.sw, w, wo, lo, hi);
         for (int oy = 0; oy < ho; ++oy) {
           int iy = oy * win.sh - win.pad_top + i * win.dh;
           if (iy < 0 || iy >= h) continue;
-          T* dst = plane + static_cast<int64_t>(iy) * w;
+          T* dst = plane + static_cast<int64_t>(iy) * w + ix0;
           const T* in = row + oy * wo;
-          int ix0 = -win.pad_left + j * win.dw;
-          for (int ox = 0; ox < wo; ++ox) {
-            int ix = ix0 + ox * win.sw;
-            if (ix >= 0 && ix < w) dst[ix] += in[ox];
-          }
+          if (win.sw == 1)
+            for (int ox = lo; ox < hi; ++ox) dst[ox] += in[ox];
+          else
+            for (int ox = lo; ox < hi; ++ox) dst[ox * win.sw] += in[ox];
         }
       }
 }
@@ -114,41 +133,70 @@ void depthwise_backward_data(const ConvDesc& d, const T* weight, const T* dy, T*
   }
 }
 
+// Samples per GEMM: enough columns (samples x Ho*Wo) to keep the GEMM
+// efficient on small late-layer planes (a 7x7 plane alone gives a 49-column
+// GEMM), but at least one group per thread while the batch allows it.
+constexpr int64_t kTargetColumns = 1024;
+int samples_per_gemm(int n, int64_t plane_out) {
+  const int threads = std::max(1, omp_get_max_threads());
+  const int fair = std::max(1, (n + threads - 1) / threads);
+  return static_cast<int>(std::clamp<int64_t>(kTargetColumns / std::max<int64_t>(plane_out, 1), 1, fair));
+}
+
 }  // namespace
 
 template <typename T>
 void CpuBackend<T>::conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) {
   const int64_t in_size = static_cast<int64_t>(d.cin) * d.h * d.w;
-  const int64_t plane_out = static_cast<int64_t>(d.ho) * d.wo;
+  const int64_t plane_in = static_cast<int64_t>(d.h) * d.w, plane_out = static_cast<int64_t>(d.ho) * d.wo;
   const int64_t out_size = d.cout * plane_out;
   const int cin_g = d.cin / d.groups, cout_g = d.cout / d.groups;
   const int k = cin_g * d.win.kh * d.win.kw;
-  const bool pointwise = is_pointwise(d), depthwise = is_depthwise(d);
+  const bool pointwise = is_pointwise(d);
+  if (is_depthwise(d)) {
+#pragma omp parallel for schedule(static)
+    for (int s = 0; s < n; ++s) depthwise_forward(d, weight, bias, x + s * in_size, y + s * out_size);
+    return;
+  }
+  const int per = samples_per_gemm(n, plane_out);
+  const int groups_of_samples = (n + per - 1) / per;
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int s = 0; s < n; ++s) {
-    const T* xs = x + s * in_size;
-    T* ys = y + s * out_size;
-    if (depthwise) {
-      depthwise_forward(d, weight, bias, xs, ys);
-      continue;
-    }
-    T* col = pointwise ? nullptr : cpu::scratch<T>(static_cast<size_t>(k) * plane_out);
+  for (int gs = 0; gs < groups_of_samples; ++gs) {
+    const int s0 = gs * per, cnt = std::min(per, n - s0);
+    const int64_t cols = cnt * plane_out;
+    // One sample: GEMM straight into y. Several: into scratch, then scattered.
+    T* col = (pointwise && cnt == 1) ? nullptr : cpu::scratch<T>(static_cast<size_t>(k) * cols + cout_g * cols);
+    T* out = cnt == 1 ? nullptr : col + static_cast<int64_t>(k) * cols;
     for (int g = 0; g < d.groups; ++g) {
-      const T* xg = xs + static_cast<int64_t>(g) * cin_g * d.h * d.w;
-      const T* b = xg;
-      if (!pointwise) {
-        im2col(xg, cin_g, d.h, d.w, d.win, d.ho, d.wo, col);
+      const T* b;
+      if (pointwise && cnt == 1) {
+        b = x + s0 * in_size + g * cin_g * plane_in;
+      } else {
+        for (int s = 0; s < cnt; ++s) {
+          const T* xs = x + (s0 + s) * in_size + g * cin_g * plane_in;
+          if (pointwise)
+            for (int ci = 0; ci < cin_g; ++ci)
+              std::memcpy(col + ci * cols + s * plane_out, xs + ci * plane_in, sizeof(T) * plane_out);
+          else
+            im2col(xs, cin_g, d.h, d.w, d.win, d.ho, d.wo, col + s * plane_out, cols);
+        }
         b = col;
       }
-      cpu::gemm<T>(false, false, cout_g, static_cast<int>(plane_out), k, T(1),
-                   weight + static_cast<int64_t>(g) * cout_g * k, k, b, static_cast<int>(plane_out), T(0),
-                   ys + g * cout_g * plane_out, static_cast<int>(plane_out));
+      T* c = cnt == 1 ? y + s0 * out_size + g * cout_g * plane_out : out;
+      cpu::gemm<T>(false, false, cout_g, static_cast<int>(cols), k, T(1), weight + static_cast<int64_t>(g) * cout_g * k,
+                   k, b, static_cast<int>(cols), T(0), c, static_cast<int>(cols));
+      if (cnt > 1)
+        for (int s = 0; s < cnt; ++s)
+          for (int co = 0; co < cout_g; ++co)
+            std::memcpy(y + (s0 + s) * out_size + (g * cout_g + co) * plane_out, out + co * cols + s * plane_out,
+                        sizeof(T) * plane_out);
     }
     if (bias)
-      for (int co = 0; co < d.cout; ++co) {
-        T* p = ys + co * plane_out;
-        for (int64_t i = 0; i < plane_out; ++i) p[i] += bias[co];
-      }
+      for (int s = s0; s < s0 + cnt; ++s)
+        for (int co = 0; co < d.cout; ++co) {
+          T* p = y + s * out_size + co * plane_out;
+          for (int64_t i = 0; i < plane_out; ++i) p[i] += bias[co];
+        }
   }
 }
 
@@ -156,32 +204,60 @@ template <typename T>
 void CpuBackend<T>::conv2d_backward_data(const ConvDesc& d, const T* weight, const T* dy, T* dx, int n,
                                          bool accumulate) {
   const int64_t in_size = static_cast<int64_t>(d.cin) * d.h * d.w;
-  const int64_t plane_out = static_cast<int64_t>(d.ho) * d.wo;
+  const int64_t plane_in = static_cast<int64_t>(d.h) * d.w, plane_out = static_cast<int64_t>(d.ho) * d.wo;
   const int64_t out_size = d.cout * plane_out;
   const int cin_g = d.cin / d.groups, cout_g = d.cout / d.groups;
   const int k = cin_g * d.win.kh * d.win.kw;
-  const bool pointwise = is_pointwise(d), depthwise = is_depthwise(d);
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int s = 0; s < n; ++s) {
-    T* dxs = dx + s * in_size;
-    const T* dys = dy + s * out_size;
-    if (!accumulate && !pointwise) std::memset(dxs, 0, sizeof(T) * in_size);
-    if (depthwise) {
-      depthwise_backward_data(d, weight, dys, dxs);
-      continue;
+  const bool pointwise = is_pointwise(d);
+  if (is_depthwise(d)) {
+#pragma omp parallel for schedule(static)
+    for (int s = 0; s < n; ++s) {
+      if (!accumulate) std::memset(dx + s * in_size, 0, sizeof(T) * in_size);
+      depthwise_backward_data(d, weight, dy + s * out_size, dx + s * in_size);
     }
-    T* dcol = pointwise ? nullptr : cpu::scratch<T>(static_cast<size_t>(k) * plane_out);
+    return;
+  }
+  const int per = samples_per_gemm(n, plane_out);
+  const int groups_of_samples = (n + per - 1) / per;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int gs = 0; gs < groups_of_samples; ++gs) {
+    const int s0 = gs * per, cnt = std::min(per, n - s0);
+    const int64_t cols = cnt * plane_out;
+    if (!accumulate && !pointwise) std::memset(dx + s0 * in_size, 0, sizeof(T) * in_size * cnt);
+    // dcol [k x cols] = W^T dY; several samples first gather dY side by side.
+    const bool direct = pointwise && cnt == 1;
+    T* dcol = direct ? nullptr : cpu::scratch<T>(static_cast<size_t>(k) * cols + (cnt > 1 ? cout_g * cols : 0));
+    T* dyg = cnt > 1 ? dcol + static_cast<int64_t>(k) * cols : nullptr;
     for (int g = 0; g < d.groups; ++g) {
       const T* wg = weight + static_cast<int64_t>(g) * cout_g * k;
-      const T* dyg = dys + g * cout_g * plane_out;
-      T* dxg = dxs + static_cast<int64_t>(g) * cin_g * d.h * d.w;
-      if (pointwise) {
-        cpu::gemm<T>(true, false, k, static_cast<int>(plane_out), cout_g, T(1), wg, k, dyg,
-                     static_cast<int>(plane_out), accumulate ? T(1) : T(0), dxg, static_cast<int>(plane_out));
+      const T* a;
+      if (cnt == 1) {
+        a = dy + s0 * out_size + g * cout_g * plane_out;
       } else {
-        cpu::gemm<T>(true, false, k, static_cast<int>(plane_out), cout_g, T(1), wg, k, dyg,
-                     static_cast<int>(plane_out), T(0), dcol, static_cast<int>(plane_out));
-        col2im_add(dcol, cin_g, d.h, d.w, d.win, d.ho, d.wo, dxg);
+        for (int s = 0; s < cnt; ++s)
+          for (int co = 0; co < cout_g; ++co)
+            std::memcpy(dyg + co * cols + s * plane_out, dy + (s0 + s) * out_size + (g * cout_g + co) * plane_out,
+                        sizeof(T) * plane_out);
+        a = dyg;
+      }
+      if (direct) {
+        cpu::gemm<T>(true, false, k, static_cast<int>(cols), cout_g, T(1), wg, k, a, static_cast<int>(cols),
+                     accumulate ? T(1) : T(0), dx + s0 * in_size + g * cin_g * plane_in, static_cast<int>(cols));
+        continue;
+      }
+      cpu::gemm<T>(true, false, k, static_cast<int>(cols), cout_g, T(1), wg, k, a, static_cast<int>(cols), T(0), dcol,
+                   static_cast<int>(cols));
+      for (int s = 0; s < cnt; ++s) {
+        T* dxs = dx + (s0 + s) * in_size + g * cin_g * plane_in;
+        if (pointwise) {
+          for (int ci = 0; ci < cin_g; ++ci) {
+            T* dst = dxs + ci * plane_in;
+            const T* src = dcol + ci * cols + s * plane_out;
+            for (int64_t i = 0; i < plane_out; ++i) dst[i] = accumulate ? dst[i] + src[i] : src[i];
+          }
+        } else {
+          col2im_add(dcol + s * plane_out, cin_g, d.h, d.w, d.win, d.ho, d.wo, dxs, cols);
+        }
       }
     }
   }

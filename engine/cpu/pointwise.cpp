@@ -4,26 +4,53 @@
 // Clip keeps one bit per element, set where lo < x < hi (the gradient passes
 // there, as in PyTorch's relu/hardtanh backward). Threads own whole 64-element
 // words so no two write the same mask word.
+#include <immintrin.h>
+
 #include <algorithm>
+#include <type_traits>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/instantiate.h"
 
 namespace ipna {
 
+namespace {
+// Bit b of the result is set where lo < x[b] < hi, for 64 elements.
+template <typename T>
+inline uint64_t pack_inside(const T* x, T lo, T hi) {
+  uint64_t bits = 0;
+#ifdef __AVX2__
+  if constexpr (std::is_same_v<T, float>) {
+    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    for (int b = 0; b < 64; b += 8) {
+      __m256 v = _mm256_loadu_ps(x + b);
+      __m256 in = _mm256_and_ps(_mm256_cmp_ps(v, vlo, _CMP_GT_OQ), _mm256_cmp_ps(v, vhi, _CMP_LT_OQ));
+      bits |= static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_ps(in))) << b;
+    }
+    return bits;
+  }
+#endif
+  for (int b = 0; b < 64; ++b) bits |= static_cast<uint64_t>(x[b] > lo && x[b] < hi) << b;
+  return bits;
+}
+}  // namespace
+
 template <typename T>
 void CpuBackend<T>::clip_forward(int64_t count, T lo, T hi, const T* x, T* y, uint64_t* mask) {
   const int64_t words = (count + 63) / 64;
 #pragma omp parallel for schedule(static)
   for (int64_t wi = 0; wi < words; ++wi) {
-    uint64_t bits = 0;
-    const int64_t end = std::min(count, (wi + 1) * 64);
-    for (int64_t i = wi * 64; i < end; ++i) {
-      T v = x[i];
-      bits |= static_cast<uint64_t>(v > lo && v < hi) << (i - wi * 64);
-      y[i] = v < lo ? lo : (v > hi ? hi : v);
+    const int64_t begin = wi * 64, end = std::min(count, begin + 64);
+    if (mask) {
+      if (end - begin == 64) {
+        mask[wi] = pack_inside(x + begin, lo, hi);
+      } else {
+        uint64_t bits = 0;
+        for (int64_t i = begin; i < end; ++i) bits |= static_cast<uint64_t>(x[i] > lo && x[i] < hi) << (i - begin);
+        mask[wi] = bits;
+      }
     }
-    if (mask) mask[wi] = bits;
+    for (int64_t i = begin; i < end; ++i) y[i] = std::min(std::max(x[i], lo), hi);
   }
 }
 

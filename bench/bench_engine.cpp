@@ -1,0 +1,42 @@
+// ipna-fast's CPU backend on the benchmark cases (float32, the engine's own
+// chunk choice). Peak memory is taken per process by bench/run_cpu_bench.py.
+#include <benchmark/benchmark.h>
+
+#include "bench/bench_case.h"
+#include "engine/attribution.h"
+#include "loaders/npy.h"
+#include "loaders/onnx_loader.h"
+
+using namespace ipna;
+
+static void run_case(benchmark::State& state, bench::Case c) {
+  const std::string dir = bench::models_dir() + "/" + c.model;
+  SplitModel model = load_split_model(dir + "/model.onnx", c.model == "lenet" ? "split" : "layer2");
+  auto x = read_npy(dir + "/x.npy").data;
+  auto x0 = black_baseline(model.input_shape());
+  Attributor engine(model, Precision::F32);
+  AttributionRequest r;
+  r.target_class = c.cls % model.num_classes();
+  r.target = TargetKind::Probability;
+  r.steps = c.steps;
+  r.integrated_gradients = c.what == "ig";
+  r.conductance = c.what == "ipna_cond";
+  if (c.what == "ipna_cond") r.boxes = {{c.box[0], c.box[1], c.box[2], c.box[3]}};
+  for (auto _ : state) {
+    AttributionResult res = engine.run(x, x0, r);
+    benchmark::DoNotOptimize(res.f_input);
+    state.counters["chunk"] = res.chunk;
+    state.counters["workspace_MiB"] = res.workspace_bytes / 1048576.0;
+  }
+}
+
+int main(int argc, char** argv) {
+  for (const auto& c : bench::cases())
+    benchmark::RegisterBenchmark((c.model + "/" + c.what + "/" + std::to_string(c.steps)).c_str(), run_case, c)
+        ->Unit(benchmark::kMillisecond)
+        ->Iterations(c.model == "resnet152_224" ? 1 : 3)
+        ->UseRealTime();
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  return 0;
+}
