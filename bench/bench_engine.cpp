@@ -22,6 +22,8 @@ static void run_case(benchmark::State& state, bench::Case c) {
   r.integrated_gradients = c.what == "ig";
   r.conductance = c.what == "ipna_cond";
   if (c.what == "ipna_cond") r.boxes = {{c.box[0], c.box[1], c.box[2], c.box[3]}};
+  // Warm-up (first touch of buffers, thread start), as in bench_libtorch; ResNet-152 runs once for its memory.
+  if (c.model != "resnet152_224") engine.run(x, x0, r);
   for (auto _ : state) {
     AttributionResult res = engine.run(x, x0, r);
     benchmark::DoNotOptimize(res.f_input);

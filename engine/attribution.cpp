@@ -25,13 +25,11 @@ struct Engine {
   GraphPlan<T> f1, f2;
   SplitModel model;
   Engine(const SplitModel& m, const std::string& device)
-      : be(make_backend<T>(device)), f1(m.f1, *be), f2(m.f2, *be), model(m) {
+      : be(make_backend<T>(device)), f1(m.f1, *be), f2(m.f2, *be) {
     // The plans hold the weights on the device; keep only shapes here.
-    for (Graph* g : {&model.f1, &model.f2})
-      for (Node& n : g->nodes) {
-        n.weight = {};
-        n.bias = {};
-      }
+    model.f1 = m.f1.without_weights();
+    model.f2 = m.f2.without_weights();
+    model.split_name = m.split_name;
   }
 
   // Buffers and workspaces live across runs: a sweep of many runs allocates

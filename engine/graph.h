@@ -68,6 +68,8 @@ struct Graph {
   // Throws ipna::Error when a node's shapes or weights are inconsistent.
   void validate() const;
   int64_t macs_per_sample() const;
+  // The same graph with every weight and bias dropped: shapes and wiring only.
+  Graph without_weights() const;
 };
 
 // f1: input -> h, f2: h -> logits. Both are standalone graphs.
@@ -82,7 +84,7 @@ struct SplitModel {
 // Splits at the named value. Errors: the name is unknown (the nearest names
 // are listed), or the value is not a cut (a node after it reads a value
 // computed before it).
-SplitModel split_graph(const Graph& g, const std::string& split_name);
+SplitModel split_graph(Graph g, const std::string& split_name);
 // The original's two-model form: model1's output feeds model2's input.
 SplitModel join_split(const Graph& first, const Graph& second);
 

@@ -49,8 +49,8 @@ DeviceBuffer upload(Backend<T>& be, const std::vector<double>& v) {
 }  // namespace
 
 template <typename T>
-GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g), be_(backend) {
-  graph_.validate();
+GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g.without_weights()), be_(backend) {
+  g.validate();
   const int nv = static_cast<int>(graph_.values.size());
   const int nn = static_cast<int>(graph_.nodes.size());
   for (int i = 0; i < nn; ++i) {
@@ -69,8 +69,8 @@ GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g), be_(ba
                  static_cast<int>(out.dims[1]), static_cast<int>(out.dims[2]), node.win};
     }
     steps_.push_back(st);
-    weights_.push_back(upload(be_, node.weight));
-    biases_.push_back(upload(be_, node.bias));
+    weights_.push_back(upload(be_, g.nodes[i].weight));
+    biases_.push_back(upload(be_, g.nodes[i].bias));
   }
 
   // Forward liveness: a value lives from its node to its last reader.

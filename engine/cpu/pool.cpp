@@ -11,6 +11,16 @@
 
 namespace ipna {
 
+namespace {
+// Kernel taps [lo, hi) of one axis that land inside the input, for output o.
+inline void taps(int o, int s, int pad, int d, int k, int size, int& lo, int& hi) {
+  const int start = o * s - pad;
+  lo = start >= 0 ? 0 : (-start + d - 1) / d;
+  hi = start + (k - 1) * d < size ? k : (size - 1 - start) / d + 1;
+  if (hi < lo) hi = lo;
+}
+}  // namespace
+
 template <typename T>
 void CpuBackend<T>::maxpool_forward(const PoolDesc& d, const T* x, T* y, int32_t* argmax, int n) {
   const Window& win = d.win;
@@ -20,27 +30,31 @@ void CpuBackend<T>::maxpool_forward(const PoolDesc& d, const T* x, T* y, int32_t
     const T* xp = x + p * d.h * d.w;
     T* yp = y + p * d.ho * d.wo;
     int32_t* ap = argmax ? argmax + p * d.ho * d.wo : nullptr;
-    for (int oy = 0; oy < d.ho; ++oy)
+    for (int oy = 0; oy < d.ho; ++oy) {
+      int i0, i1;
+      taps(oy, win.sh, win.pad_top, win.dh, win.kh, d.h, i0, i1);
       for (int ox = 0; ox < d.wo; ++ox) {
+        int j0, j1;
+        taps(ox, win.sw, win.pad_left, win.dw, win.kw, d.w, j0, j1);
         T best = -std::numeric_limits<T>::infinity();
         int32_t at = -1;
-        for (int i = 0; i < win.kh; ++i) {
-          int iy = oy * win.sh - win.pad_top + i * win.dh;
-          if (iy < 0 || iy >= d.h) continue;
-          for (int j = 0; j < win.kw; ++j) {
-            int ix = ox * win.sw - win.pad_left + j * win.dw;
-            if (ix < 0 || ix >= d.w) continue;
-            T v = xp[iy * d.w + ix];
-            if (at < 0 || v > best || v != v) {
+        for (int i = i0; i < i1; ++i) {
+          const int iy = oy * win.sh - win.pad_top + i * win.dh;
+          const T* row = xp + iy * d.w;
+          for (int j = j0; j < j1; ++j) {
+            const int ix = ox * win.sw - win.pad_left + j * win.dw;
+            const T v = row[ix];
+            // The first maximum wins (as PyTorch); a NaN wins and propagates.
+            if (at < 0 || v > best || (v != v && best == best)) {
               best = v;
               at = iy * d.w + ix;
-              if (v != v) break;
             }
           }
         }
         yp[oy * d.wo + ox] = best;
         if (ap) ap[oy * d.wo + ox] = at;
       }
+    }
   }
 }
 
