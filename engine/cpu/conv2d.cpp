@@ -133,6 +133,23 @@ void depthwise_backward_data(const ConvDesc& d, const T* weight, const T* dy, T*
   }
 }
 
+// Sizes both directions derive from a ConvDesc.
+struct ConvGeometry {
+  int64_t in_size, plane_in, plane_out, out_size;  // per sample
+  int cin_g, cout_g;                               // channels per group
+  int k;                                           // rows of the column matrix
+  bool pointwise;
+  explicit ConvGeometry(const ConvDesc& d)
+      : in_size(static_cast<int64_t>(d.cin) * d.h * d.w),
+        plane_in(static_cast<int64_t>(d.h) * d.w),
+        plane_out(static_cast<int64_t>(d.ho) * d.wo),
+        out_size(d.cout * plane_out),
+        cin_g(d.cin / d.groups),
+        cout_g(d.cout / d.groups),
+        k(cin_g * d.win.kh * d.win.kw),
+        pointwise(is_pointwise(d)) {}
+};
+
 // Samples per GEMM: enough columns (samples x Ho*Wo) to keep the GEMM
 // efficient on small late-layer planes (a 7x7 plane alone gives a 49-column
 // GEMM), but at least one group per thread while the batch allows it.
@@ -147,12 +164,8 @@ int samples_per_gemm(int n, int64_t plane_out) {
 
 template <typename T>
 void CpuBackend<T>::conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) {
-  const int64_t in_size = static_cast<int64_t>(d.cin) * d.h * d.w;
-  const int64_t plane_in = static_cast<int64_t>(d.h) * d.w, plane_out = static_cast<int64_t>(d.ho) * d.wo;
-  const int64_t out_size = d.cout * plane_out;
-  const int cin_g = d.cin / d.groups, cout_g = d.cout / d.groups;
-  const int k = cin_g * d.win.kh * d.win.kw;
-  const bool pointwise = is_pointwise(d);
+  const ConvGeometry geo(d);
+  const auto [in_size, plane_in, plane_out, out_size, cin_g, cout_g, k, pointwise] = geo;
   if (is_depthwise(d)) {
 #pragma omp parallel for schedule(static)
     for (int s = 0; s < n; ++s) depthwise_forward(d, weight, bias, x + s * in_size, y + s * out_size);
@@ -203,12 +216,8 @@ void CpuBackend<T>::conv2d_forward(const ConvDesc& d, const T* weight, const T* 
 template <typename T>
 void CpuBackend<T>::conv2d_backward_data(const ConvDesc& d, const T* weight, const T* dy, T* dx, int n,
                                          bool accumulate) {
-  const int64_t in_size = static_cast<int64_t>(d.cin) * d.h * d.w;
-  const int64_t plane_in = static_cast<int64_t>(d.h) * d.w, plane_out = static_cast<int64_t>(d.ho) * d.wo;
-  const int64_t out_size = d.cout * plane_out;
-  const int cin_g = d.cin / d.groups, cout_g = d.cout / d.groups;
-  const int k = cin_g * d.win.kh * d.win.kw;
-  const bool pointwise = is_pointwise(d);
+  const ConvGeometry geo(d);
+  const auto [in_size, plane_in, plane_out, out_size, cin_g, cout_g, k, pointwise] = geo;
   if (is_depthwise(d)) {
 #pragma omp parallel for schedule(static)
     for (int s = 0; s < n; ++s) {
