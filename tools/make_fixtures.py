@@ -200,6 +200,36 @@ def make(name, out, steps):
     print("fixture %-10s split %s class %d F(x)=%.4f" % (name, split, y, meta["cases"][0]["F_x"]), flush=True)
 
 
+def make_images(out):
+    """torchvision's preprocessing of the seed JPEG and of images made here
+    (odd sizes, gray, RGBA, 16-bit, portrait), before normalisation, in [0,1]."""
+    from PIL import Image
+    import torchvision.transforms as T
+    d = os.path.join(out, "images")
+    os.makedirs(d, exist_ok=True)
+    rng = np.random.default_rng(3)
+    here = os.path.dirname(os.path.abspath(__file__))
+    files = {"traffic_light.jpg": os.path.join(here, "..", "tests", "data", "traffic_light.JPEG")}
+    smooth = (np.linspace(0, 255, 301)[None, :, None] * np.linspace(0.2, 1, 257)[:, None, None]
+              + rng.integers(0, 40, (257, 301, 3))).clip(0, 255).astype(np.uint8)
+    Image.fromarray(smooth).save(os.path.join(d, "landscape.png"))
+    Image.fromarray(smooth).save(os.path.join(d, "landscape_q90.jpg"), quality=90)
+    Image.fromarray(smooth.transpose(1, 0, 2).copy()).save(os.path.join(d, "portrait.png"))
+    gray = smooth[:, :, 0]
+    Image.fromarray(gray).save(os.path.join(d, "gray.png"))
+    rgba = np.concatenate([smooth, rng.integers(0, 255, (257, 301, 1)).astype(np.uint8)], 2)
+    Image.fromarray(rgba, "RGBA").save(os.path.join(d, "rgba.png"))
+    Image.fromarray(gray.astype(np.uint16) * 257).save(os.path.join(d, "gray16.png"))  # 16-bit, same levels
+    for name in ("landscape.png", "landscape_q90.jpg", "portrait.png", "gray.png", "rgba.png"):
+        files[name] = os.path.join(d, name)
+    tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
+    for name, path in files.items():
+        img = Image.open(path).convert("RGB")
+        np.save(os.path.join(d, name + ".npy"), tf(img).numpy().astype(np.float64))
+    with open(os.path.join(d, "files.json"), "w") as f:
+        json.dump({k: os.path.abspath(v) for k, v in files.items()}, f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", required=True)
@@ -210,6 +240,7 @@ def main():
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     for name in a.models.split(","):
         make(name, a.out, a.steps)
+    make_images(a.out)
     open(os.path.join(a.out, "DONE"), "w").write("ok\n")
 
 

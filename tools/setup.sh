@@ -10,7 +10,7 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 APT_PACKAGES=(cmake ninja-build g++ pkg-config
   libonnx-dev libprotobuf-dev protobuf-compiler libopenblas-dev libstb-dev nlohmann-json3-dev libcli11-dev
-  libfmt-dev libgtest-dev libbenchmark-dev zlib1g-dev
+  libfmt-dev libgtest-dev libbenchmark-dev zlib1g-dev libjpeg62-turbo-dev dataset-fashion-mnist
   python3-torch python3-torchvision python3-onnx python3-numpy python3-pip python3-tqdm python3-matplotlib
   python3-packaging)
 missing=()

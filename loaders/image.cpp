@@ -1,0 +1,247 @@
+#include "loaders/image.h"
+
+#include <jpeglib.h>
+#include <stb_image.h>
+#include <stb_image_write.h>
+
+#include <algorithm>
+#include <csetjmp>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "engine/error.h"
+
+namespace ipna {
+
+const std::vector<double> kImagenetMean{0.485, 0.456, 0.406}, kImagenetStd{0.229, 0.224, 0.225};
+
+namespace {
+
+struct JpegError {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+// JPEG through libjpeg-turbo, the decoder PIL uses, so pixels match torchvision
+// exactly (stb_image's decoder differs from it by a level here and there).
+Image decode_jpeg(FILE* f, const std::string& path) {
+  jpeg_decompress_struct cinfo;
+  JpegError err;
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = [](j_common_ptr c) {
+    auto* e = reinterpret_cast<JpegError*>(c->err);
+    c->err->format_message(c, e->message);
+    std::longjmp(e->jump, 1);
+  };
+  Image img;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    throw Error(path + ": cannot decode JPEG (" + std::string(err.message) + ")");
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_stdio_src(&cinfo, f);
+  jpeg_read_header(&cinfo, TRUE);
+  if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
+    jpeg_destroy_decompress(&cinfo);
+    throw Error(path + ": CMYK JPEGs are not supported; convert the image to RGB first");
+  }
+  cinfo.out_color_space = JCS_RGB;  // grayscale JPEGs are expanded to RGB
+  jpeg_start_decompress(&cinfo);
+  img.width = static_cast<int>(cinfo.output_width);
+  img.height = static_cast<int>(cinfo.output_height);
+  img.channels = 3;
+  img.pixels.resize(static_cast<size_t>(img.width) * img.height * 3);
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW row = &img.pixels[static_cast<size_t>(cinfo.output_scanline) * img.width * 3];
+    jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return img;
+}
+
+}  // namespace
+
+Image load_image_rgb(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw Error("cannot open image '" + path + "': " + std::strerror(errno));
+  unsigned char magic[3] = {0, 0, 0};
+  const size_t got = std::fread(magic, 1, 3, f);
+  std::rewind(f);
+  if (got == 3 && magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF) {
+    try {
+      Image img = decode_jpeg(f, path);
+      std::fclose(f);
+      return img;
+    } catch (...) {
+      std::fclose(f);
+      throw;
+    }
+  }
+  int w = 0, h = 0, n = 0;
+  if (!stbi_info_from_file(f, &w, &h, &n)) {
+    std::fclose(f);
+    throw Error(path + ": not a readable JPEG or PNG image (" + std::string(stbi_failure_reason()) + ")");
+  }
+  // Asking for 3 channels replicates gray and drops alpha (as PIL's
+  // convert("RGB")); 16-bit inputs come back as 8-bit.
+  stbi_uc* data = stbi_load_from_file(f, &w, &h, &n, 3);
+  std::fclose(f);
+  if (!data) throw Error(path + ": cannot decode image (" + std::string(stbi_failure_reason()) + ")");
+  Image img;
+  img.width = w;
+  img.height = h;
+  img.channels = 3;
+  img.pixels.assign(data, data + static_cast<size_t>(w) * h * 3);
+  stbi_image_free(data);
+  if (w < 1 || h < 1) throw Error(path + ": empty image");
+  return img;
+}
+
+namespace {
+
+constexpr int kPrecisionBits = 32 - 8 - 2;
+
+struct Coeffs {
+  int ksize;
+  std::vector<int> bounds;  // per output: first input index, count
+  std::vector<int> k;       // per output: ksize fixed-point weights
+};
+
+// PIL's precompute_coeffs + normalize_coeffs_8bpc for the bilinear (triangle) filter.
+Coeffs precompute(int in_size, int out_size) {
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filterscale = std::max(scale, 1.0);
+  const double support = 1.0 * filterscale;
+  Coeffs c;
+  c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  c.bounds.resize(2 * out_size);
+  c.k.assign(static_cast<size_t>(out_size) * c.ksize, 0);
+  std::vector<double> pre(c.ksize);
+  for (int xx = 0; xx < out_size; ++xx) {
+    const double center = (xx + 0.5) * scale, ss = 1.0 / filterscale;
+    int xmin = static_cast<int>(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    int xmax = static_cast<int>(center + support + 0.5);
+    if (xmax > in_size) xmax = in_size;
+    xmax -= xmin;
+    double ww = 0;
+    for (int x = 0; x < xmax; ++x) {
+      double t = std::abs((x + xmin - center + 0.5) * ss);
+      pre[x] = t < 1.0 ? 1.0 - t : 0.0;
+      ww += pre[x];
+    }
+    for (int x = 0; x < xmax; ++x) {
+      double v = ww != 0.0 ? pre[x] / ww : pre[x];
+      c.k[static_cast<size_t>(xx) * c.ksize + x] =
+          static_cast<int>(v < 0 ? -0.5 + v * (1 << kPrecisionBits) : 0.5 + v * (1 << kPrecisionBits));
+    }
+    c.bounds[2 * xx] = xmin;
+    c.bounds[2 * xx + 1] = xmax;
+  }
+  return c;
+}
+
+inline uint8_t clip8(int64_t v) {
+  v >>= kPrecisionBits;
+  return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
+}
+
+}  // namespace
+
+Image resize_bilinear_antialias(const Image& in, int width, int height) {
+  if (width < 1 || height < 1) throw Error("resize to an empty image");
+  const int ch = in.channels;
+  // Horizontal pass.
+  Image tmp = in;
+  if (width != in.width) {
+    Coeffs c = precompute(in.width, width);
+    tmp.width = width;
+    tmp.pixels.assign(static_cast<size_t>(width) * in.height * ch, 0);
+    for (int y = 0; y < in.height; ++y)
+      for (int x = 0; x < width; ++x) {
+        const int x0 = c.bounds[2 * x], n = c.bounds[2 * x + 1];
+        const int* k = &c.k[static_cast<size_t>(x) * c.ksize];
+        for (int z = 0; z < ch; ++z) {
+          int64_t ss = int64_t(1) << (kPrecisionBits - 1);
+          for (int i = 0; i < n; ++i) ss += static_cast<int64_t>(in.at(y, x0 + i, z)) * k[i];
+          tmp.pixels[(static_cast<size_t>(y) * width + x) * ch + z] = clip8(ss);
+        }
+      }
+  }
+  if (height == in.height) return tmp;
+  // Vertical pass.
+  Coeffs c = precompute(in.height, height);
+  Image out;
+  out.width = width;
+  out.height = height;
+  out.channels = ch;
+  out.pixels.assign(static_cast<size_t>(width) * height * ch, 0);
+  for (int y = 0; y < height; ++y) {
+    const int y0 = c.bounds[2 * y], n = c.bounds[2 * y + 1];
+    const int* k = &c.k[static_cast<size_t>(y) * c.ksize];
+    for (int x = 0; x < width; ++x)
+      for (int z = 0; z < ch; ++z) {
+        int64_t ss = int64_t(1) << (kPrecisionBits - 1);
+        for (int i = 0; i < n; ++i) ss += static_cast<int64_t>(tmp.at(y0 + i, x, z)) * k[i];
+        out.pixels[(static_cast<size_t>(y) * width + x) * ch + z] = clip8(ss);
+      }
+  }
+  return out;
+}
+
+Image resize_shorter_side(const Image& in, int size) {
+  if (in.width <= in.height) {
+    const int h = static_cast<int>(static_cast<int64_t>(size) * in.height / in.width);
+    return resize_bilinear_antialias(in, size, h);
+  }
+  const int w = static_cast<int>(static_cast<int64_t>(size) * in.width / in.height);
+  return resize_bilinear_antialias(in, w, size);
+}
+
+Image center_crop(const Image& in, int size) {
+  if (in.width < size || in.height < size)
+    throw Error("image of " + std::to_string(in.width) + "x" + std::to_string(in.height) + " is smaller than the " +
+                std::to_string(size) + "x" + std::to_string(size) + " crop");
+  auto offset = [](int extra) { return static_cast<int>(std::nearbyint(extra / 2.0)); };  // half to even
+  const int top = offset(in.height - size), left = offset(in.width - size);
+  Image out;
+  out.width = out.height = size;
+  out.channels = in.channels;
+  out.pixels.resize(static_cast<size_t>(size) * size * in.channels);
+  for (int r = 0; r < size; ++r)
+    std::memcpy(&out.pixels[static_cast<size_t>(r) * size * in.channels],
+                &in.pixels[(static_cast<size_t>(r + top) * in.width + left) * in.channels],
+                static_cast<size_t>(size) * in.channels);
+  return out;
+}
+
+std::vector<double> to_chw(const Image& img, const std::vector<double>& mean, const std::vector<double>& std) {
+  std::vector<double> out(static_cast<size_t>(img.channels) * img.width * img.height);
+  const size_t plane = static_cast<size_t>(img.width) * img.height;
+  for (int c = 0; c < img.channels; ++c)
+    for (size_t i = 0; i < plane; ++i)
+      out[c * plane + i] = (img.pixels[i * img.channels + c] / 255.0 - mean[c]) / std[c];
+  return out;
+}
+
+std::vector<double> imagenet_preprocess(const Image& img, Image* crop) {
+  Image c = center_crop(resize_shorter_side(img, 256), 224);
+  std::vector<double> x = to_chw(c, kImagenetMean, kImagenetStd);
+  if (crop) *crop = std::move(c);
+  return x;
+}
+
+void write_png(const std::string& path, const Image& img) {
+  const std::string tmp = path + ".tmp";
+  if (!stbi_write_png(tmp.c_str(), img.width, img.height, img.channels, img.pixels.data(), img.width * img.channels)) {
+    std::remove(tmp.c_str());
+    throw Error("cannot write PNG '" + path + "'");
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace ipna

@@ -1,0 +1,64 @@
+// The image pipeline against torchvision (Resize(256), CenterCrop(224),
+// ToTensor on PIL images) on the seed's JPEG and on images the fixture script
+// makes. PNGs (stb_image) and JPEGs (libjpeg-turbo, PIL's decoder) must match
+// exactly: same pixels in, and the resize reproduces PIL's fixed-point arithmetic.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/error.h"
+#include "loaders/image.h"
+#include "tests/fixtures.h"
+
+namespace ipna::test {
+namespace {
+
+std::vector<double> crop_01(const std::string& path) {
+  Image c = center_crop(resize_shorter_side(load_image_rgb(path), 256), 224);
+  return to_chw(c, {0, 0, 0}, {1, 1, 1});
+}
+
+TEST(ImageReference, MatchesTorchvision) {
+  if (!fixtures_present()) return;
+  auto files = read_json(fixture_dir() + "/images/files.json");
+  for (auto& [name, path] : files.items()) {
+    std::vector<double> ours = crop_01(path.get<std::string>());
+    std::vector<double> ref = npy(fixture_dir() + "/images/" + name + ".npy");
+    ASSERT_EQ(ours.size(), ref.size()) << name;
+    for (int c = 0; c < 3; ++c) {
+      double worst = 0;
+      for (size_t i = 0; i < 224 * 224; ++i) worst = std::max(worst, std::abs(ours[c * 224 * 224 + i] - ref[c * 224 * 224 + i]));
+      std::printf("%-20s channel %d: max |ours - torchvision| = %.0f/255\n", name.c_str(), c, std::round(worst * 255));
+      EXPECT_LE(worst, 1e-12) << name << " channel " << c;
+    }
+  }
+}
+
+TEST(ImageReference, SixteenBitPngIsReducedToEightBits) {
+  if (!fixtures_present()) return;
+  Image a = load_image_rgb(fixture_dir() + "/images/gray16.png"), b = load_image_rgb(fixture_dir() + "/images/gray.png");
+  EXPECT_EQ(a.pixels, b.pixels);
+}
+
+TEST(Image, NotAnImageIsRefused) {
+  try {
+    load_image_rgb("/etc/hostname");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a readable JPEG or PNG"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load_image_rgb("/nonexistent.png"), Error);
+}
+
+TEST(Image, TooSmallForTheCropIsRefused) {
+  Image tiny;
+  tiny.width = tiny.height = 100;
+  tiny.channels = 3;
+  tiny.pixels.assign(100 * 100 * 3, 7);
+  EXPECT_THROW(center_crop(tiny, 224), Error);
+  // Resize brings it up first, as torchvision does.
+  EXPECT_EQ(center_crop(resize_shorter_side(tiny, 256), 224).width, 224);
+}
+
+}  // namespace
+}  // namespace ipna::test
