@@ -310,16 +310,24 @@ AttributionResult Attributor::run(const std::vector<double>& x, const std::vecto
   return impl_->visit([&](auto& e) { return e.run(x, baseline, req); });
 }
 
-std::vector<double> Attributor::logits(const std::vector<double>& x, const std::vector<double>& split_mask) {
+std::vector<double> Attributor::logits(const std::vector<double>& x, const std::vector<double>& split_mask, int n) {
   return impl_->visit([&](auto& e) {
-    if (static_cast<int64_t>(x.size()) != e.f1.input_numel())
-      throw Error("input has " + std::to_string(x.size()) + " values, the model expects " +
-                  std::to_string(e.f1.input_numel()));
+    const int64_t per = e.f1.input_numel();
+    if (n < 1 || static_cast<int64_t>(x.size()) != n * per)
+      throw Error("input has " + std::to_string(x.size()) + " values, expected " + std::to_string(n) + " x " +
+                  std::to_string(per));
     if (!split_mask.empty() && static_cast<int64_t>(split_mask.size()) != e.f1.output_numel())
       throw Error("pruning mask size does not match the split tensor");
     check_finite(x, "the input");
-    DeviceBuffer xd = e.upload(x);
-    return e.forward_logits(xd, 1, split_mask);
+    std::vector<double> out;
+    constexpr int kBatch = 256;  // bounded workspace however many samples come
+    for (int s0 = 0; s0 < n; s0 += kBatch) {
+      const int c = std::min(kBatch, n - s0);
+      DeviceBuffer xd = e.upload(std::vector<double>(x.begin() + s0 * per, x.begin() + (s0 + c) * per));
+      std::vector<double> z = e.forward_logits(xd, c, split_mask);
+      out.insert(out.end(), z.begin(), z.end());
+    }
+    return out;
   });
 }
 

@@ -55,8 +55,9 @@ class Attributor {
   // x and baseline are one input sample each (input-shaped, normalised).
   AttributionResult run(const std::vector<double>& x, const std::vector<double>& baseline,
                         const AttributionRequest& req);
-  // Logits of the model (pruned by split_mask when it is not empty) at x.
-  std::vector<double> logits(const std::vector<double>& x, const std::vector<double>& split_mask = {});
+  // Logits of the model (pruned by split_mask when it is not empty) at x, or
+  // at n samples laid end to end in x (n * classes values back).
+  std::vector<double> logits(const std::vector<double>& x, const std::vector<double>& split_mask = {}, int n = 1);
   // h = f1(x).
   std::vector<double> split_activations(const std::vector<double>& x);
 

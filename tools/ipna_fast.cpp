@@ -1,76 +1,22 @@
-// ipna-fast: the command-line tool.
-//   ipna-fast info MODEL.onnx
-//   ipna-fast attribute --model M.onnx --split NAME --input X.npy --class Y --box X1 Y1 X2 Y2 ... --out DIR
-// Exit codes: 0 success, 1 bad input or failed run (the message says which
+// ipna-fast: the command-line tool. `ipna-fast --help` and `ipna-fast CMD --help`.
+// Exit codes: 0 success, 1 bad input or failed run (the message names the
 // file, node or argument), 2 bad command line, 130 interrupted.
-#include <unistd.h>
-
 #include <CLI/CLI.hpp>
-#include <chrono>
-#include <csignal>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 
-#include "engine/attribution.h"
 #include "engine/error.h"
-#include "loaders/npy.h"
 #include "loaders/onnx_loader.h"
+#include "tools/cli_util.h"
+#include "tools/experiments.h"
 
-namespace fs = std::filesystem;
 using nlohmann::json;
 using namespace ipna;
+using namespace ipna::cli;
 
 namespace {
-
-volatile std::sig_atomic_t g_interrupted = 0;
-
-// A one-line progress bar on stderr, only when stderr is a terminal.
-class Progress {
- public:
-  explicit Progress(std::string label) : label_(std::move(label)), tty_(isatty(fileno(stderr))) {}
-  void operator()(int done, int total) {
-    if (g_interrupted) throw Error("interrupted");
-    if (!tty_) return;
-    const int width = 30, fill = total ? done * width / total : width;
-    std::fprintf(stderr, "\r%-22s [%.*s%*s] %d/%d", label_.c_str(), fill, "##############################",
-                 width - fill, "", done, total);
-    if (done == total) std::fputc('\n', stderr);
-    std::fflush(stderr);
-  }
-
- private:
-  std::string label_;
-  bool tty_;
-};
-
-// Outputs go to a sibling temporary folder that is renamed into place at the
-// end, so an error or Ctrl-C never leaves a half-written output folder.
-class OutputDir {
- public:
-  explicit OutputDir(const std::string& final_dir) : final_(final_dir) {
-    tmp_ = final_.string() + ".partial-" + std::to_string(getpid());
-    fs::remove_all(tmp_);
-    fs::create_directories(tmp_);
-  }
-  ~OutputDir() {
-    if (!committed_) fs::remove_all(tmp_);
-  }
-  std::string path(const std::string& name) const { return (tmp_ / name).string(); }
-  void commit() {
-    fs::remove_all(final_);
-    fs::rename(tmp_, final_);
-    committed_ = true;
-  }
-
- private:
-  fs::path final_, tmp_;
-  bool committed_ = false;
-};
-
-std::vector<int64_t> dims_of(const Shape& s) { return s.dims; }
 
 int cmd_info(const std::string& model_path, bool as_json) {
   Graph g = load_onnx(model_path);
@@ -80,8 +26,8 @@ int cmd_info(const std::string& model_path, bool as_json) {
   std::map<int, std::vector<std::string>> alias_names;
   for (const auto& [name, v] : g.aliases) alias_names[v].push_back(name);
   for (const auto& n : g.nodes) {
-    const Value& v = g.values[n.output];
     if (n.output == g.output) continue;
+    const Value& v = g.values[n.output];
     out["tensors"].push_back({{"name", v.name}, {"op", op_name(n.kind)}, {"shape", v.shape.dims},
                               {"neurons", v.shape.numel()}, {"aliases", alias_names[n.output]}});
   }
@@ -89,11 +35,12 @@ int cmd_info(const std::string& model_path, bool as_json) {
     std::cout << out.dump(1) << "\n";
     return 0;
   }
-  std::cout << model_path << ": input " << g.values[g.input].shape.str() << ", " << out["classes"] << " classes, "
-            << out["gmac_per_sample"].get<double>() << " GMAC per sample\n";
-  std::cout << "Tensors you can split at (--split NAME):\n";
+  std::printf("%s: input %s, %lld classes, %.3f GMAC per sample\n", model_path.c_str(),
+              g.values[g.input].shape.str().c_str(), static_cast<long long>(out["classes"].get<int64_t>()),
+              out["gmac_per_sample"].get<double>());
+  std::printf("Tensors you can split at (--split NAME); a split must cut the network (not inside a residual block):\n");
   for (const auto& t : out["tensors"]) {
-    std::printf("  %-56s %-8s %-16s %10lld neurons", t["name"].get<std::string>().c_str(),
+    std::printf("  %-52s %-8s %-16s %9lld neurons", t["name"].get<std::string>().c_str(),
                 t["op"].get<std::string>().c_str(), Shape(t["shape"].get<std::vector<int64_t>>()).str().c_str(),
                 static_cast<long long>(t["neurons"].get<int64_t>()));
     for (const auto& a : t["aliases"]) std::printf("  (also '%s')", a.get<std::string>().c_str());
@@ -102,202 +49,176 @@ int cmd_info(const std::string& model_path, bool as_json) {
   return 0;
 }
 
-struct AttributeArgs {
-  std::vector<std::string> model;  // one file, or the two-part form
-  std::string split, input, baseline = "black", out, target = "prob", ranking = "ipna", granularity = "neuron";
-  std::string precision = "f32", device = "cpu";
-  int cls = -1, steps = 256, chunk = 0;
-  std::vector<int> boxes;  // flattened x1 y1 x2 y2 groups
-  double prune_percent = -1, memory_budget_mb = 0;
-  bool no_ig = false, no_conductance = false, as_json = false;
-};
-
-int cmd_attribute(const AttributeArgs& a) {
-  SplitModel model;
-  if (a.model.size() == 2) {
-    model = load_two_part_model(a.model[0], a.model[1]);
-  } else {
-    if (a.split.empty()) throw Error("--split NAME is required with a single model file (see `ipna-fast info MODEL`)");
-    model = load_split_model(a.model[0], a.split);
-  }
-  const Shape in_shape = model.input_shape();
-  NpyArray x = read_npy(a.input);
-  if (static_cast<int64_t>(x.data.size()) != in_shape.numel())
-    throw Error(a.input + ": holds " + std::to_string(x.data.size()) + " values, the model input is " +
-                in_shape.str());
-  std::vector<double> x0;
-  if (a.baseline == "black")
-    x0 = black_baseline(in_shape);
-  else if (a.baseline == "zeros")
-    x0.assign(in_shape.numel(), 0.0);
-  else
-    x0 = read_npy(a.baseline).data;
-  if (a.boxes.size() % 4) throw Error("--box takes four numbers: X1 Y1 X2 Y2 (rows X1:X2, columns Y1:Y2)");
-  std::vector<Box> boxes;
-  for (size_t i = 0; i < a.boxes.size(); i += 4) boxes.push_back({a.boxes[i], a.boxes[i + 1], a.boxes[i + 2], a.boxes[i + 3]});
-  if (a.prune_percent >= 0 && a.ranking == "ipna" && boxes.empty())
-    throw Error("--ranking ipna needs a --box (or use --ranking conductance)");
-
-  OutputDir out(a.out);
-  Attributor engine(model, a.precision == "f64" ? Precision::F64 : Precision::F32, a.device);
-  AttributionRequest req;
-  req.target_class = a.cls;
-  req.target = a.target == "logit" ? TargetKind::Logit : TargetKind::Probability;
-  req.steps = a.steps;
-  req.integrated_gradients = !a.no_ig;
-  req.conductance = !a.no_conductance || (a.prune_percent >= 0 && a.ranking == "conductance");
-  req.boxes = boxes;
-  req.chunk = a.chunk;
-  req.memory_budget = static_cast<size_t>(a.memory_budget_mb * (1 << 20));
-  Progress bar("attribution");
-  req.progress = std::ref(bar);
-  AttributionResult r = engine.run(x.data, x0, req);
-
-  json rep = {{"model", a.model}, {"split", model.split_name}, {"split_shape", r.split_shape.dims},
-              {"device", engine.device_name()}, {"class", a.cls}, {"target", a.target}, {"steps", a.steps},
-              {"baseline", a.baseline}, {"F_x", r.f_input}, {"F_baseline", r.f_baseline}, {"chunk", r.chunk},
-              {"workspace_bytes", r.workspace_bytes}, {"seconds", r.seconds}};
-  auto box_json = [](const Box& b) { return json::array({b.r0, b.c0, b.r1, b.c1}); };
-  if (req.integrated_gradients) {
-    write_npy(out.path("ig.npy"), r.ig, dims_of(r.input_shape));
-    rep["ig"] = {{"sum", r.ig_sum}, {"completeness_gap", r.ig_gap}};
-  }
-  if (req.conductance) {
-    write_npy(out.path("conductance.npy"), r.conductance, dims_of(r.split_shape));
-    rep["conductance"] = {{"sum", r.conductance_sum}, {"completeness_gap", r.conductance_gap}};
-  }
-  if (!boxes.empty()) {
-    std::vector<double> all;
-    for (auto& m : r.ipna) all.insert(all.end(), m.begin(), m.end());
-    auto d = dims_of(r.split_shape);
-    d.insert(d.begin(), static_cast<int64_t>(boxes.size()));
-    write_npy(out.path("ipna.npy"), all, d);
-    rep["boxes"] = json::array();
-    for (size_t b = 0; b < boxes.size(); ++b) {
-      json j = {{"box", box_json(boxes[b])}, {"ipna_sum", r.ipna_sum[b]}};
-      if (req.integrated_gradients) {
-        j["ig_inside"] = r.ig_in_box[b];
-        j["ig_outside"] = r.ig_sum - r.ig_in_box[b];
-        j["patch_completeness_gap"] = r.ipna_gap[b];
-      }
-      rep["boxes"].push_back(j);
-    }
-  }
-  if (a.prune_percent >= 0) {
-    const auto& scores = a.ranking == "ipna" ? r.ipna[0] : r.conductance;
-    auto mask = prune_mask(scores, r.split_shape,
-                           {a.prune_percent, -1, a.granularity == "channel" ? Granularity::Channel : Granularity::Neuron});
-    AttributionRequest pr = req;
-    pr.integrated_gradients = true;
-    pr.conductance = false;
-    pr.split_mask = mask;
-    Progress bar2("IG of pruned model");
-    pr.progress = std::ref(bar2);
-    AttributionResult p = engine.run(x.data, x0, pr);
-    write_npy(out.path("ig_pruned.npy"), p.ig, dims_of(p.input_shape));
-    write_npy(out.path("prune_mask.npy"), mask, dims_of(p.split_shape));
-    json pj = {{"percent", a.prune_percent}, {"ranking", a.ranking}, {"granularity", a.granularity},
-               {"F_x", p.f_input}, {"ig_sum", p.ig_sum}, {"completeness_gap", p.ig_gap}};
-    if (!boxes.empty()) {
-      pj["ig_inside"] = p.ig_in_box[0];
-      pj["ig_outside"] = p.ig_sum - p.ig_in_box[0];
-    }
-    rep["pruned"] = pj;
-  }
-  {
-    std::ofstream f(out.path("report.json"));
-    f << rep.dump(1) << "\n";
-    if (!f) throw Error("failed writing report.json in " + a.out);
-  }
-  if (g_interrupted) throw Error("interrupted");
-  out.commit();
-  if (a.as_json) {
-    std::cout << rep.dump(1) << "\n";
-  } else {
-    std::printf("model %s split %s %s, %s, class %d, %d steps (chunk %d), %.3f s\n", a.model[0].c_str(),
-                model.split_name.c_str(), r.split_shape.str().c_str(), engine.device_name().c_str(), a.cls, a.steps,
-                r.chunk, r.seconds);
-    std::printf("F(x) = %.6g   F(baseline) = %.6g\n", r.f_input, r.f_baseline);
-    if (req.integrated_gradients) std::printf("IG sum %.6g (completeness gap %.3g)\n", r.ig_sum, r.ig_gap);
-    if (req.conductance)
-      std::printf("conductance sum %.6g (completeness gap %.3g)\n", r.conductance_sum, r.conductance_gap);
-    for (size_t b = 0; b < boxes.size(); ++b) {
-      std::printf("box %zu: IPNA sum %.6g", b, r.ipna_sum[b]);
-      if (req.integrated_gradients)
-        std::printf(", IG inside %.6g outside %.6g (patch gap %.3g)", r.ig_in_box[b], r.ig_sum - r.ig_in_box[b],
-                    r.ipna_gap[b]);
+void print_attribute(const json& r) {
+  std::printf("split %s %s on %s, class %d, %d steps (chunk %d)\n", r["split"].get<std::string>().c_str(),
+              Shape(r["split_shape"].get<std::vector<int64_t>>()).str().c_str(),
+              r["device"].get<std::string>().c_str(), r["class"].get<int>(), r["steps"].get<int>(),
+              r["chunk"].get<int>());
+  std::printf("confidence F(x) = %.6g   F(baseline) = %.6g\n", r["confidence"].get<double>(),
+              r["F_baseline"].get<double>());
+  if (r.contains("ig"))
+    std::printf("IG: sum %.6g (completeness gap %.3g)\n", r["ig"]["sum"].get<double>(),
+                r["ig"]["completeness_gap"].get<double>());
+  if (r.contains("conductance"))
+    std::printf("conductance: sum %.6g (completeness gap %.3g)\n", r["conductance"]["sum"].get<double>(),
+                r["conductance"]["completeness_gap"].get<double>());
+  if (r.contains("boxes"))
+    for (const auto& b : r["boxes"]) {
+      std::printf("box %s: IPNA sum %.6g", b["box"].dump().c_str(), b["ipna_sum"].get<double>());
+      if (b.contains("ig_inside"))
+        std::printf(", IG inside %.6g, outside %.6g (patch completeness gap %.3g)", b["ig_inside"].get<double>(),
+                    b["ig_outside"].get<double>(), b["patch_completeness_gap"].get<double>());
       std::printf("\n");
     }
-    if (rep.contains("pruned")) {
-      const auto& p = rep["pruned"];
-      std::printf("pruned top %g%% by %s: F(x) = %.6g, IG sum %.6g", a.prune_percent, a.ranking.c_str(),
-                  p["F_x"].get<double>(), p["ig_sum"].get<double>());
-      if (p.contains("ig_inside"))
-        std::printf(", inside %.6g outside %.6g", p["ig_inside"].get<double>(), p["ig_outside"].get<double>());
-      std::printf("\n");
-    }
-    std::printf("wrote %s/\n", a.out.c_str());
+  if (r.contains("pruned")) {
+    const auto& p = r["pruned"];
+    std::printf("after pruning the top %g%% (%lld neurons) by %s: confidence %.6g, IG sum %.6g",
+                p["percent"].get<double>(), static_cast<long long>(p["pruned_neurons"].get<int64_t>()),
+                p["ranking"].get<std::string>().c_str(), p["confidence"].get<double>(), p["ig_sum"].get<double>());
+    if (p.contains("ig_inside"))
+      std::printf(", inside %.6g, outside %.6g", p["ig_inside"].get<double>(), p["ig_outside"].get<double>());
+    std::printf("\n");
   }
-  return 0;
+}
+
+void print_class_window(const json& r, const std::string& out) {
+  std::printf("class %d, window %s, mean over %d test images (accuracy over all %d of the class), %d steps\n",
+              r["class"].get<int>(), r["window"].dump().c_str(), r["images"].get<int>(),
+              r["class_test_images"].get<int>(), r["steps"].get<int>());
+  std::printf("%4s | %-30s | %-30s | %-36s\n", "k", "IPNA ranking", "conductance ranking", "random (mean +- std)");
+  std::printf("%4s | %9s %9s %9s | %9s %9s %9s | %11s %11s %11s\n", "", "IG in", "IG out", "acc", "IG in", "IG out",
+              "acc", "IG in", "IG out", "acc");
+  for (const auto& row : r["table"]) {
+    const auto &a = row["ipna"], &c = row["conductance"], &d = row["random"];
+    auto num = [](const json& v) { return v.is_number() ? v.get<double>() : NAN; };
+    std::printf("%4d | %9.4f %9.4f %9.3f | %9.4f %9.4f %9.3f | %5.3f+-%.3f %5.3f+-%.3f %5.3f+-%.3f\n",
+                row["k"].get<int>(), num(a["ig_inside"]), num(a["ig_outside"]), num(a["accuracy"]),
+                num(c["ig_inside"]), num(c["ig_outside"]), num(c["accuracy"]), num(d["ig_inside"]),
+                num(d["ig_inside_std"]), num(d["ig_outside"]), num(d["ig_outside_std"]), num(d["accuracy"]),
+                num(d["accuracy_std"]));
+  }
+  std::printf("wrote %s/class_window.png, class_window.csv, report.json\n", out.c_str());
+}
+
+void add_model_options(CLI::App* app, ModelArgs& m, bool required = true) {
+  auto* o = app->add_option("--model", m.files,
+                            "ONNX file (with --split), or two files: the first part and the second part (the original's "
+                            "two-model form)")
+                ->expected(1, 2);
+  if (required) o->required();
+  app->add_option("--split", m.split, "Name of the split tensor (see `ipna-fast info MODEL`)");
+  app->add_option("--precision", m.precision, "f32 or f64")->check(CLI::IsMember({"f32", "f64"}))->capture_default_str();
+  app->add_option("--device", m.device, "cpu (cuda comes with the CUDA backend)")->capture_default_str();
+}
+
+void add_input_options(CLI::App* app, InputArgs& in) {
+  app->add_option("--image", in.image, "JPEG/PNG image: shorter side to 256, center crop 224, ImageNet normalisation");
+  app->add_option("--input", in.npy, "Or a preprocessed input tensor (.npy) of the model's input shape");
+  app->add_option("--baseline", in.baseline,
+                  "black (the black image, normalised like the input), zeros, or a .npy file")
+      ->capture_default_str();
+  app->add_option("--mean", in.mean, "Per-channel normalisation mean (default ImageNet's for 3 channels)")->expected(1, 3);
+  app->add_option("--std", in.std, "Per-channel normalisation std (default ImageNet's for 3 channels)")->expected(1, 3);
+}
+
+void add_attribute_options(CLI::App* app, AttributeArgs& a) {
+  add_model_options(app, a.model);
+  add_input_options(app, a.input);
+  app->add_option("--class", a.cls, "Target class index")->required();
+  app->add_option("--box", a.boxes,
+                  "IPNA patch X1 Y1 X2 Y2: rows X1:X2 and columns Y1:Y2 of the 224x224 crop (half-open), as in the "
+                  "original; repeat for more boxes (all in one pass)")
+      ->expected(4)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app->add_option("-n,--steps", a.steps, "Riemann steps m")->capture_default_str();
+  app->add_option("--target", a.target, "prob (softmax probability) or logit")
+      ->check(CLI::IsMember({"prob", "logit"}))
+      ->capture_default_str();
+  app->add_option("--chunk", a.chunk, "Steps per batch (default: from the memory budget)");
+  app->add_option("--memory-budget", a.memory_budget_mb, "MiB for the batch buffers (default: min(1024, free/4))");
+  app->add_option("-o,--out", a.out, "Output folder (written atomically; replaced if it exists)")->required();
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::signal(SIGINT, [](int) { g_interrupted = 1; });
+  install_interrupt_handler();
   CLI::App app{
-      "ipna-fast: integrated gradients, conductance and IPNA (image patch internal neuron attribution) for\n"
-      "conv-net classifiers given as ONNX, split at a named internal tensor.\n"
+      "ipna-fast: integrated gradients, conductance and IPNA (image patch internal neuron attribution) for conv-net\n"
+      "classifiers given as ONNX, split at a named internal tensor.\n"
       "Exit codes: 0 ok, 1 bad input or failed run, 2 bad command line, 130 interrupted."};
   app.require_subcommand(1);
+  bool as_json = false;
+  app.add_flag("--json", as_json, "Machine-readable JSON on stdout (progress bars off)");
 
   std::string info_model;
-  bool info_json = false;
   auto* info = app.add_subcommand("info", "List the tensors a model can be split at, with shapes and neuron counts");
   info->add_option("model", info_model, "ONNX model file")->required();
-  info->add_flag("--json", info_json, "Machine-readable output");
 
-  AttributeArgs a;
-  auto* at = app.add_subcommand("attribute",
-                                "IG of the input, conductance and IPNA at the split tensor, optional pruning and IG "
-                                "of the pruned model; writes report.json and .npy maps to --out");
-  at->add_option("--model", a.model, "ONNX file (with --split), or two files: the first part and the second part")
-      ->required()
-      ->expected(1, 2);
-  at->add_option("--split", a.split, "Name of the split tensor (see `ipna-fast info MODEL`)");
-  at->add_option("--input", a.input, "The input sample as .npy, already normalised, shape of the model input")
-      ->required();
-  at->add_option("--baseline", a.baseline,
-                 "black (the black image normalised with ImageNet mean/std for 3 channels, zeros otherwise), zeros, "
-                 "or a .npy file")
-      ->capture_default_str();
-  at->add_option("--class", a.cls, "Target class index")->required();
-  at->add_option("--box", a.boxes,
-                 "IPNA patch X1 Y1 X2 Y2: rows X1:X2, columns Y1:Y2 (half-open), as in the original; repeat for "
-                 "more boxes")
-      ->expected(4)
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  at->add_option("-n,--steps", a.steps, "Riemann steps m")->capture_default_str();
-  at->add_option("--target", a.target, "prob (softmax probability) or logit")
-      ->check(CLI::IsMember({"prob", "logit"}))
-      ->capture_default_str();
-  at->add_flag("--no-ig", a.no_ig, "Skip integrated gradients of the input");
-  at->add_flag("--no-conductance", a.no_conductance, "Skip conductance");
-  at->add_option("-p,--prune-percent", a.prune_percent,
-                 "Zero the top P percent of split neurons by --ranking and recompute IG of the pruned model")
+  AttributeArgs at;
+  auto* attribute = app.add_subcommand(
+      "attribute",
+      "The original's main.py: IG of the input, conductance and IPNA at the split tensor, optional pruning of the top "
+      "P% and IG of the pruned model; writes report.json, .npy maps and the IG pictures");
+  add_attribute_options(attribute, at);
+  attribute->add_flag("--no-ig", at.no_ig, "Skip integrated gradients of the input");
+  attribute->add_flag("--no-conductance", at.no_conductance, "Skip conductance");
+  attribute->add_option("-p,--prune-percent", at.prune_percent,
+                        "Zero the top P percent of split neurons by --ranking and recompute IG of the pruned model")
       ->check(CLI::Range(0.0, 100.0));
-  at->add_option("--ranking", a.ranking, "ipna (first box) or conductance")
+  attribute->add_option("--ranking", at.ranking, "ipna (first box) or conductance")
       ->check(CLI::IsMember({"ipna", "conductance"}))
       ->capture_default_str();
-  at->add_option("--granularity", a.granularity, "neuron or channel (filter) pruning")
+  attribute->add_option("--granularity", at.granularity, "neuron or channel (filter) pruning")
       ->check(CLI::IsMember({"neuron", "channel"}))
       ->capture_default_str();
-  at->add_option("--precision", a.precision, "f32 or f64")->check(CLI::IsMember({"f32", "f64"}))->capture_default_str();
-  at->add_option("--device", a.device, "cpu (cuda comes with the CUDA backend)")->capture_default_str();
-  at->add_option("--chunk", a.chunk, "Steps per batch (default: picked from the memory budget)");
-  at->add_option("--memory-budget", a.memory_budget_mb, "MiB for the batch buffers (default: min(1024, free/4))");
-  at->add_option("-o,--out", a.out, "Output folder (replaced atomically)")->required();
-  at->add_flag("--json", a.as_json, "Print the report as JSON on stdout");
+
+  // The original's positional command line.
+  AttributeArgs mn;
+  std::vector<std::string> main_pos;
+  auto* main_cmd = app.add_subcommand(
+      "main", "The original's command line: main IMAGE Y MODEL1 MODEL2 X1 Y1 X2 Y2 -n STEPS -p PERCENT (two-part "
+              "ONNX models; same outputs as `attribute`, in --out, default ipna_out)");
+  main_cmd->add_option("args", main_pos, "IMAGE Y MODEL1 MODEL2 X1 Y1 X2 Y2")->expected(8)->required();
+  main_cmd->add_option("-n,--num-steps", mn.steps, "Riemann steps")->capture_default_str();
+  main_cmd->add_option("-p,--percent", mn.prune_percent, "Prune percent")->check(CLI::Range(0.0, 100.0));
+  main_cmd->add_option("--ranking", mn.ranking, "ipna or conductance")
+      ->check(CLI::IsMember({"ipna", "conductance"}))
+      ->capture_default_str();
+  mn.out = "ipna_out";
+  main_cmd->add_option("-o,--out", mn.out, "Output folder")->capture_default_str();
+  main_cmd->add_option("--precision", mn.model.precision, "f32 or f64")->capture_default_str();
+
+  CurveArgs cv;
+  std::string fractions = "0,0.001,0.002,0.005,0.01,0.02,0.03,0.05,0.07,0.1,0.2,0.3,0.5,0.7,0.9,1";
+  auto* curve = app.add_subcommand(
+      "curve", "Progressive pruning (the original's trafficlight_plot): prune growing fractions by the IPNA ranking "
+               "and by the conductance ranking, record IG inside, outside and total; writes curve.csv and curve.png");
+  add_attribute_options(curve, cv.base);
+  curve->add_option("--fractions", fractions, "Comma-separated fractions of split neurons to prune")->capture_default_str();
+
+  ClassWindowArgs cw;
+  auto* class_window = app.add_subcommand(
+      "class-window",
+      "The original's Fashion-MNIST experiment: average IPNA of a pixel window over N test images of a class, prune "
+      "the top k hidden neurons for k = 0..K by IPNA, by conductance and at random; mean IG inside/outside the "
+      "window and the class accuracy; writes class_window.csv/.png");
+  add_model_options(class_window, cw.model, false);
+  class_window->add_option("--data", cw.data, "Folder with the IDX files (t10k-*)")->capture_default_str();
+  class_window->add_option("--class", cw.cls, "Class index")->capture_default_str();
+  class_window->add_option("--window", cw.window, "X1 Y1 X2 Y2: rows X1:X2, columns Y1:Y2")->expected(4)->capture_default_str();
+  class_window->add_option("--images", cw.images, "Images of the class to average over")->capture_default_str();
+  class_window->add_option("--k-max", cw.k_max, "Prune up to K neurons")->capture_default_str();
+  class_window->add_option("-n,--steps", cw.steps, "Riemann steps")->capture_default_str();
+  class_window->add_option("--random-draws", cw.random_draws, "Random rankings to average")->capture_default_str();
+  class_window->add_option("--seed", cw.seed, "Seed of the random rankings")->capture_default_str();
+  class_window->add_option("-o,--out", cw.out, "Output folder")->required();
+
+  std::string demo_out = "ipna_demo";
+  auto* demo = app.add_subcommand(
+      "demo", "The main job on its embedded default: class-window on the shipped Fashion-MNIST CNN (89% test accuracy) "
+              "and Debian's dataset-fashion-mnist, class 0 (T-shirt/top), top-left quadrant");
+  demo->add_option("-o,--out", demo_out, "Output folder")->capture_default_str();
 
   try {
     app.parse(argc, argv);
@@ -305,8 +226,61 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   try {
-    if (*info) return cmd_info(info_model, info_json);
-    if (*at) return cmd_attribute(a);
+    if (*info) return cmd_info(info_model, as_json);
+    if (*attribute || *main_cmd) {
+      AttributeArgs& a = *attribute ? at : mn;
+      if (*main_cmd) {
+        a.input.image = main_pos[0];
+        a.cls = std::stoi(main_pos[1]);
+        a.model.files = {main_pos[2], main_pos[3]};
+        for (int i = 4; i < 8; ++i) a.boxes.push_back(std::stoi(main_pos[i]));
+        a.no_ig = false;
+      }
+      a.quiet = as_json;
+      json r = run_attribute(a);
+      if (as_json)
+        std::cout << r.dump(1) << "\n";
+      else {
+        print_attribute(r);
+        std::printf("wrote %s/\n", a.out.c_str());
+      }
+      return 0;
+    }
+    if (*curve) {
+      std::stringstream ss(fractions);
+      for (std::string tok; std::getline(ss, tok, ',');) cv.fractions.push_back(std::stod(tok));
+      cv.base.quiet = as_json;
+      json r = run_curve(cv);
+      if (as_json) {
+        std::cout << r.dump(1) << "\n";
+      } else {
+        std::printf("%9s %-12s %10s %12s %12s %12s\n", "fraction", "ranking", "confidence", "IG inside", "IG outside",
+                    "IG total");
+        for (const auto& row : r["rows"])
+          std::printf("%9.4g %-12s %10.4g %12.5g %12.5g %12.5g\n", row["fraction"].get<double>(),
+                      row["ranking"].get<std::string>().c_str(), row["confidence"].get<double>(),
+                      row["ig_inside"].get<double>(), row["ig_outside"].get<double>(), row["ig_total"].get<double>());
+        std::printf("wrote %s/curve.png, curve.csv\n", cv.base.out.c_str());
+      }
+      return 0;
+    }
+    if (*class_window || *demo) {
+      if (*demo) {
+        cw = ClassWindowArgs();
+        cw.out = demo_out;
+      }
+      if (cw.model.files.empty()) {
+        cw.model.files = {default_model_path("fashion_cnn.onnx")};
+        if (cw.model.split.empty()) cw.model.split = "hidden";
+      }
+      cw.quiet = as_json;
+      json r = run_class_window(cw);
+      if (as_json)
+        std::cout << r.dump(1) << "\n";
+      else
+        print_class_window(r, cw.out);
+      return 0;
+    }
   } catch (const Error& e) {
     std::fprintf(stderr, "\nipna-fast: error: %s\n", e.what());
     return g_interrupted ? 130 : 1;
