@@ -91,7 +91,8 @@ TEST_P(Reference, PrunedIntegratedGradients) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, Reference, ::testing::Values("lenet", "vgg_avg", "resnet18", "mbv2_block"));
+INSTANTIATE_TEST_SUITE_P(Models, Reference,
+                         ::testing::Values("lenet", "vgg_avg", "resnet18", "mbv2_block", "tiny224"));
 
 TEST(ReferenceTwoPart, OriginalTwoFileFormGivesTheSameResult) {
   if (!fixtures_present()) return;

@@ -148,6 +148,7 @@ int main(int argc, char** argv) {
       "classifiers given as ONNX, split at a named internal tensor.\n"
       "Exit codes: 0 ok, 1 bad input or failed run, 2 bad command line, 130 interrupted."};
   app.require_subcommand(1);
+  app.fallthrough();  // --json after the subcommand too
   bool as_json = false;
   app.add_flag("--json", as_json, "Machine-readable JSON on stdout (progress bars off)");
 

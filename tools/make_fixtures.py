@@ -64,7 +64,17 @@ def mbv2_block():
     return f1, f2, (3, 32, 32), "split"
 
 
-MODELS = {"lenet": lenet, "vgg_avg": vgg_avg, "resnet18": resnet18, "mbv2_block": mbv2_block}
+def tiny224():
+    # A small ImageNet-shaped net (3x224x224 in, 10 classes) for the CLI's image tests.
+    f1 = nn.Sequential(nn.Conv2d(3, 4, 7, stride=4, padding=3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2))
+    f2 = nn.Sequential(nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                       nn.Linear(8, 10))
+    m = nn.Sequential(f1, f2)
+    randomize_batchnorm(m, 5)
+    return f1, f2, (3, 224, 224), "split"
+
+
+MODELS = {"lenet": lenet, "vgg_avg": vgg_avg, "resnet18": resnet18, "mbv2_block": mbv2_block, "tiny224": tiny224}
 
 
 def target_fn(f2, target, y, mask=None):
@@ -139,14 +149,14 @@ def save(path, t):
 
 
 def make(name, out, steps):
-    torch.manual_seed({"lenet": 1, "vgg_avg": 2, "resnet18": 3, "mbv2_block": 4}[name])
+    torch.manual_seed({"lenet": 1, "vgg_avg": 2, "resnet18": 3, "mbv2_block": 4, "tiny224": 5}[name])
     f1, f2, shape, split = MODELS[name]()
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
     f1.float().eval()
     f2.float().eval()
     export_split(f1, f2, shape, split, os.path.join(d, "model.onnx"), torchscript=False)
-    if name == "lenet":  # the original's two-file form too
+    if name in ("lenet", "tiny224"):  # the original's two-file form too
         import io
         import onnx
         for mod, arg, i, o, fn in ((f1, torch.zeros(1, *shape, dtype=torch.float32), "input", "split", "first.onnx"),

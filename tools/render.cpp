@@ -169,8 +169,10 @@ Image grid(const std::vector<Image>& panels, const std::vector<std::string>& cap
     for (int y = 0; y < p.height; ++y)
       for (int x = 0; x < p.width; ++x)
         put(out, x0 + x, y0 + y, {p.at(y, x, 0), p.at(y, x, p.channels == 3 ? 1 : 0), p.at(y, x, p.channels == 3 ? 2 : 0)});
-    if (i < captions.size())
-      text(out, x0 + (cw - text_width(captions[i])) / 2, y0 + ch + 8, captions[i], kBlack);
+    if (i < captions.size()) {
+      const int scale = text_width(captions[i]) <= cw ? 2 : 1;  // long captions in the small font
+      text(out, x0 + (cw - text_width(captions[i], scale)) / 2, y0 + ch + 8, captions[i], kBlack, scale);
+    }
   }
   return out;
 }
