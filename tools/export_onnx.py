@@ -9,6 +9,8 @@ Runs with Debian's python3-torch / python3-torchvision (call /usr/bin/python3).
 
 The ONNX file holds the whole network; the split tensor is named exactly as
 --split (for --two-part: 'split'), so `ipna-fast ... --split layer2` finds it.
+--two-part also writes the parts as OUT.first.onnx and OUT.second.onnx for
+`ipna-fast main IMAGE Y OUT.first.onnx OUT.second.onnx X1 Y1 X2 Y2`.
 BatchNorm stays a separate node (ipna-fast folds it into the conv in float64),
 and TorchScript files of the same weights (OUT with .pt, and each part as
 .f1.pt / .f2.pt) are written for the LibTorch baseline in bench/.
@@ -83,7 +85,7 @@ def randomize_batchnorm(model, seed=0):
             m.bias.data.copy_(torch.randn(c, generator=g) * 0.1)
 
 
-def export_split(f1, f2, input_shape, split_name, out_path, torchscript=True):
+def export_split(f1, f2, input_shape, split_name, out_path, torchscript=True, parts=False):
     """Export f1 and f2 and join them into one ONNX graph whose split tensor is `split_name`."""
     import onnx
     import onnx.compose
@@ -106,6 +108,10 @@ def export_split(f1, f2, input_shape, split_name, out_path, torchscript=True):
 
     m1 = to_onnx(f1, x, "input", split_name)
     m2 = to_onnx(f2, h, split_name, "logits")
+    if parts:  # the original's two-model form, for `ipna-fast main`
+        stem = out_path.rsplit(".", 1)[0]
+        onnx.save(m1, stem + ".first.onnx")
+        onnx.save(m2, stem + ".second.onnx")
     m2 = onnx.compose.add_prefix(m2, "f2/")  # f1 and f2 both name their weights "0.weight", ...
     merged = onnx.compose.merge_models(m1, m2, io_map=[(split_name, "f2/" + split_name)])
     merged.graph.output[0].name = "logits"
@@ -140,8 +146,9 @@ def main():
     if a.two_part:
         f1 = torch.load(a.two_part[0], map_location="cpu")
         f2 = torch.load(a.two_part[1], map_location="cpu")
-        export_split(f1, f2, (3, a.input_size, a.input_size), "split", a.out)
-        print("wrote %s (split tensor 'split')" % a.out)
+        export_split(f1, f2, (3, a.input_size, a.input_size), "split", a.out, parts=True)
+        stem = a.out.rsplit(".", 1)[0]
+        print("wrote %s (split tensor 'split') and the parts %s.first.onnx, %s.second.onnx" % (a.out, stem, stem))
         return
     if not a.model:
         ap.error("give a model name or --two-part")

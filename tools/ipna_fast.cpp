@@ -35,7 +35,7 @@ int cmd_info(const std::string& model_path, bool as_json) {
     std::cout << out.dump(1) << "\n";
     return 0;
   }
-  std::printf("%s: input %s, %lld classes, %.3f GMAC per sample\n", model_path.c_str(),
+  std::printf("%s: input %s, %lld classes, %.4g GMAC per sample\n", model_path.c_str(),
               g.values[g.input].shape.str().c_str(), static_cast<long long>(out["classes"].get<int64_t>()),
               out["gmac_per_sample"].get<double>());
   std::printf("Tensors you can split at (--split NAME); a split must cut the network (not inside a residual block):\n");
