@@ -94,6 +94,17 @@ TargetKind target_of(const std::string& t) {
   return t == "logit" ? TargetKind::Logit : TargetKind::Probability;
 }
 bool drawable(const Shape& s) { return s.rank() == 3 && s.height() >= 2 && s.width() >= 2; }
+// The request both attribute and curve start from: class, target, steps, chunking, boxes.
+AttributionRequest base_request(const AttributeArgs& a, const std::vector<Box>& boxes) {
+  AttributionRequest req;
+  req.target_class = a.cls;
+  req.target = target_of(a.target);
+  req.steps = a.steps;
+  req.chunk = a.chunk;
+  req.memory_budget = static_cast<size_t>(a.memory_budget_mb * (1 << 20));
+  req.boxes = boxes;
+  return req;
+}
 Image with_boxes(Image img, const std::vector<Box>& boxes) {
   for (const Box& b : boxes) render::draw_box(img, b, render::kYellow);
   return img;
@@ -117,15 +128,9 @@ json run_attribute(const AttributeArgs& a) {
 
   OutputDir out(a.out);
   Attributor engine(model, a.model.prec(), a.model.device);
-  AttributionRequest req;
-  req.target_class = a.cls;
-  req.target = target_of(a.target);
-  req.steps = a.steps;
+  AttributionRequest req = base_request(a, boxes);
   req.integrated_gradients = !a.no_ig || prune;
   req.conductance = !a.no_conductance || (prune && a.ranking == "conductance");
-  req.boxes = boxes;
-  req.chunk = a.chunk;
-  req.memory_budget = static_cast<size_t>(a.memory_budget_mb * (1 << 20));
   Progress bar("attribution", !a.quiet);
   req.progress = std::ref(bar);
   AttributionResult r = engine.run(x, x0, req);
@@ -257,14 +262,9 @@ json run_curve(const CurveArgs& a) {
 
   OutputDir out(b.out);
   Attributor engine(model, b.model.prec(), b.model.device);
-  AttributionRequest req;
-  req.target_class = b.cls;
-  req.target = target_of(b.target);
-  req.steps = b.steps;
-  req.chunk = b.chunk;
+  AttributionRequest req = base_request(b, boxes);
   req.integrated_gradients = true;
   req.conductance = true;
-  req.boxes = boxes;
   Progress bar0("IPNA and conductance", !b.quiet);
   req.progress = std::ref(bar0);
   AttributionResult r = engine.run(x, x0, req);

@@ -160,6 +160,15 @@ int samples_per_gemm(int n, int64_t plane_out) {
   return static_cast<int>(std::clamp<int64_t>(kTargetColumns / std::max<int64_t>(plane_out, 1), 1, fair));
 }
 
+// Runs body(first_sample, count) over groups of samples in parallel.
+template <typename F>
+void for_sample_groups(int n, int64_t plane_out, F&& body) {
+  const int per = samples_per_gemm(n, plane_out);
+  const int groups_of_samples = (n + per - 1) / per;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int gs = 0; gs < groups_of_samples; ++gs) body(gs * per, std::min(per, n - gs * per));
+}
+
 }  // namespace
 
 template <typename T>
@@ -171,11 +180,7 @@ void CpuBackend<T>::conv2d_forward(const ConvDesc& d, const T* weight, const T* 
     for (int s = 0; s < n; ++s) depthwise_forward(d, weight, bias, x + s * in_size, y + s * out_size);
     return;
   }
-  const int per = samples_per_gemm(n, plane_out);
-  const int groups_of_samples = (n + per - 1) / per;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int gs = 0; gs < groups_of_samples; ++gs) {
-    const int s0 = gs * per, cnt = std::min(per, n - s0);
+  for_sample_groups(n, plane_out, [&](int s0, int cnt) {
     const int64_t cols = cnt * plane_out;
     // One sample: GEMM straight into y. Several: into scratch, then scattered.
     T* col = (pointwise && cnt == 1) ? nullptr : cpu::scratch<T>(static_cast<size_t>(k) * cols + cout_g * cols);
@@ -210,7 +215,7 @@ void CpuBackend<T>::conv2d_forward(const ConvDesc& d, const T* weight, const T* 
           T* p = y + s * out_size + co * plane_out;
           for (int64_t i = 0; i < plane_out; ++i) p[i] += bias[co];
         }
-  }
+  });
 }
 
 template <typename T>
@@ -226,11 +231,7 @@ void CpuBackend<T>::conv2d_backward_data(const ConvDesc& d, const T* weight, con
     }
     return;
   }
-  const int per = samples_per_gemm(n, plane_out);
-  const int groups_of_samples = (n + per - 1) / per;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int gs = 0; gs < groups_of_samples; ++gs) {
-    const int s0 = gs * per, cnt = std::min(per, n - s0);
+  for_sample_groups(n, plane_out, [&](int s0, int cnt) {
     const int64_t cols = cnt * plane_out;
     if (!accumulate && !pointwise) std::memset(dx + s0 * in_size, 0, sizeof(T) * in_size * cnt);
     // dcol [k x cols] = W^T dY; several samples first gather dY side by side.
@@ -269,7 +270,7 @@ void CpuBackend<T>::conv2d_backward_data(const ConvDesc& d, const T* weight, con
         }
       }
     }
-  }
+  });
 }
 
 #define IPNA_CONV(T)                                                                                             \
