@@ -148,7 +148,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   int chunk = req.chunk;
   if (chunk <= 0) {
     size_t budget = req.memory_budget;
-    if (!budget) budget = std::min<size_t>(size_t(1) << 30, be->memory_available() / 4);
+    if (!budget) budget = be->default_memory_budget();
     chunk = static_cast<int>(std::clamp<size_t>(budget / per_step, 1, static_cast<size_t>(m)));
   }
   chunk = std::min(chunk, m);

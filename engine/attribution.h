@@ -25,7 +25,8 @@ struct AttributionRequest {
   // before f2. Empty: the model as it is.
   std::vector<double> split_mask;
   int chunk = 0;                    // steps per batch; 0: picked from the memory budget
-  size_t memory_budget = 0;         // bytes for the batch buffers; 0: min(1 GiB, a quarter of free memory)
+  size_t memory_budget = 0;         // bytes for the batch buffers; 0: the device's default
+                                    // (CPU: min(1 GiB, free/4); CUDA: 70% of free device memory)
   std::function<void(int done, int total)> progress;  // called after each chunk of steps
 };
 

@@ -10,6 +10,7 @@
 // i/64), MaxPool keeps the argmax as a flat index into the sample's input.
 #pragma once
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -63,6 +64,11 @@ class Device {
   virtual void zero(void* dst, size_t bytes) = 0;
   // Memory the engine may plan with (bytes), for picking the chunk of steps.
   virtual size_t memory_available() const = 0;
+  // Budget for the batch buffers when the request gives none. On the CPU
+  // larger chunks buy little, so a modest share; a GPU wants large batches.
+  virtual size_t default_memory_budget() const {
+    return std::min<size_t>(size_t(1) << 30, memory_available() / 4);
+  }
   virtual void synchronize() {}
 };
 

@@ -8,18 +8,9 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/instantiate.h"
+#include "engine/window_math.h"
 
 namespace ipna {
-
-namespace {
-// Kernel taps [lo, hi) of one axis that land inside the input, for output o.
-inline void taps(int o, int s, int pad, int d, int k, int size, int& lo, int& hi) {
-  const int start = o * s - pad;
-  lo = start >= 0 ? 0 : (-start + d - 1) / d;
-  hi = start + (k - 1) * d < size ? k : (size - 1 - start) / d + 1;
-  if (hi < lo) hi = lo;
-}
-}  // namespace
 
 template <typename T>
 void CpuBackend<T>::maxpool_forward(const PoolDesc& d, const T* x, T* y, int32_t* argmax, int n) {
@@ -32,10 +23,10 @@ void CpuBackend<T>::maxpool_forward(const PoolDesc& d, const T* x, T* y, int32_t
     int32_t* ap = argmax ? argmax + p * d.ho * d.wo : nullptr;
     for (int oy = 0; oy < d.ho; ++oy) {
       int i0, i1;
-      taps(oy, win.sh, win.pad_top, win.dh, win.kh, d.h, i0, i1);
+      window_taps(oy, win.sh, win.pad_top, win.dh, win.kh, d.h, i0, i1);
       for (int ox = 0; ox < d.wo; ++ox) {
         int j0, j1;
-        taps(ox, win.sw, win.pad_left, win.dw, win.kw, d.w, j0, j1);
+        window_taps(ox, win.sw, win.pad_left, win.dw, win.kw, d.w, j0, j1);
         T best = -std::numeric_limits<T>::infinity();
         int32_t at = -1;
         for (int i = i0; i < i1; ++i) {

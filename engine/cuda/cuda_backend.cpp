@@ -1,0 +1,312 @@
+#include "engine/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+
+#include "engine/error.h"
+#include "kernels/kernels.h"
+
+namespace ipna {
+
+namespace {
+void ck(cudaError_t e, const char* what) { kernels::check(e, what); }
+void ck(cudnnStatus_t e, const char* what) {
+  if (e != CUDNN_STATUS_SUCCESS) throw Error(std::string("cuDNN error in ") + what + ": " + cudnnGetErrorString(e));
+}
+void ck(cublasStatus_t e, const char* what) {
+  if (e != CUBLAS_STATUS_SUCCESS) throw Error(std::string("cuBLAS error in ") + what + ": status " + std::to_string(e));
+}
+}  // namespace
+
+CudaBackend::CudaBackend(const DeviceOptions& opt) : opt_(opt) {
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0)
+    throw Error("no CUDA device available (" + std::string(e != cudaSuccess ? cudaGetErrorString(e) : "0 devices") +
+                "); use --device cpu");
+  if (opt.index < 0 || opt.index >= count)
+    throw Error("CUDA device " + std::to_string(opt.index) + " does not exist (" + std::to_string(count) + " present)");
+  if (opt.math == GpuMath::Bf16)
+    throw Error("bf16 storage is not implemented in the CUDA backend yet; use /tf32 (default) or /fp32");
+  ck(cudaSetDevice(opt.index), "cudaSetDevice");
+  cudaDeviceProp prop{};
+  ck(cudaGetDeviceProperties(&prop, opt.index), "cudaGetDeviceProperties");
+  device_name_ = std::string("cuda:") + std::to_string(opt.index) + " (" + prop.name + ", " +
+                 (opt.math == GpuMath::Fp32 ? "fp32" : "tf32") + ")";
+  ck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  ck(cudnnCreate(&cudnn_), "cudnnCreate");
+  ck(cudnnSetStream(cudnn_, stream_), "cudnnSetStream");
+  ck(cublasCreate(&cublas_), "cublasCreate");
+  ck(cublasSetStream(cublas_, stream_), "cublasSetStream");
+  ck(cublasSetMathMode(cublas_, opt.math == GpuMath::Fp32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_TF32_TENSOR_OP_MATH),
+     "cublasSetMathMode");
+}
+
+CudaBackend::~CudaBackend() {
+  for (auto& [key, p] : conv_plans_) {
+    cudnnDestroyTensorDescriptor(p.x);
+    cudnnDestroyTensorDescriptor(p.y);
+    cudnnDestroyFilterDescriptor(p.w);
+    cudnnDestroyConvolutionDescriptor(p.conv);
+  }
+  for (auto& [ptr, bytes] : scratch_) release(ptr);
+  if (cublas_) cublasDestroy(cublas_);
+  if (cudnn_) cudnnDestroy(cudnn_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+std::string CudaBackend::name() const { return device_name_; }
+
+void* CudaBackend::allocate(size_t bytes) {
+  if (opt_.memory_cap && allocated_ + bytes > opt_.memory_cap)
+    throw Error("GPU memory cap of " + std::to_string(opt_.memory_cap >> 20) + " MiB exceeded allocating " +
+                std::to_string(bytes >> 20) + " MiB (lower --memory-budget or --chunk)");
+  void* p = nullptr;
+  if (cudaMalloc(&p, std::max<size_t>(bytes, 1)) != cudaSuccess) {
+    cudaGetLastError();
+    throw Error("out of GPU memory allocating " + std::to_string(bytes >> 20) + " MiB on " + device_name_ +
+                " (lower --memory-budget or --chunk)");
+  }
+  allocated_ += bytes;
+  sizes_[p] = bytes;
+  return p;
+}
+
+void CudaBackend::release(void* p) noexcept {
+  if (!p) return;
+  auto it = sizes_.find(p);
+  if (it != sizes_.end()) {
+    allocated_ -= it->second;
+    sizes_.erase(it);
+  }
+  cudaFree(p);
+}
+
+void CudaBackend::copy_to_device(void* dst, const void* src, size_t bytes) {
+  ck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "copy to device");
+  ck(cudaStreamSynchronize(stream_), "copy to device");  // src may be a temporary
+}
+void CudaBackend::copy_to_host(void* dst, const void* src, size_t bytes) {
+  ck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "copy to host");
+  ck(cudaStreamSynchronize(stream_), "copy to host");
+}
+void CudaBackend::copy_on_device(void* dst, const void* src, size_t bytes) {
+  ck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "copy on device");
+}
+void CudaBackend::zero(void* dst, size_t bytes) { ck(cudaMemsetAsync(dst, 0, bytes, stream_), "memset"); }
+
+size_t CudaBackend::memory_available() const {
+  size_t free_b = 0, total_b = 0;
+  ck(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+  if (opt_.memory_cap) free_b = std::min(free_b, opt_.memory_cap > allocated_ ? opt_.memory_cap - allocated_ : 0);
+  return free_b;
+}
+size_t CudaBackend::default_memory_budget() const { return memory_available() / 10 * 7; }
+void CudaBackend::synchronize() { ck(cudaStreamSynchronize(stream_), "synchronize"); }
+
+void* CudaBackend::scratch(int slot, size_t bytes) {
+  if (static_cast<int>(scratch_.size()) <= slot) scratch_.resize(slot + 1, {nullptr, 0});
+  auto& [ptr, size] = scratch_[slot];
+  if (size < bytes) {
+    if (ptr) {
+      ck(cudaStreamSynchronize(stream_), "scratch");
+      release(ptr);
+    }
+    ptr = allocate(bytes);
+    size = bytes;
+  }
+  return ptr;
+}
+
+CudaBackend::ConvPlan& CudaBackend::conv_plan(const ConvDesc& d, int n) {
+  const Window& w = d.win;
+  std::ostringstream key;
+  key << n << ' ' << d.cin << ' ' << d.h << ' ' << d.w << ' ' << d.cout << ' ' << d.groups << ' ' << w.kh << ' '
+      << w.kw << ' ' << w.sh << ' ' << w.sw << ' ' << w.pad_top << ' ' << w.pad_left << ' ' << w.pad_bottom << ' '
+      << w.pad_right << ' ' << w.dh << ' ' << w.dw;
+  auto it = conv_plans_.find(key.str());
+  if (it != conv_plans_.end()) return it->second;
+  ConvPlan p;
+  p.explicit_pad = w.pad_top != w.pad_bottom || w.pad_left != w.pad_right;
+  p.hp = d.h + (p.explicit_pad ? w.pad_top + w.pad_bottom : 0);
+  p.wp = d.w + (p.explicit_pad ? w.pad_left + w.pad_right : 0);
+  ck(cudnnCreateTensorDescriptor(&p.x), "tensor descriptor");
+  ck(cudnnCreateTensorDescriptor(&p.y), "tensor descriptor");
+  ck(cudnnCreateFilterDescriptor(&p.w), "filter descriptor");
+  ck(cudnnCreateConvolutionDescriptor(&p.conv), "convolution descriptor");
+  ck(cudnnSetTensor4dDescriptor(p.x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, d.cin, p.hp, p.wp), "x descriptor");
+  ck(cudnnSetTensor4dDescriptor(p.y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, d.cout, d.ho, d.wo), "y descriptor");
+  ck(cudnnSetFilter4dDescriptor(p.w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, d.cout, d.cin / d.groups, w.kh, w.kw),
+     "filter descriptor");
+  ck(cudnnSetConvolution2dDescriptor(p.conv, p.explicit_pad ? 0 : w.pad_top, p.explicit_pad ? 0 : w.pad_left, w.sh,
+                                     w.sw, w.dh, w.dw, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+     "convolution descriptor");
+  ck(cudnnSetConvolutionGroupCount(p.conv, d.groups), "group count");
+  ck(cudnnSetConvolutionMathType(p.conv, opt_.math == GpuMath::Fp32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH),
+     "math type");
+  return conv_plans_.emplace(key.str(), p).first->second;
+}
+
+// Scratch slots: 0 conv workspace, 1 padded input / gradient, 2 point metadata.
+void CudaBackend::conv2d_forward(const ConvDesc& d, const float* weight, const float* bias, const float* x, float* y,
+                                 int n) {
+  ConvPlan& p = conv_plan(d, n);
+  const float* xin = x;
+  if (p.explicit_pad) {
+    float* xp = static_cast<float*>(scratch(1, sizeof(float) * n * d.cin * p.hp * p.wp));
+    kernels::pad2d(n, d.cin, d.h, d.w, d.win.pad_top, d.win.pad_left, p.hp, p.wp, x, xp, stream_);
+    xin = xp;
+  }
+  if (!p.fwd_found) {
+    // Timed once per shape and batch size; the fastest algorithm whose workspace fits.
+    cudnnConvolutionFwdAlgoPerf_t perf[8];
+    int got = 0;
+    ck(cudnnFindConvolutionForwardAlgorithm(cudnn_, p.x, p.w, p.conv, p.y, 8, &got, perf), "find forward algorithm");
+    const size_t limit = memory_available() / 4;
+    bool ok = false;
+    for (int i = 0; i < got && !ok; ++i)
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= limit) {
+        p.fwd_algo = perf[i].algo;
+        p.fwd_ws = perf[i].memory;
+        ok = true;
+      }
+    if (!ok) throw Error("cuDNN found no forward algorithm for a convolution of " + std::to_string(d.cin) + "->" +
+                         std::to_string(d.cout) + " channels");
+    p.fwd_found = true;
+  }
+  void* ws = p.fwd_ws ? scratch(0, p.fwd_ws) : nullptr;
+  const float one = 1.f, zero = 0.f;
+  ck(cudnnConvolutionForward(cudnn_, &one, p.x, xin, p.w, weight, p.conv, p.fwd_algo, ws, p.fwd_ws, &zero, p.y, y),
+     "convolution forward");
+  if (bias) kernels::channel_bias(d.cout, static_cast<int64_t>(d.ho) * d.wo, n, bias, y, stream_);
+}
+
+void CudaBackend::conv2d_backward_data(const ConvDesc& d, const float* weight, const float* dy, float* dx, int n,
+                                       bool accumulate) {
+  ConvPlan& p = conv_plan(d, n);
+  if (!p.bwd_found) {
+    cudnnConvolutionBwdDataAlgoPerf_t perf[8];
+    int got = 0;
+    ck(cudnnFindConvolutionBackwardDataAlgorithm(cudnn_, p.w, p.y, p.conv, p.x, 8, &got, perf),
+       "find backward-data algorithm");
+    const size_t limit = memory_available() / 4;
+    bool ok = false;
+    for (int i = 0; i < got && !ok; ++i)
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= limit) {
+        p.bwd_algo = perf[i].algo;
+        p.bwd_ws = perf[i].memory;
+        ok = true;
+      }
+    if (!ok) throw Error("cuDNN found no backward-data algorithm for a convolution");
+    p.bwd_found = true;
+  }
+  void* ws = p.bwd_ws ? scratch(0, p.bwd_ws) : nullptr;
+  const float one = 1.f, zero = 0.f, beta = accumulate ? 1.f : 0.f;
+  if (!p.explicit_pad) {
+    ck(cudnnConvolutionBackwardData(cudnn_, &one, p.w, weight, p.y, dy, p.conv, p.bwd_algo, ws, p.bwd_ws, &beta, p.x,
+                                    dx),
+       "convolution backward data");
+    return;
+  }
+  float* gp = static_cast<float*>(scratch(1, sizeof(float) * n * d.cin * p.hp * p.wp));
+  ck(cudnnConvolutionBackwardData(cudnn_, &one, p.w, weight, p.y, dy, p.conv, p.bwd_algo, ws, p.bwd_ws, &zero, p.x, gp),
+     "convolution backward data");
+  kernels::crop_add(n, d.cin, d.h, d.w, d.win.pad_top, d.win.pad_left, p.hp, p.wp, gp, dx, accumulate, stream_);
+}
+
+// Row-major y[n x out] = x[n x in] W^T (+ b) is column-major y^T = W x^T with W
+// read as its column-major transpose.
+void CudaBackend::linear_forward(int in, int out, const float* weight, const float* bias, const float* x, float* y,
+                                 int n) {
+  float beta = 0.f;
+  if (bias) {
+    kernels::row_bias(out, n, bias, y, stream_);
+    beta = 1.f;
+  }
+  const float one = 1.f;
+  ck(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &one, weight, in, x, in, &beta, y, out), "linear forward");
+}
+
+void CudaBackend::linear_backward_data(int in, int out, const float* weight, const float* dy, float* dx, int n,
+                                       bool accumulate) {
+  const float one = 1.f, beta = accumulate ? 1.f : 0.f;
+  ck(cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, in, n, out, &one, weight, in, dy, out, &beta, dx, in),
+     "linear backward data");
+}
+
+void CudaBackend::affine_forward(int c, int64_t plane, const float* scale, const float* shift, const float* x, float* y,
+                                 int n) {
+  kernels::affine_forward(c, plane, n, scale, shift, x, y, stream_);
+}
+void CudaBackend::affine_backward(int c, int64_t plane, const float* scale, const float* dy, float* dx, int n,
+                                  bool accumulate) {
+  kernels::affine_backward(c, plane, n, scale, dy, dx, accumulate, stream_);
+}
+void CudaBackend::clip_forward(int64_t count, float lo, float hi, const float* x, float* y, uint64_t* mask) {
+  kernels::clip_forward(count, lo, hi, x, y, reinterpret_cast<uint32_t*>(mask), stream_);
+}
+void CudaBackend::clip_backward(int64_t count, const uint64_t* mask, const float* dy, float* dx, bool accumulate) {
+  kernels::clip_backward(count, reinterpret_cast<const uint32_t*>(mask), dy, dx, accumulate, stream_);
+}
+void CudaBackend::maxpool_forward(const PoolDesc& d, const float* x, float* y, int32_t* argmax, int n) {
+  kernels::maxpool_forward(d, n, x, y, argmax, stream_);
+}
+void CudaBackend::maxpool_backward(const PoolDesc& d, const int32_t* argmax, const float* dy, float* dx, int n,
+                                   bool accumulate) {
+  kernels::maxpool_backward(d, n, argmax, dy, dx, accumulate, stream_);
+}
+void CudaBackend::avgpool_forward(const PoolDesc& d, const float* x, float* y, int n) {
+  kernels::avgpool_forward(d, n, x, y, stream_);
+}
+void CudaBackend::avgpool_backward(const PoolDesc& d, const float* dy, float* dx, int n, bool accumulate) {
+  kernels::avgpool_backward(d, n, dy, dx, accumulate, stream_);
+}
+void CudaBackend::add_forward(int64_t count, const float* a, const float* b, float* y) {
+  kernels::add(count, a, b, y, stream_);
+}
+void CudaBackend::accumulate(int64_t count, const float* src, float* dst, bool accumulate) {
+  kernels::accumulate(count, src, dst, accumulate, stream_);
+}
+
+void CudaBackend::make_points(const Shape& shape, const float* x0, const float* d, const PointBatch& pts, float* out) {
+  const int n = static_cast<int>(pts.k.size());
+  // k, box indices and boxes travel in one small upload.
+  std::vector<float> k(pts.k.begin(), pts.k.end());
+  std::vector<int> idx = pts.box_index;
+  std::vector<kernels::DeviceBox> boxes;
+  for (const Box& b : pts.boxes) boxes.push_back({b.r0, b.c0, b.r1, b.c1});
+  const size_t kb = (sizeof(float) * n + 255) / 256 * 256, ib = (sizeof(int) * idx.size() + 255) / 256 * 256;
+  const size_t bb = sizeof(kernels::DeviceBox) * boxes.size();
+  std::vector<char> host(kb + ib + bb);
+  std::memcpy(host.data(), k.data(), sizeof(float) * n);
+  if (!idx.empty()) std::memcpy(host.data() + kb, idx.data(), sizeof(int) * idx.size());
+  if (!boxes.empty()) std::memcpy(host.data() + kb + ib, boxes.data(), bb);
+  char* dev = static_cast<char*>(scratch(2, host.size()));
+  copy_to_device(dev, host.data(), host.size());
+  kernels::make_points(static_cast<int>(shape.channels()), static_cast<int>(shape.height()),
+                       static_cast<int>(shape.width()), n, x0, d, reinterpret_cast<float*>(dev),
+                       idx.empty() ? nullptr : reinterpret_cast<int*>(dev + kb),
+                       boxes.empty() ? nullptr : reinterpret_cast<kernels::DeviceBox*>(dev + kb + ib), out, stream_);
+}
+
+void CudaBackend::scale_by_mask(int64_t per_sample, int n, const float* mask, float* x) {
+  kernels::scale_by_mask(per_sample, n, mask, x, stream_);
+}
+void CudaBackend::target_forward_backward(TargetKind kind, int classes, int y, const float* logits, float* value,
+                                          float* dlogits, int n) {
+  kernels::target_forward_backward(kind == TargetKind::Logit, classes, y, n, logits, value, dlogits, stream_);
+}
+void CudaBackend::sum_batch(int64_t per_sample, int n, const float* x, float* acc) {
+  kernels::sum_batch(per_sample, n, x, acc, stream_);
+}
+void CudaBackend::accumulate_path_product(int64_t per_sample, int n, const float* g, const float* a, const float* b,
+                                          float* acc) {
+  kernels::accumulate_path_product(per_sample, n, g, a, b, acc, stream_);
+}
+
+std::unique_ptr<Backend<float>> make_cuda_backend(const DeviceOptions& opt) {
+  return std::make_unique<CudaBackend>(opt);
+}
+
+}  // namespace ipna

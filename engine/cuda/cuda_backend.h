@@ -1,0 +1,92 @@
+// CUDA backend (float32): convolutions through cuDNN (algorithm found once per
+// shape and cached), GEMMs through cuBLAS, everything else our kernels in
+// kernels/. All work is queued on one stream; copies to the host synchronise.
+// fp32 mode keeps cuDNN and cuBLAS on FMA kernels; tf32 (the default, as
+// PyTorch does for convolutions) allows TF32 tensor cores.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/device_options.h"
+
+namespace ipna {
+
+class CudaBackend final : public Backend<float> {
+ public:
+  explicit CudaBackend(const DeviceOptions& opt);
+  ~CudaBackend() override;
+  std::string name() const override;
+  void* allocate(size_t bytes) override;
+  void release(void* p) noexcept override;
+  void copy_to_device(void* dst, const void* src, size_t bytes) override;
+  void copy_to_host(void* dst, const void* src, size_t bytes) override;
+  void copy_on_device(void* dst, const void* src, size_t bytes) override;
+  void zero(void* dst, size_t bytes) override;
+  size_t memory_available() const override;
+  size_t default_memory_budget() const override;
+  void synchronize() override;
+
+  void conv2d_forward(const ConvDesc& d, const float* weight, const float* bias, const float* x, float* y,
+                      int n) override;
+  void conv2d_backward_data(const ConvDesc& d, const float* weight, const float* dy, float* dx, int n,
+                            bool accumulate) override;
+  void linear_forward(int in, int out, const float* weight, const float* bias, const float* x, float* y,
+                      int n) override;
+  void linear_backward_data(int in, int out, const float* weight, const float* dy, float* dx, int n,
+                            bool accumulate) override;
+  void affine_forward(int c, int64_t plane, const float* scale, const float* shift, const float* x, float* y,
+                      int n) override;
+  void affine_backward(int c, int64_t plane, const float* scale, const float* dy, float* dx, int n,
+                       bool accumulate) override;
+  void clip_forward(int64_t count, float lo, float hi, const float* x, float* y, uint64_t* mask) override;
+  void clip_backward(int64_t count, const uint64_t* mask, const float* dy, float* dx, bool accumulate) override;
+  void maxpool_forward(const PoolDesc& d, const float* x, float* y, int32_t* argmax, int n) override;
+  void maxpool_backward(const PoolDesc& d, const int32_t* argmax, const float* dy, float* dx, int n,
+                        bool accumulate) override;
+  void avgpool_forward(const PoolDesc& d, const float* x, float* y, int n) override;
+  void avgpool_backward(const PoolDesc& d, const float* dy, float* dx, int n, bool accumulate) override;
+  void add_forward(int64_t count, const float* a, const float* b, float* y) override;
+  void accumulate(int64_t count, const float* src, float* dst, bool accumulate) override;
+  void make_points(const Shape& shape, const float* x0, const float* d, const PointBatch& pts, float* out) override;
+  void scale_by_mask(int64_t per_sample, int n, const float* mask, float* x) override;
+  void target_forward_backward(TargetKind kind, int classes, int y, const float* logits, float* value,
+                               float* dlogits, int n) override;
+  void sum_batch(int64_t per_sample, int n, const float* x, float* acc) override;
+  void accumulate_path_product(int64_t per_sample, int n, const float* g, const float* a, const float* b,
+                               float* acc) override;
+
+ private:
+  // cuDNN state for one convolution shape at one batch size.
+  struct ConvPlan {
+    cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+    cudnnFilterDescriptor_t w = nullptr;
+    cudnnConvolutionDescriptor_t conv = nullptr;
+    cudnnConvolutionFwdAlgo_t fwd_algo{};
+    cudnnConvolutionBwdDataAlgo_t bwd_algo{};
+    size_t fwd_ws = 0, bwd_ws = 0;
+    bool fwd_found = false, bwd_found = false;
+    bool explicit_pad = false;  // asymmetric pads: padded copy of x, conv without pads
+    int hp = 0, wp = 0;
+  };
+  ConvPlan& conv_plan(const ConvDesc& d, int n);
+  void* scratch(int slot, size_t bytes);  // grow-only device buffers
+  cudaStream_t stream_ = nullptr;
+  cudnnHandle_t cudnn_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  DeviceOptions opt_;
+  std::string device_name_;
+  std::map<std::string, ConvPlan> conv_plans_;
+  std::vector<std::pair<void*, size_t>> scratch_;
+  std::map<void*, size_t> sizes_;  // live allocations, for the memory cap
+  size_t allocated_ = 0;
+};
+
+std::unique_ptr<Backend<float>> make_cuda_backend(const DeviceOptions& opt);
+
+}  // namespace ipna

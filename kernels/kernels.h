@@ -1,0 +1,56 @@
+// Launchers of our CUDA kernels (kernels/*.cu). The CUDA backend
+// (engine/cuda/cuda_backend.cpp) calls these; convolutions and GEMMs go to
+// cuDNN and cuBLAS there. All pointers are device memory, float32, laid out
+// as in engine/backend.h (sample-major NCHW batches, Clip masks bit-packed
+// per engine/window_math.h, MaxPool argmax as a flat index into the plane).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "engine/backend.h"
+
+namespace ipna::kernels {
+
+// pointwise.cu
+void clip_forward(int64_t count, float lo, float hi, const float* x, float* y, uint32_t* mask, cudaStream_t s);
+void clip_backward(int64_t count, const uint32_t* mask, const float* dy, float* dx, bool accumulate, cudaStream_t s);
+void affine_forward(int c, int64_t plane, int n, const float* scale, const float* shift, const float* x, float* y,
+                    cudaStream_t s);
+void affine_backward(int c, int64_t plane, int n, const float* scale, const float* dy, float* dx, bool accumulate,
+                     cudaStream_t s);
+void add(int64_t count, const float* a, const float* b, float* y, cudaStream_t s);
+void accumulate(int64_t count, const float* src, float* dst, bool accumulate, cudaStream_t s);
+void scale_by_mask(int64_t per_sample, int n, const float* mask, float* x, cudaStream_t s);
+void channel_bias(int c, int64_t plane, int n, const float* bias, float* y, cudaStream_t s);  // y += bias[c]
+void row_bias(int out, int n, const float* bias, float* y, cudaStream_t s);                   // y[b, o] = bias[o]
+// Asymmetric padding, which cuDNN lacks: copy into a zero-padded buffer, and
+// add the interior of a padded gradient back.
+void pad2d(int n, int c, int h, int w, int top, int left, int hp, int wp, const float* x, float* xp, cudaStream_t s);
+void crop_add(int n, int c, int h, int w, int top, int left, int hp, int wp, const float* gp, float* dx,
+              bool accumulate, cudaStream_t s);
+
+// pool.cu
+void maxpool_forward(const PoolDesc& d, int n, const float* x, float* y, int32_t* argmax, cudaStream_t s);
+void maxpool_backward(const PoolDesc& d, int n, const int32_t* argmax, const float* dy, float* dx, bool accumulate,
+                      cudaStream_t s);
+void avgpool_forward(const PoolDesc& d, int n, const float* x, float* y, cudaStream_t s);
+void avgpool_backward(const PoolDesc& d, int n, const float* dy, float* dx, bool accumulate, cudaStream_t s);
+
+// path.cu
+struct DeviceBox {
+  int r0, c0, r1, c1;
+};
+// out[b] = x0 + k[b] * d (+ d inside boxes[box_index[b]] when >= 0); k, box_index, boxes on the device.
+void make_points(int c, int h, int w, int n, const float* x0, const float* d, const float* k, const int* box_index,
+                 const DeviceBox* boxes, float* out, cudaStream_t s);
+void target_forward_backward(bool logit, int classes, int y, int n, const float* logits, float* value,
+                             float* dlogits, cudaStream_t s);
+void sum_batch(int64_t per_sample, int n, const float* x, float* acc, cudaStream_t s);
+void accumulate_path_product(int64_t per_sample, int n, const float* g, const float* a, const float* b, float* acc,
+                             cudaStream_t s);
+
+// Throws ipna::Error naming the call on a CUDA error.
+void check(cudaError_t e, const char* what);
+
+}  // namespace ipna::kernels

@@ -1,0 +1,118 @@
+// Pooling kernels. MaxPool forward keeps the argmax (flat index into the
+// sample's input plane, the first maximum on ties as PyTorch); backward
+// scatters with atomics since overlapping windows may pick the same input.
+// AvgPool backward gathers per input element instead (deterministic).
+#include <cfloat>
+
+#include "engine/window_math.h"
+#include "kernels/kernels.h"
+
+namespace ipna::kernels {
+namespace {
+constexpr int kThreads = 256;
+inline unsigned blocks(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
+
+__global__ void maxpool_forward_kernel(PoolDesc d, int64_t total, const float* x, float* y, int32_t* argmax) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= total) return;
+  const Window& w = d.win;
+  const int ox = static_cast<int>(i % d.wo), oy = static_cast<int>((i / d.wo) % d.ho);
+  const int64_t plane = i / (static_cast<int64_t>(d.ho) * d.wo);
+  const float* xp = x + plane * d.h * d.w;
+  int i0, i1, j0, j1;
+  window_taps(oy, w.sh, w.pad_top, w.dh, w.kh, d.h, i0, i1);
+  window_taps(ox, w.sw, w.pad_left, w.dw, w.kw, d.w, j0, j1);
+  float best = -FLT_MAX;
+  int32_t at = -1;
+  for (int a = i0; a < i1; ++a) {
+    const int iy = oy * w.sh - w.pad_top + a * w.dh;
+    for (int b = j0; b < j1; ++b) {
+      const int ix = ox * w.sw - w.pad_left + b * w.dw;
+      const float v = xp[iy * d.w + ix];
+      if (at < 0 || v > best || (v != v && best == best)) {
+        best = v;
+        at = iy * d.w + ix;
+      }
+    }
+  }
+  y[i] = best;
+  if (argmax) argmax[i] = at;
+}
+
+
+__global__ void maxpool_backward_kernel(PoolDesc d, int64_t total, const int32_t* argmax, const float* dy, float* dx) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= total) return;
+  const int64_t plane = i / (static_cast<int64_t>(d.ho) * d.wo);
+  if (argmax[i] >= 0) atomicAdd(dx + plane * d.h * d.w + argmax[i], dy[i]);
+}
+
+__device__ int valid_count(const PoolDesc& d, int oy, int ox) {
+  int i0, i1, j0, j1;
+  window_taps(oy, d.win.sh, d.win.pad_top, d.win.dh, d.win.kh, d.h, i0, i1);
+  window_taps(ox, d.win.sw, d.win.pad_left, d.win.dw, d.win.kw, d.w, j0, j1);
+  return (i1 - i0) * (j1 - j0);
+}
+
+__global__ void avgpool_forward_kernel(PoolDesc d, int64_t total, const float* x, float* y) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= total) return;
+  const Window& w = d.win;
+  const int ox = static_cast<int>(i % d.wo), oy = static_cast<int>((i / d.wo) % d.ho);
+  const float* xp = x + (i / (static_cast<int64_t>(d.ho) * d.wo)) * d.h * d.w;
+  int i0, i1, j0, j1;
+  window_taps(oy, w.sh, w.pad_top, w.dh, w.kh, d.h, i0, i1);
+  window_taps(ox, w.sw, w.pad_left, w.dw, w.kw, d.w, j0, j1);
+  float s = 0;
+  for (int a = i0; a < i1; ++a)
+    for (int b = j0; b < j1; ++b) s += xp[(oy * w.sh - w.pad_top + a * w.dh) * d.w + ox * w.sw - w.pad_left + b * w.dw];
+  y[i] = s / static_cast<float>(w.count_include_pad ? w.kh * w.kw : (i1 - i0) * (j1 - j0));
+}
+
+// One thread per input element: sum the shares of every window covering it.
+__global__ void avgpool_backward_kernel(PoolDesc d, int64_t total, const float* dy, float* dx, bool acc) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= total) return;
+  const Window& w = d.win;
+  const int ix = static_cast<int>(i % d.w), iy = static_cast<int>((i / d.w) % d.h);
+  const float* g = dy + (i / (static_cast<int64_t>(d.h) * d.w)) * d.ho * d.wo;
+  float s = 0;
+  for (int a = 0; a < w.kh; ++a) {
+    const int ny = iy + w.pad_top - a * w.dh;  // = oy * sh
+    if (ny < 0 || ny % w.sh) continue;
+    const int oy = ny / w.sh;
+    if (oy >= d.ho) continue;
+    for (int b = 0; b < w.kw; ++b) {
+      const int nx = ix + w.pad_left - b * w.dw;
+      if (nx < 0 || nx % w.sw) continue;
+      const int ox = nx / w.sw;
+      if (ox >= d.wo) continue;
+      const int div = w.count_include_pad ? w.kh * w.kw : valid_count(d, oy, ox);
+      s += g[oy * d.wo + ox] / static_cast<float>(div);
+    }
+  }
+  dx[i] = acc ? dx[i] + s : s;
+}
+}  // namespace
+
+void maxpool_forward(const PoolDesc& d, int n, const float* x, float* y, int32_t* argmax, cudaStream_t s) {
+  const int64_t total = static_cast<int64_t>(n) * d.c * d.ho * d.wo;
+  if (total > 0) maxpool_forward_kernel<<<blocks(total), kThreads, 0, s>>>(d, total, x, y, argmax);
+}
+void maxpool_backward(const PoolDesc& d, int n, const int32_t* argmax, const float* dy, float* dx, bool acc,
+                      cudaStream_t s) {
+  const int64_t in_total = static_cast<int64_t>(n) * d.c * d.h * d.w;
+  if (!acc) check(cudaMemsetAsync(dx, 0, sizeof(float) * in_total, s), "maxpool_backward memset");
+  const int64_t total = static_cast<int64_t>(n) * d.c * d.ho * d.wo;
+  if (total > 0) maxpool_backward_kernel<<<blocks(total), kThreads, 0, s>>>(d, total, argmax, dy, dx);
+}
+void avgpool_forward(const PoolDesc& d, int n, const float* x, float* y, cudaStream_t s) {
+  const int64_t total = static_cast<int64_t>(n) * d.c * d.ho * d.wo;
+  if (total > 0) avgpool_forward_kernel<<<blocks(total), kThreads, 0, s>>>(d, total, x, y);
+}
+void avgpool_backward(const PoolDesc& d, int n, const float* dy, float* dx, bool acc, cudaStream_t s) {
+  const int64_t total = static_cast<int64_t>(n) * d.c * d.h * d.w;
+  if (total > 0) avgpool_backward_kernel<<<blocks(total), kThreads, 0, s>>>(d, total, dy, dx, acc);
+}
+
+}  // namespace ipna::kernels
