@@ -20,7 +20,14 @@ inline std::vector<Case> cases() {
           {"resnet18_112", "ipna_cond", 32, 920, {22, 50, 45, 65}},
           {"lenet", "ig", 256, 3, {0, 0, 14, 14}},
           {"lenet", "ipna_cond", 256, 3, {0, 0, 14, 14}},
-          {"resnet152_224", "ig", 256, 920, {45, 100, 90, 130}}};
+          {"resnet152_224", "ig", 256, 920, {45, 100, 90, 130}},
+          {"resnet152_224", "ipna_cond", 256, 920, {45, 100, 90, 130}}};
+}
+
+// IPNA_BENCH_DEVICE: cpu (default) or a CUDA device string such as cuda:0/tf32.
+inline std::string device() {
+  const char* d = std::getenv("IPNA_BENCH_DEVICE");
+  return d ? d : "cpu";
 }
 
 inline std::string models_dir() {

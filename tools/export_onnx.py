@@ -16,6 +16,7 @@ and TorchScript files of the same weights (OUT with .pt, and each part as
 .f1.pt / .f2.pt) are written for the LibTorch baseline in bench/.
 """
 import argparse
+import inspect
 import sys
 
 import torch
@@ -102,8 +103,11 @@ def export_split(f1, f2, input_shape, split_name, out_path, torchscript=True, pa
         # A fixed batch of 1 lets constant folding turn shape arithmetic (e.g. the
         # pads of ZeroPad2d) into constants; ipna-fast batches the first axis anyway.
         # PRESERVE keeps BatchNormalization as its own node (no float32 folding).
+        extra = {}
+        if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+            extra["dynamo"] = False  # newer PyTorch: the TorchScript exporter, which keeps BatchNorm nodes
         torch.onnx.export(mod, arg, buf, input_names=[in_name], output_names=[out_name], opset_version=13,
-                          do_constant_folding=True, training=torch.onnx.TrainingMode.PRESERVE)
+                          do_constant_folding=True, training=torch.onnx.TrainingMode.PRESERVE, **extra)
         return onnx.load_from_string(buf.getvalue())
 
     m1 = to_onnx(f1, x, "input", split_name)
