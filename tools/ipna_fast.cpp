@@ -206,6 +206,8 @@ int main(int argc, char** argv) {
       "the top k hidden neurons for k = 0..K by IPNA, by conductance and at random; mean IG inside/outside the "
       "window and the class accuracy; writes class_window.csv/.png");
   add_model_options(class_window, cw.model, false);
+  class_window->get_option("--model")->description(
+      "ONNX model (default: the shipped models/fashion_cnn.onnx with --split hidden, its 64 hidden units)");
   class_window->add_option("--data", cw.data, "Folder with the IDX files (t10k-*)")->capture_default_str();
   class_window->add_option("--class", cw.cls, "Class index")->capture_default_str();
   class_window->add_option("--window", cw.window, "X1 Y1 X2 Y2: rows X1:X2, columns Y1:Y2")->expected(4)->capture_default_str();
