@@ -36,6 +36,14 @@ struct Engine {
   // (and page-faults) once, and nothing is allocated inside the step loop.
   std::map<std::string, DeviceBuffer> pool;
   typename GraphPlan<T>::Workspace ws1, ws2;
+  // Bytes this engine holds in reusable buffers and workspaces: free memory
+  // plus these is what a run may plan with.
+  size_t held_bytes() const {
+    size_t b = 0;
+    for (const auto& [k, buf] : pool) b += buf.bytes();
+    for (const auto* ws : {&ws1, &ws2}) b += ws->forward_arena.bytes() + ws->backward_arena.bytes() + ws->saved.bytes();
+    return b;
+  }
   T* buffer(const std::string& key, size_t count) {
     DeviceBuffer& b = pool[key];
     const size_t bytes = std::max<size_t>(count, 1) * sizeof(T);
@@ -145,14 +153,15 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   size_t per_step = f1.bytes_per_sample(ig) + f2.bytes_per_sample(true) + 2 * xn * t /* points, dx */ +
                     (3 + (masked ? 1 : 0)) * hn * t /* h, h_prev, h_patch, masked h */ + hn * t /* dh */ +
                     2 * classes * t + 2 * t;
+  const size_t available = be->memory_available() + held_bytes();
   int chunk = req.chunk;
   if (chunk <= 0) {
     size_t budget = req.memory_budget;
-    if (!budget) budget = be->default_memory_budget();
+    if (!budget) budget = be->default_memory_budget(available);
     chunk = static_cast<int>(std::clamp<size_t>(budget / per_step, 1, static_cast<size_t>(m)));
   }
   chunk = std::min(chunk, m);
-  if (per_step * chunk > be->memory_available())
+  if (per_step * chunk > available)
     throw Error("not enough memory on " + be->name() + ": one chunk of " + std::to_string(chunk) + " steps needs " +
                 std::to_string((per_step * chunk) >> 20) + " MiB");
 

@@ -64,10 +64,11 @@ class Device {
   virtual void zero(void* dst, size_t bytes) = 0;
   // Memory the engine may plan with (bytes), for picking the chunk of steps.
   virtual size_t memory_available() const = 0;
-  // Budget for the batch buffers when the request gives none. On the CPU
-  // larger chunks buy little, so a modest share; a GPU wants large batches.
-  virtual size_t default_memory_budget() const {
-    return std::min<size_t>(size_t(1) << 30, memory_available() / 4);
+  // Budget for the batch buffers when the request gives none, out of
+  // `available` bytes (free memory plus what the engine already holds). On
+  // the CPU larger chunks buy little, so a modest share; a GPU wants large batches.
+  virtual size_t default_memory_budget(size_t available) const {
+    return std::min<size_t>(size_t(1) << 30, available / 4);
   }
   virtual void synchronize() {}
 };

@@ -102,7 +102,7 @@ size_t CudaBackend::memory_available() const {
   if (opt_.memory_cap) free_b = std::min(free_b, opt_.memory_cap > allocated_ ? opt_.memory_cap - allocated_ : 0);
   return free_b;
 }
-size_t CudaBackend::default_memory_budget() const { return memory_available() / 10 * 7; }
+size_t CudaBackend::default_memory_budget(size_t available) const { return available / 10 * 7; }
 void CudaBackend::synchronize() { ck(cudaStreamSynchronize(stream_), "synchronize"); }
 
 void* CudaBackend::scratch(int slot, size_t bytes) {

@@ -29,7 +29,7 @@ class CudaBackend final : public Backend<float> {
   void copy_on_device(void* dst, const void* src, size_t bytes) override;
   void zero(void* dst, size_t bytes) override;
   size_t memory_available() const override;
-  size_t default_memory_budget() const override;
+  size_t default_memory_budget(size_t available) const override;
   void synchronize() override;
 
   void conv2d_forward(const ConvDesc& d, const float* weight, const float* bias, const float* x, float* y,
