@@ -17,6 +17,17 @@ void ck(cudnnStatus_t e, const char* what) {
 void ck(cublasStatus_t e, const char* what) {
   if (e != CUBLAS_STATUS_SUCCESS) throw Error(std::string("cuBLAS error in ") + what + ": status " + std::to_string(e));
 }
+// The fastest of cuDNN's timed algorithms whose workspace fits `limit`.
+template <typename Perf, typename Algo>
+void pick_algorithm(const Perf* perf, int got, size_t limit, Algo& algo, size_t& workspace, const char* what) {
+  for (int i = 0; i < got; ++i)
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= limit) {
+      algo = perf[i].algo;
+      workspace = perf[i].memory;
+      return;
+    }
+  throw Error(std::string("cuDNN found no ") + what + " algorithm that fits in " + std::to_string(limit >> 20) + " MiB");
+}
 }  // namespace
 
 CudaBackend::CudaBackend(const DeviceOptions& opt) : opt_(opt) {
@@ -163,16 +174,7 @@ void CudaBackend::conv2d_forward(const ConvDesc& d, const float* weight, const f
     cudnnConvolutionFwdAlgoPerf_t perf[8];
     int got = 0;
     ck(cudnnFindConvolutionForwardAlgorithm(cudnn_, p.x, p.w, p.conv, p.y, 8, &got, perf), "find forward algorithm");
-    const size_t limit = memory_available() / 4;
-    bool ok = false;
-    for (int i = 0; i < got && !ok; ++i)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= limit) {
-        p.fwd_algo = perf[i].algo;
-        p.fwd_ws = perf[i].memory;
-        ok = true;
-      }
-    if (!ok) throw Error("cuDNN found no forward algorithm for a convolution of " + std::to_string(d.cin) + "->" +
-                         std::to_string(d.cout) + " channels");
+    pick_algorithm(perf, got, memory_available() / 4, p.fwd_algo, p.fwd_ws, "convolution forward");
     p.fwd_found = true;
   }
   void* ws = p.fwd_ws ? scratch(0, p.fwd_ws) : nullptr;
@@ -190,15 +192,7 @@ void CudaBackend::conv2d_backward_data(const ConvDesc& d, const float* weight, c
     int got = 0;
     ck(cudnnFindConvolutionBackwardDataAlgorithm(cudnn_, p.w, p.y, p.conv, p.x, 8, &got, perf),
        "find backward-data algorithm");
-    const size_t limit = memory_available() / 4;
-    bool ok = false;
-    for (int i = 0; i < got && !ok; ++i)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= limit) {
-        p.bwd_algo = perf[i].algo;
-        p.bwd_ws = perf[i].memory;
-        ok = true;
-      }
-    if (!ok) throw Error("cuDNN found no backward-data algorithm for a convolution");
+    pick_algorithm(perf, got, memory_available() / 4, p.bwd_algo, p.bwd_ws, "convolution backward-data");
     p.bwd_found = true;
   }
   void* ws = p.bwd_ws ? scratch(0, p.bwd_ws) : nullptr;
