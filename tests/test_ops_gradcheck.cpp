@@ -65,6 +65,22 @@ TEST(GradCheck, ConvDepthwiseWithMultiplier) {
   b.conv(6, 3, 2, 1, 3);
   gradcheck(b.finish());
 }
+// 3x3 stride-1 convs with >= 8 channels take the Winograd path, both ways.
+TEST(GradCheck, ConvWinogradPadded) {
+  NetBuilder b(Shape{8, 6, 6});
+  b.conv(8, 3, 1, 1);
+  gradcheck(b.finish());
+}
+TEST(GradCheck, ConvWinogradOddSizeUnpadded) {
+  NetBuilder b(Shape{9, 7, 5});
+  b.conv(10, 3, 1, 0);
+  gradcheck(b.finish());
+}
+TEST(GradCheck, ConvWinogradPad2) {
+  NetBuilder b(Shape{8, 5, 4});
+  b.conv(8, 3, 1, 2);
+  gradcheck(b.finish());
+}
 TEST(GradCheck, ConvPointwise) {
   NetBuilder b(Shape{5, 4, 4});
   b.conv(3, 1);

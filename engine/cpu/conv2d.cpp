@@ -12,6 +12,7 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/instantiate.h"
+#include "engine/cpu/winograd.h"
 
 namespace ipna {
 namespace {
@@ -173,6 +174,8 @@ void for_sample_groups(int n, int64_t plane_out, F&& body) {
 
 template <typename T>
 void CpuBackend<T>::conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) {
+  if (cpu::winograd_applies(d))
+    return cpu::winograd_conv(d, winograd_weights(d, weight, false), bias, x, y, n, false);
   const ConvGeometry geo(d);
   const auto [in_size, plane_in, plane_out, out_size, cin_g, cout_g, k, pointwise] = geo;
   if (is_depthwise(d)) {
@@ -221,6 +224,9 @@ void CpuBackend<T>::conv2d_forward(const ConvDesc& d, const T* weight, const T* 
 template <typename T>
 void CpuBackend<T>::conv2d_backward_data(const ConvDesc& d, const T* weight, const T* dy, T* dx, int n,
                                          bool accumulate) {
+  if (cpu::winograd_applies(d))
+    return cpu::winograd_conv(cpu::winograd_backward_geometry(d), winograd_weights(d, weight, true),
+                              static_cast<const T*>(nullptr), dy, dx, n, accumulate);
   const ConvGeometry geo(d);
   const auto [in_size, plane_in, plane_out, out_size, cin_g, cout_g, k, pointwise] = geo;
   if (is_depthwise(d)) {
@@ -273,9 +279,19 @@ void CpuBackend<T>::conv2d_backward_data(const ConvDesc& d, const T* weight, con
   });
 }
 
+template <typename T>
+const T* CpuBackend<T>::winograd_weights(const ConvDesc& d, const T* weight, bool for_backward) {
+  auto key = std::make_pair(static_cast<const void*>(weight), for_backward);
+  auto it = winograd_cache_.find(key);
+  if (it == winograd_cache_.end())
+    it = winograd_cache_.emplace(key, cpu::winograd_weights(weight, d.cout, d.cin, for_backward)).first;
+  return it->second.data();
+}
+
 #define IPNA_CONV(T)                                                                                             \
   template void CpuBackend<T>::conv2d_forward(const ConvDesc&, const T*, const T*, const T*, T*, int);         \
-  template void CpuBackend<T>::conv2d_backward_data(const ConvDesc&, const T*, const T*, T*, int, bool);
+  template void CpuBackend<T>::conv2d_backward_data(const ConvDesc&, const T*, const T*, T*, int, bool);    \
+  template const T* CpuBackend<T>::winograd_weights(const ConvDesc&, const T*, bool);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_CONV)
 
 }  // namespace ipna

@@ -35,13 +35,13 @@ void gemm<double>(bool ta, bool tb, int m, int n, int k, double alpha, const dou
 }
 
 template <typename T>
-T* scratch(size_t count) {
-  thread_local std::vector<T> buf;
-  if (buf.size() < count) buf.resize(count);
-  return buf.data();
+T* scratch(size_t count, int slot) {
+  thread_local std::vector<T> buf[2];
+  if (buf[slot].size() < count) buf[slot].resize(count);
+  return buf[slot].data();
 }
-template float* scratch<float>(size_t);
-template double* scratch<double>(size_t);
+template float* scratch<float>(size_t, int);
+template double* scratch<double>(size_t, int);
 }  // namespace cpu
 
 template <typename T>
@@ -66,6 +66,8 @@ void* CpuBackend<T>::allocate(size_t bytes) {
 }
 template <typename T>
 void CpuBackend<T>::release(void* p) noexcept {
+  winograd_cache_.erase({p, false});
+  winograd_cache_.erase({p, true});
   std::free(p);
 }
 template <typename T>

@@ -2,6 +2,8 @@
 // threaded per call); the batch of path points is spread over OpenMP threads,
 // one sample per thread at a time, which keeps im2col parallel too.
 #pragma once
+#include <map>
+#include <utility>
 #include <vector>
 
 #include "engine/backend.h"
@@ -42,6 +44,12 @@ class CpuBackend final : public Backend<T> {
                                int n) override;
   void sum_batch(int64_t per_sample, int n, const T* x, T* acc) override;
   void accumulate_path_product(int64_t per_sample, int n, const T* g, const T* a, const T* b, T* acc) override;
+
+ private:
+  // Winograd-transformed conv weights per (weight buffer, direction); an entry
+  // goes when its buffer is released.
+  const T* winograd_weights(const ConvDesc& d, const T* weight, bool for_backward);
+  std::map<std::pair<const void*, bool>, std::vector<T>> winograd_cache_;
 };
 
 namespace cpu {
@@ -50,8 +58,10 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta,
           T* c, int ldc);
 // Per-thread scratch that only grows, so the step loop does not allocate.
+// Slots keep buffers that must coexist apart (slot 1: data a call shares
+// with its worker threads, which use slot 0 for their own).
 template <typename T>
-T* scratch(size_t count);
+T* scratch(size_t count, int slot = 0);
 }  // namespace cpu
 
 }  // namespace ipna
