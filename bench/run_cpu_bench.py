@@ -18,6 +18,8 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--build", default="build")
 ap.add_argument("--native-blas", action="store_true")
 ap.add_argument("--resnet152", action="store_true", help="also ResNet-152 224x224 256 steps IG (ours; about a minute)")
+ap.add_argument("--repeats", type=int, default=3,
+                help="alternate ours and LibTorch this many times per workload and take medians (the machine is noisy)")
 a = ap.parse_args()
 models = os.path.join(a.build, "bench_models")
 if not os.path.exists(os.path.join(models, "lenet", "model.f1.pt")):
@@ -42,10 +44,19 @@ def run(binary, name):
 
 names = ["resnet18_112/ig/32", "resnet18_112/ipna_cond/32", "lenet/ig/256", "lenet/ipna_cond/256"]
 rows = []
+def median(v):
+    v = sorted(v)
+    return v[len(v) // 2]
+
+
 for n in names:
     full = n + "/iterations:3/real_time"
-    t_ours, m_ours, ws = run("bench_engine", full)
-    t_torch, m_torch, _ = run("bench_libtorch", full)
+    ours, torch_ = [], []
+    for _ in range(a.repeats):
+        ours.append(run("bench_engine", full))
+        torch_.append(run("bench_libtorch", full))
+    t_ours, t_torch = median([o[0] for o in ours]), median([t[0] for t in torch_])
+    m_ours, m_torch = max(o[1] for o in ours), max(t[1] for t in torch_)
     rows.append((n, t_ours, t_torch, t_ours / t_torch, m_ours, m_torch))
 if a.resnet152:
     t, m, ws = run("bench_engine", "resnet152_224/ig/256/iterations:1/real_time")
@@ -53,6 +64,7 @@ if a.resnet152:
 
 print("\nOpenBLAS kernels: %s" % ("native (OPENBLAS_CORETYPE unset)" if a.native_blas else
                                   "as the environment says (OPENBLAS_CORETYPE=%s)" % os.environ.get("OPENBLAS_CORETYPE", "unset")))
+print("medians of %d alternating runs" % a.repeats)
 print("%-28s %12s %12s %8s %14s %14s" % ("workload (float32, 2 threads)", "ours ms", "LibTorch ms", "ratio",
                                          "ours peak MiB", "torch peak MiB"))
 for r in rows:

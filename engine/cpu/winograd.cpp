@@ -63,35 +63,38 @@ void winograd_conv(const ConvDesc& d, const T* U, const T* bias, const T* x, T* 
     T* V = scratch<T>(static_cast<size_t>(16) * (d.cin + d.cout) * cols);
     T* M = V + 16 * d.cin * cols;
     // Input transform, one tile row at a time so the loops run along the tiles
-    // (contiguous in the columns of V): rows padded with zeros, then
-    // t = v B per row (stride-2 reads), then B^T t down the four rows.
-    const int wpad = 2 * tw + 2;  // padded row: input columns -pad_left .. 2*tw+1-pad_left
-    T* rows = scratch<T>(static_cast<size_t>(4) * wpad + 16 * tw, 1);
-    T* hrow = rows + 4 * wpad;  // [4 rows][4 j][tw]
+    // (contiguous in the columns of V): each padded input row is split into
+    // its even and odd columns, t = v B per row from those, then B^T t down
+    // the four rows.
+    T* rows = scratch<T>(static_cast<size_t>(2) * (tw + 1) + 16 * tw, 1);
+    T* __restrict pe = rows;           // padded columns 0, 2, 4, ...
+    T* __restrict po = rows + tw + 1;  // padded columns 1, 3, 5, ...
+    T* hrow = rows + 2 * (tw + 1);     // [4 rows][4 j][tw]
     for (int s = 0; s < cnt; ++s)
       for (int ci = 0; ci < d.cin; ++ci) {
         const T* plane = x + ((static_cast<int64_t>(s0 + s) * d.cin) + ci) * in_plane;
         for (int ty = 0; ty < th; ++ty) {
           for (int i = 0; i < 4; ++i) {
-            T* pr = rows + i * wpad;
             const int r = 2 * ty - d.win.pad_top + i;
             if (r < 0 || r >= d.h) {
-              std::fill(pr, pr + wpad, T(0));
+              std::fill(rows, rows + 2 * (tw + 1), T(0));
             } else {
-              const int lo = std::max(0, d.win.pad_left), hi = std::min(wpad, d.w + d.win.pad_left);
-              std::fill(pr, pr + lo, T(0));
-              std::memcpy(pr + lo, plane + static_cast<int64_t>(r) * d.w + (lo - d.win.pad_left),
-                          sizeof(T) * (hi - lo));
-              if (hi < wpad) std::fill(pr + hi, pr + wpad, T(0));
+              const T* src = plane + static_cast<int64_t>(r) * d.w;
+              for (int k = 0; k <= tw; ++k) {
+                const int ce = 2 * k - d.win.pad_left, co = ce + 1;
+                pe[k] = (ce >= 0 && ce < d.w) ? src[ce] : T(0);
+                po[k] = (co >= 0 && co < d.w) ? src[co] : T(0);
+              }
             }
             T* __restrict h0 = hrow + (i * 4) * tw;
-            for (int tx = 0; tx < tw; ++tx) {
-              const T* __restrict q = pr + 2 * tx;
-              h0[tx] = q[0] - q[2];
-              h0[tw + tx] = q[1] + q[2];
-              h0[2 * tw + tx] = q[2] - q[1];
-              h0[3 * tw + tx] = q[1] - q[3];
-            }
+#pragma omp simd
+            for (int tx = 0; tx < tw; ++tx) h0[tx] = pe[tx] - pe[tx + 1];
+#pragma omp simd
+            for (int tx = 0; tx < tw; ++tx) h0[tw + tx] = po[tx] + pe[tx + 1];
+#pragma omp simd
+            for (int tx = 0; tx < tw; ++tx) h0[2 * tw + tx] = pe[tx + 1] - po[tx];
+#pragma omp simd
+            for (int tx = 0; tx < tw; ++tx) h0[3 * tw + tx] = po[tx] - po[tx + 1];
           }
           const int64_t col0 = static_cast<int64_t>(s) * tiles + static_cast<int64_t>(ty) * tw;
           for (int j = 0; j < 4; ++j) {
@@ -103,6 +106,7 @@ void winograd_conv(const ConvDesc& d, const T* U, const T* bias, const T* x, T* 
             T* __restrict v1 = V + ((1 * 4 + j) * static_cast<int64_t>(d.cin) + ci) * cols + col0;
             T* __restrict v2 = V + ((2 * 4 + j) * static_cast<int64_t>(d.cin) + ci) * cols + col0;
             T* __restrict v3 = V + ((3 * 4 + j) * static_cast<int64_t>(d.cin) + ci) * cols + col0;
+#pragma omp simd
             for (int tx = 0; tx < tw; ++tx) {
               v0[tx] = r0[tx] - r2[tx];
               v1[tx] = r1[tx] + r2[tx];
@@ -132,6 +136,7 @@ void winograd_conv(const ConvDesc& d, const T* U, const T* bias, const T* x, T* 
             const T* __restrict m3 = M + ((3 * 4 + j) * static_cast<int64_t>(d.cout) + co) * cols + col0;
             T* __restrict a0 = arow + (0 * 4 + j) * tw;
             T* __restrict a1 = arow + (1 * 4 + j) * tw;
+#pragma omp simd
             for (int tx = 0; tx < tw; ++tx) {
               a0[tx] = m0[tx] + m1[tx] + m2[tx];
               a1[tx] = m1[tx] - m2[tx] - m3[tx];
