@@ -1,6 +1,8 @@
 #include "loaders/image.h"
 
 #include <jpeglib.h>
+// jpeglib.h first: jerror.h needs its types.
+#include <jerror.h>
 #include <stb_image.h>
 #include <stb_image_write.h>
 
@@ -19,6 +21,17 @@ const std::vector<double> kImagenetMean{0.485, 0.456, 0.406}, kImagenetStd{0.229
 
 namespace {
 
+// Largest image decoded: 100 megapixels (300 MB of RGB), checked from the
+// header before any pixel is decoded. PIL refuses images above 179 Mpx.
+constexpr int64_t kMaxImagePixels = 100'000'000;
+
+void check_size(const std::string& path, int64_t w, int64_t h) {
+  if (w < 1 || h < 1) throw Error(path + ": empty image");
+  if (w * h > kMaxImagePixels)
+    throw Error(path + ": " + std::to_string(w) + "x" + std::to_string(h) + " pixels is more than the " +
+                std::to_string(kMaxImagePixels / 1'000'000) + " megapixels accepted (downscale it first)");
+}
+
 struct JpegError {
   jpeg_error_mgr mgr;
   std::jmp_buf jump;
@@ -27,6 +40,8 @@ struct JpegError {
 
 // JPEG through libjpeg-turbo, the decoder PIL uses, so pixels match torchvision
 // exactly (stb_image's decoder differs from it by a level here and there).
+// A truncated file is an error, as in PIL; libjpeg itself would only warn and
+// fill the rest of the image with gray.
 Image decode_jpeg(FILE* f, const std::string& path) {
   jpeg_decompress_struct cinfo;
   JpegError err;
@@ -35,6 +50,9 @@ Image decode_jpeg(FILE* f, const std::string& path) {
     auto* e = reinterpret_cast<JpegError*>(c->err);
     c->err->format_message(c, e->message);
     std::longjmp(e->jump, 1);
+  };
+  err.mgr.emit_message = [](j_common_ptr c, int level) {
+    if (level < 0 && c->err->msg_code == JWRN_JPEG_EOF) c->err->error_exit(c);  // premature end of data
   };
   Image img;
   if (setjmp(err.jump)) {
@@ -47,6 +65,12 @@ Image decode_jpeg(FILE* f, const std::string& path) {
   if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
     jpeg_destroy_decompress(&cinfo);
     throw Error(path + ": CMYK JPEGs are not supported; convert the image to RGB first");
+  }
+  try {
+    check_size(path, cinfo.image_width, cinfo.image_height);
+  } catch (...) {
+    jpeg_destroy_decompress(&cinfo);
+    throw;
   }
   cinfo.out_color_space = JCS_RGB;  // grayscale JPEGs are expanded to RGB
   jpeg_start_decompress(&cinfo);
@@ -63,42 +87,44 @@ Image decode_jpeg(FILE* f, const std::string& path) {
   return img;
 }
 
-}  // namespace
-
-Image load_image_rgb(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw Error("cannot open image '" + path + "': " + std::strerror(errno));
-  unsigned char magic[3] = {0, 0, 0};
-  const size_t got = std::fread(magic, 1, 3, f);
-  std::rewind(f);
-  if (got == 3 && magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF) {
-    try {
-      Image img = decode_jpeg(f, path);
-      std::fclose(f);
-      return img;
-    } catch (...) {
-      std::fclose(f);
-      throw;
-    }
-  }
+// PNG through stb_image, which is given only files that start with PNG's signature.
+Image decode_png(FILE* f, const std::string& path) {
   int w = 0, h = 0, n = 0;
-  if (!stbi_info_from_file(f, &w, &h, &n)) {
-    std::fclose(f);
-    throw Error(path + ": not a readable JPEG or PNG image (" + std::string(stbi_failure_reason()) + ")");
-  }
+  if (!stbi_info_from_file(f, &w, &h, &n))
+    throw Error(path + ": cannot decode PNG (" + std::string(stbi_failure_reason()) + ")");
+  check_size(path, w, h);
   // Asking for 3 channels replicates gray and drops alpha (as PIL's
   // convert("RGB")); 16-bit inputs come back as 8-bit.
   stbi_uc* data = stbi_load_from_file(f, &w, &h, &n, 3);
-  std::fclose(f);
-  if (!data) throw Error(path + ": cannot decode image (" + std::string(stbi_failure_reason()) + ")");
+  if (!data) throw Error(path + ": cannot decode PNG (" + std::string(stbi_failure_reason()) + ")");
   Image img;
   img.width = w;
   img.height = h;
   img.channels = 3;
   img.pixels.assign(data, data + static_cast<size_t>(w) * h * 3);
   stbi_image_free(data);
-  if (w < 1 || h < 1) throw Error(path + ": empty image");
   return img;
+}
+
+}  // namespace
+
+Image load_image_rgb(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw Error("cannot open image '" + path + "': " + std::strerror(errno));
+  unsigned char magic[8] = {0};
+  const size_t got = std::fread(magic, 1, sizeof magic, f);
+  std::rewind(f);
+  const bool jpeg = got >= 3 && magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF;
+  const bool png = got == 8 && std::memcmp(magic, "\x89PNG\r\n\x1a\n", 8) == 0;
+  try {
+    if (!jpeg && !png) throw Error(path + ": not a JPEG or PNG image (the only formats read; convert it to PNG)");
+    Image img = jpeg ? decode_jpeg(f, path) : decode_png(f, path);
+    std::fclose(f);
+    return img;
+  } catch (...) {
+    std::fclose(f);
+    throw;
+  }
 }
 
 namespace {

@@ -15,9 +15,11 @@ struct Image {
   uint8_t at(int r, int c, int ch) const { return pixels[(static_cast<size_t>(r) * width + c) * channels + ch]; }
 };
 
-// Decodes a JPEG or PNG (also BMP, GIF, TGA through stb_image) to 8-bit RGB. Grayscale is replicated to RGB, an alpha
-// channel is dropped (as PIL's convert("RGB")), 16-bit PNGs are reduced to 8
-// bits. Anything else is an ipna::Error naming the file.
+// Decodes a JPEG or PNG (recognised by their signatures; no other format) to
+// 8-bit RGB. Grayscale is replicated to RGB, an alpha channel is dropped (as
+// PIL's convert("RGB")), 16-bit PNGs are reduced to 8 bits. Images above 100
+// megapixels are refused from their header, truncated JPEGs are refused (as
+// PIL does); anything else wrong is an ipna::Error naming the file.
 Image load_image_rgb(const std::string& path);
 
 // PIL's antialiased bilinear resize (Image.resize(..., BILINEAR)), bit-exact:

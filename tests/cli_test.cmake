@@ -85,7 +85,7 @@ foreach(png figure.png image_box.png ig_overlay_box.png pruned_overlay_box.png)
     message(FATAL_ERROR "main did not write ${png}")
   endif()
 endforeach()
-expect_failure(not_an_image "not a readable JPEG or PNG" main ${M}/meta.json 3 ${T}/first.onnx ${T}/second.onnx
+expect_failure(not_an_image "not a JPEG or PNG" main ${M}/meta.json 3 ${T}/first.onnx ${T}/second.onnx
                45 100 90 130 -o ${OUT}/bad)
 expect_failure(crop_box "box 0" main ${IMG} 3 ${T}/first.onnx ${T}/second.onnx 200 100 230 130 -o ${OUT}/bad)
 expect_failure(window "window" class-window --window 20 20 30 25 -o ${OUT}/bad)

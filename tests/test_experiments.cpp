@@ -147,7 +147,7 @@ TEST(Experiments, BadInputLeavesNoOutputFolder) {
       EXPECT_EQ(entry.path().filename().string().find("bad.partial"), std::string::npos) << entry.path();
   };
   expect_error([](auto& a) { a.input.image = "/nonexistent.jpg"; }, "cannot open image");
-  expect_error([](auto& a) { a.input.image = "/etc/hostname"; }, "not a readable JPEG or PNG");
+  expect_error([](auto& a) { a.input.image = "/etc/hostname"; }, "not a JPEG or PNG");
   expect_error([](auto& a) { a.boxes = {200, 0, 230, 10}; }, "box 0");
   expect_error([](auto& a) { a.cls = 10; }, "out of range");
   expect_error([](auto& a) { a.prune_percent = 101; }, "[0, 100]");

@@ -45,7 +45,7 @@ TEST(Image, NotAnImageIsRefused) {
     load_image_rgb("/etc/hostname");
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("not a readable JPEG or PNG"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not a JPEG or PNG"), std::string::npos) << e.what();
   }
   EXPECT_THROW(load_image_rgb("/nonexistent.png"), Error);
 }

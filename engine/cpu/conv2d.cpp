@@ -174,49 +174,49 @@ void for_sample_groups(int n, int64_t plane_out, F&& body) {
 
 template <typename T>
 void CpuBackend<T>::conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) {
-  if (cpu::winograd_applies(d))
-    return cpu::winograd_conv(d, winograd_weights(d, weight, false), bias, x, y, n, false);
+  if (cpu::winograd_applies(d)) return cpu::winograd_conv(d, winograd_weights(d, weight, false), bias, x, y, n, false);
   const ConvGeometry geo(d);
-  const auto [in_size, plane_in, plane_out, out_size, cin_g, cout_g, k, pointwise] = geo;
   if (is_depthwise(d)) {
 #pragma omp parallel for schedule(static)
-    for (int s = 0; s < n; ++s) depthwise_forward(d, weight, bias, x + s * in_size, y + s * out_size);
+    for (int s = 0; s < n; ++s) depthwise_forward(d, weight, bias, x + s * geo.in_size, y + s * geo.out_size);
     return;
   }
-  for_sample_groups(n, plane_out, [&](int s0, int cnt) {
-    const int64_t cols = cnt * plane_out;
+  for_sample_groups(n, geo.plane_out, [&](int s0, int cnt) {
+    const int64_t cols = cnt * geo.plane_out;
     // One sample: GEMM straight into y. Several: into scratch, then scattered.
-    T* col = (pointwise && cnt == 1) ? nullptr : cpu::scratch<T>(static_cast<size_t>(k) * cols + cout_g * cols);
-    T* out = cnt == 1 ? nullptr : col + static_cast<int64_t>(k) * cols;
+    T* col =
+        (geo.pointwise && cnt == 1) ? nullptr : cpu::scratch<T>(static_cast<size_t>(geo.k) * cols + geo.cout_g * cols);
+    T* out = cnt == 1 ? nullptr : col + static_cast<int64_t>(geo.k) * cols;
     for (int g = 0; g < d.groups; ++g) {
       const T* b;
-      if (pointwise && cnt == 1) {
-        b = x + s0 * in_size + g * cin_g * plane_in;
+      if (geo.pointwise && cnt == 1) {
+        b = x + s0 * geo.in_size + g * geo.cin_g * geo.plane_in;
       } else {
         for (int s = 0; s < cnt; ++s) {
-          const T* xs = x + (s0 + s) * in_size + g * cin_g * plane_in;
-          if (pointwise)
-            for (int ci = 0; ci < cin_g; ++ci)
-              std::memcpy(col + ci * cols + s * plane_out, xs + ci * plane_in, sizeof(T) * plane_out);
+          const T* xs = x + (s0 + s) * geo.in_size + g * geo.cin_g * geo.plane_in;
+          if (geo.pointwise)
+            for (int ci = 0; ci < geo.cin_g; ++ci)
+              std::memcpy(col + ci * cols + s * geo.plane_out, xs + ci * geo.plane_in, sizeof(T) * geo.plane_out);
           else
-            im2col(xs, cin_g, d.h, d.w, d.win, d.ho, d.wo, col + s * plane_out, cols);
+            im2col(xs, geo.cin_g, d.h, d.w, d.win, d.ho, d.wo, col + s * geo.plane_out, cols);
         }
         b = col;
       }
-      T* c = cnt == 1 ? y + s0 * out_size + g * cout_g * plane_out : out;
-      cpu::gemm<T>(false, false, cout_g, static_cast<int>(cols), k, T(1), weight + static_cast<int64_t>(g) * cout_g * k,
-                   k, b, static_cast<int>(cols), T(0), c, static_cast<int>(cols));
+      T* c = cnt == 1 ? y + s0 * geo.out_size + g * geo.cout_g * geo.plane_out : out;
+      cpu::gemm<T>(false, false, geo.cout_g, static_cast<int>(cols), geo.k, T(1),
+                   weight + static_cast<int64_t>(g) * geo.cout_g * geo.k, geo.k, b, static_cast<int>(cols), T(0), c,
+                   static_cast<int>(cols));
       if (cnt > 1)
         for (int s = 0; s < cnt; ++s)
-          for (int co = 0; co < cout_g; ++co)
-            std::memcpy(y + (s0 + s) * out_size + (g * cout_g + co) * plane_out, out + co * cols + s * plane_out,
-                        sizeof(T) * plane_out);
+          for (int co = 0; co < geo.cout_g; ++co)
+            std::memcpy(y + (s0 + s) * geo.out_size + (g * geo.cout_g + co) * geo.plane_out,
+                        out + co * cols + s * geo.plane_out, sizeof(T) * geo.plane_out);
     }
     if (bias)
       for (int s = s0; s < s0 + cnt; ++s)
         for (int co = 0; co < d.cout; ++co) {
-          T* p = y + s * out_size + co * plane_out;
-          for (int64_t i = 0; i < plane_out; ++i) p[i] += bias[co];
+          T* p = y + s * geo.out_size + co * geo.plane_out;
+          for (int64_t i = 0; i < geo.plane_out; ++i) p[i] += bias[co];
         }
   });
 }
@@ -228,51 +228,52 @@ void CpuBackend<T>::conv2d_backward_data(const ConvDesc& d, const T* weight, con
     return cpu::winograd_conv(cpu::winograd_backward_geometry(d), winograd_weights(d, weight, true),
                               static_cast<const T*>(nullptr), dy, dx, n, accumulate);
   const ConvGeometry geo(d);
-  const auto [in_size, plane_in, plane_out, out_size, cin_g, cout_g, k, pointwise] = geo;
   if (is_depthwise(d)) {
 #pragma omp parallel for schedule(static)
     for (int s = 0; s < n; ++s) {
-      if (!accumulate) std::memset(dx + s * in_size, 0, sizeof(T) * in_size);
-      depthwise_backward_data(d, weight, dy + s * out_size, dx + s * in_size);
+      if (!accumulate) std::memset(dx + s * geo.in_size, 0, sizeof(T) * geo.in_size);
+      depthwise_backward_data(d, weight, dy + s * geo.out_size, dx + s * geo.in_size);
     }
     return;
   }
-  for_sample_groups(n, plane_out, [&](int s0, int cnt) {
-    const int64_t cols = cnt * plane_out;
-    if (!accumulate && !pointwise) std::memset(dx + s0 * in_size, 0, sizeof(T) * in_size * cnt);
+  for_sample_groups(n, geo.plane_out, [&](int s0, int cnt) {
+    const int64_t cols = cnt * geo.plane_out;
+    if (!accumulate && !geo.pointwise) std::memset(dx + s0 * geo.in_size, 0, sizeof(T) * geo.in_size * cnt);
     // dcol [k x cols] = W^T dY; several samples first gather dY side by side.
-    const bool direct = pointwise && cnt == 1;
-    T* dcol = direct ? nullptr : cpu::scratch<T>(static_cast<size_t>(k) * cols + (cnt > 1 ? cout_g * cols : 0));
-    T* dyg = cnt > 1 ? dcol + static_cast<int64_t>(k) * cols : nullptr;
+    const bool direct = geo.pointwise && cnt == 1;
+    T* dcol = direct ? nullptr : cpu::scratch<T>(static_cast<size_t>(geo.k) * cols + (cnt > 1 ? geo.cout_g * cols : 0));
+    T* dyg = cnt > 1 ? dcol + static_cast<int64_t>(geo.k) * cols : nullptr;
     for (int g = 0; g < d.groups; ++g) {
-      const T* wg = weight + static_cast<int64_t>(g) * cout_g * k;
+      const T* wg = weight + static_cast<int64_t>(g) * geo.cout_g * geo.k;
       const T* a;
       if (cnt == 1) {
-        a = dy + s0 * out_size + g * cout_g * plane_out;
+        a = dy + s0 * geo.out_size + g * geo.cout_g * geo.plane_out;
       } else {
         for (int s = 0; s < cnt; ++s)
-          for (int co = 0; co < cout_g; ++co)
-            std::memcpy(dyg + co * cols + s * plane_out, dy + (s0 + s) * out_size + (g * cout_g + co) * plane_out,
-                        sizeof(T) * plane_out);
+          for (int co = 0; co < geo.cout_g; ++co)
+            std::memcpy(dyg + co * cols + s * geo.plane_out,
+                        dy + (s0 + s) * geo.out_size + (g * geo.cout_g + co) * geo.plane_out,
+                        sizeof(T) * geo.plane_out);
         a = dyg;
       }
       if (direct) {
-        cpu::gemm<T>(true, false, k, static_cast<int>(cols), cout_g, T(1), wg, k, a, static_cast<int>(cols),
-                     accumulate ? T(1) : T(0), dx + s0 * in_size + g * cin_g * plane_in, static_cast<int>(cols));
+        cpu::gemm<T>(true, false, geo.k, static_cast<int>(cols), geo.cout_g, T(1), wg, geo.k, a, static_cast<int>(cols),
+                     accumulate ? T(1) : T(0), dx + s0 * geo.in_size + g * geo.cin_g * geo.plane_in,
+                     static_cast<int>(cols));
         continue;
       }
-      cpu::gemm<T>(true, false, k, static_cast<int>(cols), cout_g, T(1), wg, k, a, static_cast<int>(cols), T(0), dcol,
-                   static_cast<int>(cols));
+      cpu::gemm<T>(true, false, geo.k, static_cast<int>(cols), geo.cout_g, T(1), wg, geo.k, a, static_cast<int>(cols),
+                   T(0), dcol, static_cast<int>(cols));
       for (int s = 0; s < cnt; ++s) {
-        T* dxs = dx + (s0 + s) * in_size + g * cin_g * plane_in;
-        if (pointwise) {
-          for (int ci = 0; ci < cin_g; ++ci) {
-            T* dst = dxs + ci * plane_in;
-            const T* src = dcol + ci * cols + s * plane_out;
-            for (int64_t i = 0; i < plane_out; ++i) dst[i] = accumulate ? dst[i] + src[i] : src[i];
+        T* dxs = dx + (s0 + s) * geo.in_size + g * geo.cin_g * geo.plane_in;
+        if (geo.pointwise) {
+          for (int ci = 0; ci < geo.cin_g; ++ci) {
+            T* dst = dxs + ci * geo.plane_in;
+            const T* src = dcol + ci * cols + s * geo.plane_out;
+            for (int64_t i = 0; i < geo.plane_out; ++i) dst[i] = accumulate ? dst[i] + src[i] : src[i];
           }
         } else {
-          col2im_add(dcol + s * plane_out, cin_g, d.h, d.w, d.win, d.ho, d.wo, dxs, cols);
+          col2im_add(dcol + s * geo.plane_out, geo.cin_g, d.h, d.w, d.win, d.ho, d.wo, dxs, cols);
         }
       }
     }
