@@ -13,6 +13,7 @@
 #include <numeric>
 
 #include "engine/error.h"
+#include "engine/imagenet.h"
 #include "engine/plan.h"
 
 namespace ipna {
@@ -387,8 +388,8 @@ std::vector<double> black_baseline(const Shape& shape, std::vector<double> mean,
   const int64_t c = shape.channels(), plane = shape.plane();
   if (mean.empty() && std.empty()) {
     if (c == 3) {
-      mean = {0.485, 0.456, 0.406};
-      std = {0.229, 0.224, 0.225};
+      mean = kImagenetMean;
+      std = kImagenetStd;
     } else {
       mean.assign(c, 0.0);
       std.assign(c, 1.0);

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <set>
 
 #include "engine/error.h"
 
@@ -193,6 +192,58 @@ static Graph extract(Graph& g, const std::vector<int>& keep, int in, int out) {
   return s;
 }
 
+namespace {
+// The nodes of f1 (the ancestors of h), and of f2, or the first node after h
+// that reads a value of f1 other than h.
+struct Partition {
+  std::vector<int> f1, f2;
+  int crossing_node = -1, crossing_value = -1;
+};
+Partition partition(const Graph& g, int h) {
+  std::vector<int> producer(g.values.size(), -1);
+  for (size_t i = 0; i < g.nodes.size(); ++i) producer[g.nodes[i].output] = static_cast<int>(i);
+  std::vector<bool> in_f1(g.nodes.size(), false);
+  std::vector<int> stack{h};
+  std::vector<bool> seen(g.values.size(), false);
+  while (!stack.empty()) {
+    const int v = stack.back();
+    stack.pop_back();
+    if (seen[v]) continue;
+    seen[v] = true;
+    const int p = producer[v];
+    if (p < 0) continue;
+    in_f1[p] = true;
+    for (int i : g.nodes[p].inputs) stack.push_back(i);
+  }
+  Partition part;
+  std::vector<bool> f2_value(g.values.size(), false);
+  f2_value[h] = true;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    if (in_f1[i]) {
+      part.f1.push_back(static_cast<int>(i));
+      continue;
+    }
+    for (int v : g.nodes[i].inputs)
+      if (!f2_value[v] && part.crossing_node < 0) {
+        part.crossing_node = static_cast<int>(i);
+        part.crossing_value = v;
+      }
+    f2_value[g.nodes[i].output] = true;
+    part.f2.push_back(static_cast<int>(i));
+  }
+  return part;
+}
+}  // namespace
+
+std::optional<std::string> not_a_cut(const Graph& g, int v) {
+  if (v == g.input) return "it is the model input";
+  if (v == g.output) return "it is the model output";
+  const Partition p = partition(g, v);
+  if (p.crossing_node < 0) return std::nullopt;
+  return "node '" + g.nodes[p.crossing_node].name + "' after it also reads '" + g.values[p.crossing_value].name +
+         "', computed before it";
+}
+
 SplitModel split_graph(Graph g, const std::string& split_name) {
   auto found = g.find_value(split_name);
   if (!found) {
@@ -200,51 +251,23 @@ SplitModel split_graph(Graph g, const std::string& split_name) {
     std::vector<std::string> pool = g.split_candidates();
     for (const auto& [a, v] : g.aliases) pool.push_back(a);
     for (const auto& s : nearest_names(split_name, pool)) msg += " '" + s + "'";
-    msg += " (run `ipna-fast info MODEL` for the full list)";
+    msg += " (info lists every tensor of the model)";
     throw Error(msg);
   }
-  int h = *found;
+  const int h = *found;
   if (h == g.input) throw Error(g.source + ": split tensor '" + split_name + "' is the model input; choose an internal tensor");
   if (h == g.output) throw Error(g.source + ": split tensor '" + split_name + "' is the model output; choose an internal tensor");
-  // f1 = ancestors of h.
-  std::vector<int> producer(g.values.size(), -1);
-  for (size_t i = 0; i < g.nodes.size(); ++i) producer[g.nodes[i].output] = static_cast<int>(i);
-  std::vector<bool> in_f1(g.nodes.size(), false);
-  std::vector<int> stack{h};
-  std::set<int> seen;
-  while (!stack.empty()) {
-    int v = stack.back();
-    stack.pop_back();
-    if (!seen.insert(v).second) continue;
-    int p = producer[v];
-    if (p < 0) continue;
-    in_f1[p] = true;
-    for (int i : g.nodes[p].inputs) stack.push_back(i);
-  }
-  std::vector<int> f1_nodes, f2_nodes;
-  std::vector<bool> f2_value(g.values.size(), false);
-  f2_value[h] = true;
-  for (size_t i = 0; i < g.nodes.size(); ++i) {
-    if (in_f1[i]) {
-      f1_nodes.push_back(static_cast<int>(i));
-      continue;
-    }
-    const Node& n = g.nodes[i];
-    for (int v : n.inputs)
-      if (!f2_value[v])
-        throw Error(g.source + ": tensor '" + split_name + "' does not cut the network: node '" + n.name +
-                    "' after it also reads '" + g.values[v].name +
-                    "', computed before it (split at the output of a whole block, e.g. after a residual Add)");
-    f2_value[n.output] = true;
-    f2_nodes.push_back(static_cast<int>(i));
-  }
   if (g.values[g.output].shape.rank() != 1)
     throw Error(g.source + ": the model output must be [N, classes], got per-sample shape " +
                 g.values[g.output].shape.str());
+  const Partition p = partition(g, h);
+  if (p.crossing_node >= 0)
+    throw Error(g.source + ": tensor '" + split_name + "' does not cut the network: " + *not_a_cut(g, h) +
+                " (split at the output of a whole block, e.g. after a residual Add)");
   SplitModel m;
   m.split_name = split_name;
-  m.f1 = extract(g, f1_nodes, g.input, h);
-  m.f2 = extract(g, f2_nodes, h, g.output);
+  m.f1 = extract(g, p.f1, g.input, h);
+  m.f2 = extract(g, p.f2, h, g.output);
   return m;
 }
 

@@ -81,9 +81,12 @@ struct SplitModel {
   int num_classes() const { return static_cast<int>(f2.values[f2.output].shape.numel()); }
 };
 
+// Why splitting g at value v would not cut the network (a node after v reads a
+// value computed before it, as inside a residual block), or nullopt when it does.
+std::optional<std::string> not_a_cut(const Graph& g, int v);
+
 // Splits at the named value. Errors: the name is unknown (the nearest names
-// are listed), or the value is not a cut (a node after it reads a value
-// computed before it).
+// are listed), or the value is not a cut (see not_a_cut).
 SplitModel split_graph(Graph g, const std::string& split_name);
 // The original's two-model form: model1's output feeds model2's input.
 SplitModel join_split(const Graph& first, const Graph& second);

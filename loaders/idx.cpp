@@ -36,12 +36,12 @@ class GzFile {
     while (got < bytes) {
       const unsigned want = static_cast<unsigned>(std::min<uint64_t>(sizeof buf, bytes - got));
       const int n = gzread(f_, buf, want);
-      if (n < 0) {
-        int err = 0;
-        const char* msg = gzerror(f_, &err);  // owned by f_: copied before anything closes it
-        throw Error(path_ + ": cannot read (" + std::string(msg ? msg : "read error") +
+      int err = Z_OK;
+      const char* msg = gzerror(f_, &err);  // owned by f_: copied into the message before it closes
+      // A gzip stream cut short reads as data, then end of file with Z_BUF_ERROR.
+      if (n < 0 || (err != Z_OK && err != Z_STREAM_END))
+        throw Error(path_ + ": cannot read (" + std::string(msg && *msg ? msg : "read error") +
                     "; a truncated or corrupt download?)");
-      }
       if (n == 0) break;
       out.insert(out.end(), buf, buf + n);
       got += static_cast<uint64_t>(n);

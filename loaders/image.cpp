@@ -17,19 +17,15 @@
 
 namespace ipna {
 
-const std::vector<double> kImagenetMean{0.485, 0.456, 0.406}, kImagenetStd{0.229, 0.224, 0.225};
-
 namespace {
 
-// Largest image decoded: 100 megapixels (300 MB of RGB), checked from the
-// header before any pixel is decoded. PIL refuses images above 179 Mpx.
-constexpr int64_t kMaxImagePixels = 100'000'000;
-
-void check_size(const std::string& path, int64_t w, int64_t h) {
+// The size from the header, checked before any pixel is decoded (a 600-byte
+// JPEG can claim 20000x20000 pixels). PIL refuses images above 179 Mpx.
+void check_size(const std::string& path, int64_t w, int64_t h, int64_t max_pixels) {
   if (w < 1 || h < 1) throw Error(path + ": empty image");
-  if (w * h > kMaxImagePixels)
+  if (w * h > max_pixels)
     throw Error(path + ": " + std::to_string(w) + "x" + std::to_string(h) + " pixels is more than the " +
-                std::to_string(kMaxImagePixels / 1'000'000) + " megapixels accepted (downscale it first)");
+                std::to_string(max_pixels) + " pixels accepted (downscale it first)");
 }
 
 struct JpegError {
@@ -42,7 +38,7 @@ struct JpegError {
 // exactly (stb_image's decoder differs from it by a level here and there).
 // A truncated file is an error, as in PIL; libjpeg itself would only warn and
 // fill the rest of the image with gray.
-Image decode_jpeg(FILE* f, const std::string& path) {
+Image decode_jpeg(FILE* f, const std::string& path, int64_t max_pixels) {
   jpeg_decompress_struct cinfo;
   JpegError err;
   cinfo.err = jpeg_std_error(&err.mgr);
@@ -67,7 +63,7 @@ Image decode_jpeg(FILE* f, const std::string& path) {
     throw Error(path + ": CMYK JPEGs are not supported; convert the image to RGB first");
   }
   try {
-    check_size(path, cinfo.image_width, cinfo.image_height);
+    check_size(path, cinfo.image_width, cinfo.image_height, max_pixels);
   } catch (...) {
     jpeg_destroy_decompress(&cinfo);
     throw;
@@ -88,11 +84,11 @@ Image decode_jpeg(FILE* f, const std::string& path) {
 }
 
 // PNG through stb_image, which is given only files that start with PNG's signature.
-Image decode_png(FILE* f, const std::string& path) {
+Image decode_png(FILE* f, const std::string& path, int64_t max_pixels) {
   int w = 0, h = 0, n = 0;
   if (!stbi_info_from_file(f, &w, &h, &n))
     throw Error(path + ": cannot decode PNG (" + std::string(stbi_failure_reason()) + ")");
-  check_size(path, w, h);
+  check_size(path, w, h, max_pixels);
   // Asking for 3 channels replicates gray and drops alpha (as PIL's
   // convert("RGB")); 16-bit inputs come back as 8-bit.
   stbi_uc* data = stbi_load_from_file(f, &w, &h, &n, 3);
@@ -108,7 +104,7 @@ Image decode_png(FILE* f, const std::string& path) {
 
 }  // namespace
 
-Image load_image_rgb(const std::string& path) {
+Image load_image_rgb(const std::string& path, int64_t max_pixels) {
   FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw Error("cannot open image '" + path + "': " + std::strerror(errno));
   unsigned char magic[8] = {0};
@@ -118,7 +114,7 @@ Image load_image_rgb(const std::string& path) {
   const bool png = got == 8 && std::memcmp(magic, "\x89PNG\r\n\x1a\n", 8) == 0;
   try {
     if (!jpeg && !png) throw Error(path + ": not a JPEG or PNG image (the only formats read; convert it to PNG)");
-    Image img = jpeg ? decode_jpeg(f, path) : decode_png(f, path);
+    Image img = jpeg ? decode_jpeg(f, path, max_pixels) : decode_png(f, path, max_pixels);
     std::fclose(f);
     return img;
   } catch (...) {

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/imagenet.h"
+
 namespace ipna {
 
 // 8-bit interleaved pixels, 1 or 3 channels.
@@ -17,10 +19,11 @@ struct Image {
 
 // Decodes a JPEG or PNG (recognised by their signatures; no other format) to
 // 8-bit RGB. Grayscale is replicated to RGB, an alpha channel is dropped (as
-// PIL's convert("RGB")), 16-bit PNGs are reduced to 8 bits. Images above 100
-// megapixels are refused from their header, truncated JPEGs are refused (as
+// PIL's convert("RGB")), 16-bit PNGs are reduced to 8 bits. Images above
+// `max_pixels` are refused from their header, truncated JPEGs are refused (as
 // PIL does); anything else wrong is an ipna::Error naming the file.
-Image load_image_rgb(const std::string& path);
+constexpr int64_t kMaxImagePixels = 100'000'000;
+Image load_image_rgb(const std::string& path, int64_t max_pixels = kMaxImagePixels);
 
 // PIL's antialiased bilinear resize (Image.resize(..., BILINEAR)), bit-exact:
 // horizontal then vertical pass, 22-bit fixed-point weights, 8-bit between passes.
@@ -36,7 +39,6 @@ std::vector<double> to_chw(const Image& img, const std::vector<double>& mean, co
 // The ImageNet preprocessing of SPEC.md: shorter side 256, center crop 224,
 // [0,1], ImageNet mean/std. Also returns the 224x224 crop (for drawing).
 std::vector<double> imagenet_preprocess(const Image& img, Image* crop = nullptr);
-extern const std::vector<double> kImagenetMean, kImagenetStd;
 
 // PNG through stb_image_write, atomically (temporary file, then rename).
 void write_png(const std::string& path, const Image& img);

@@ -27,19 +27,42 @@ SplitModel ModelArgs::load() const {
   return load_split_model(files[0], split);
 }
 
+namespace {
+// A .npy holding one sample of `shape`: exactly that shape, or with a leading batch of 1.
+std::vector<double> read_sample(const std::string& path, const Shape& shape, const char* role) {
+  NpyArray a = read_npy(path);
+  std::vector<int64_t> dims = a.shape;
+  if (dims.size() == shape.rank() + 1 && dims[0] == 1) dims.erase(dims.begin());
+  if (dims != shape.dims) {
+    std::string hint;
+    if (shape.rank() == 3 && a.shape.size() >= 3 && a.shape.back() == shape.dims[0])
+      hint = "; a channels-last (H,W,C) array needs np.transpose(a, (2, 0, 1)) first";
+    throw Error(path + " (" + role + "): shape " + Shape(a.shape).str() + " does not match the model input: expected " +
+                shape.str() + " or [1," + shape.str().substr(1) + hint);
+  }
+  return std::move(a.data);
+}
+}  // namespace
+
 void InputArgs::load(const Shape& shape, std::vector<double>& x, std::vector<double>& x0, Image* crop) const {
-  if (image.empty() == npy.empty()) throw Error("give exactly one of --image FILE or --input FILE.npy");
+  if (image.empty() == npy.empty()) throw UsageError("give exactly one of --image FILE or --input FILE.npy");
+  const bool file_baseline = baseline != "black" && baseline != "zeros";
+  if (file_baseline && (baseline.size() < 4 || baseline.substr(baseline.size() - 4) != ".npy"))
+    throw UsageError("--baseline: expected black, zeros or a .npy file, got '" + baseline + "'");
   std::vector<double> m = mean, s = std;
-  if (m.empty() && s.empty() && shape.channels() == 3) {
+  if (m.empty() != s.empty()) throw UsageError("give both --mean and --std, or neither");
+  if (m.empty() && shape.channels() == 3) {
     m = kImagenetMean;
     s = kImagenetStd;
   }
-  if (m.empty() && s.empty()) {
+  if (m.empty()) {
     m.assign(shape.channels(), 0.0);
     s.assign(shape.channels(), 1.0);
   }
   if (static_cast<int64_t>(m.size()) != shape.channels() || static_cast<int64_t>(s.size()) != shape.channels())
-    throw Error("--mean and --std need one value per input channel (" + std::to_string(shape.channels()) + ")");
+    throw UsageError("--mean and --std need one value per input channel (" + std::to_string(shape.channels()) + ")");
+  for (double v : s)
+    if (!(v > 0)) throw UsageError("--std values must be positive");
   if (!image.empty()) {
     if (shape != Shape{3, 224, 224})
       throw Error("--image needs a model with a 3x224x224 input (ImageNet preprocessing); this model takes " +
@@ -48,17 +71,14 @@ void InputArgs::load(const Shape& shape, std::vector<double>& x, std::vector<dou
     x = to_chw(c, m, s);
     if (crop) *crop = std::move(c);
   } else {
-    NpyArray a = read_npy(npy);
-    if (static_cast<int64_t>(a.data.size()) != shape.numel())
-      throw Error(npy + ": holds " + std::to_string(a.data.size()) + " values, the model input is " + shape.str());
-    x = std::move(a.data);
+    x = read_sample(npy, shape, "the input");
   }
   if (baseline == "black")
     x0 = black_baseline(shape, m, s);
   else if (baseline == "zeros")
     x0.assign(shape.numel(), 0.0);
   else
-    x0 = read_npy(baseline).data;
+    x0 = read_sample(baseline, shape, "the baseline");
 }
 
 std::vector<Box> parse_boxes(const std::vector<int>& flat) {
@@ -113,6 +133,7 @@ Image with_boxes(Image img, const std::vector<Box>& boxes) {
 }  // namespace
 
 json run_attribute(const AttributeArgs& a) {
+  OutputDir out(a.out, a.overwrite);
   SplitModel model = a.model.load();
   const Shape in_shape = model.input_shape();
   std::vector<double> x, x0;
@@ -126,7 +147,6 @@ json run_attribute(const AttributeArgs& a) {
   if (a.granularity != "neuron" && a.granularity != "channel") throw Error("--granularity must be neuron or channel");
   if (prune && a.ranking == "ipna" && boxes.empty()) throw Error("--ranking ipna needs a --box (or use --ranking conductance)");
 
-  OutputDir out(a.out);
   Attributor engine(model, a.model.prec(), a.model.device);
   AttributionRequest req = base_request(a, boxes);
   req.integrated_gradients = !a.no_ig || prune;
@@ -208,19 +228,18 @@ json run_attribute(const AttributeArgs& a) {
     render::IgPictures ig_box = render::draw_ig(r.ig, in_shape, scale, have_image ? &boxed : nullptr);
     if (!have_image)
       for (const Box& b : boxes) render::draw_box(ig_box.overlay, b, render::kYellow);
-    if (have_image) {
-      save("image.png", crop);
-      save("image_box.png", boxed);
-    }
+    const bool with_box = !boxes.empty();  // the *_box pictures only when there is a box to draw
+    if (have_image) save("image.png", crop);
+    if (have_image && with_box) save("image_box.png", boxed);
     save("ig_positive.png", ig.positive);
     save("ig_negative.png", ig.negative);
     save("ig_overlay.png", ig.overlay);
-    save("ig_overlay_box.png", ig_box.overlay);
+    if (with_box) save("ig_overlay_box.png", ig_box.overlay);
     std::vector<Image> panels;
     std::vector<std::string> captions;
     if (have_image) {
       panels.push_back(boxed);
-      captions.push_back("image with patch");
+      captions.push_back(with_box ? "image with patch" : "image");
     }
     panels.push_back(ig_box.overlay);
     captions.push_back("IG");
@@ -232,7 +251,7 @@ json run_attribute(const AttributeArgs& a) {
       save("pruned_positive.png", pg.positive);
       save("pruned_negative.png", pg.negative);
       save("pruned_overlay.png", pg.overlay);
-      save("pruned_overlay_box.png", pg_box.overlay);
+      if (with_box) save("pruned_overlay_box.png", pg_box.overlay);
       panels.push_back(pg_box.overlay);
       std::ostringstream cap;
       cap << "IG after top-" << a.prune_percent << "% prune (" << a.ranking << ")";
@@ -250,6 +269,7 @@ json run_attribute(const AttributeArgs& a) {
 
 json run_curve(const CurveArgs& a) {
   const AttributeArgs& b = a.base;
+  OutputDir out(b.out, b.overwrite);
   SplitModel model = b.model.load();
   const Shape in_shape = model.input_shape();
   std::vector<double> x, x0;
@@ -260,7 +280,6 @@ json run_curve(const CurveArgs& a) {
   for (double f : a.fractions)
     if (!(f >= 0 && f <= 1)) throw Error("--fractions must lie in [0, 1], got " + std::to_string(f));
 
-  OutputDir out(b.out);
   Attributor engine(model, b.model.prec(), b.model.device);
   AttributionRequest req = base_request(b, boxes);
   req.integrated_gradients = true;
@@ -272,7 +291,7 @@ json run_curve(const CurveArgs& a) {
   AttributionRequest ig_req = req;
   ig_req.conductance = false;
   ig_req.boxes.clear();
-  ig_req.progress = nullptr;
+  ig_req.progress = [](int, int) { check_interrupt(); };
   const int total = static_cast<int>(2 * a.fractions.size());
   Progress bar("pruning levels", !b.quiet);
   std::string csv = "fraction,ranking,pruned_neurons,confidence,ig_inside,ig_outside,ig_total\n";
@@ -314,6 +333,7 @@ json run_curve(const CurveArgs& a) {
 }
 
 json run_class_window(const ClassWindowArgs& a) {
+  OutputDir out(a.out, a.overwrite);
   SplitModel model = a.model.load();
   const Shape in_shape = model.input_shape();
   IdxDataset ds = read_idx_dataset(a.data, "test");
@@ -347,7 +367,6 @@ json run_class_window(const ClassWindowArgs& a) {
   auto image = [&](int i) { return std::vector<double>(all_x.begin() + i * per, all_x.begin() + (i + 1) * per); };
   const std::vector<double> x0(per, 0.0);  // black
 
-  OutputDir out(a.out);
   Attributor engine(model, a.model.prec(), a.model.device);
   AttributionRequest req;
   req.target_class = a.cls;
@@ -356,6 +375,7 @@ json run_class_window(const ClassWindowArgs& a) {
   req.integrated_gradients = true;
   req.conductance = true;
   req.boxes = {win};
+  req.progress = [](int, int) { check_interrupt(); };
   const int k_levels = a.k_max + 1, rankings = 2 + a.random_draws;
   const int total = n + k_levels * rankings * n;
   Progress bar("class-window", !a.quiet);

@@ -39,6 +39,7 @@ struct AttributeArgs {
   double prune_percent = -1, memory_budget_mb = 0;
   bool no_ig = false, no_conductance = false, quiet = false;
   std::string out;
+  bool overwrite = false;  // replace an existing --out folder that ipna-fast did not write
 };
 nlohmann::json run_attribute(const AttributeArgs& a);
 
@@ -56,6 +57,7 @@ struct ClassWindowArgs {
   std::string target = "prob";
   bool quiet = false;
   std::string out;
+  bool overwrite = false;
 };
 nlohmann::json run_class_window(const ClassWindowArgs& a);
 

@@ -28,8 +28,12 @@ int cmd_info(const std::string& model_path, bool as_json) {
   for (const auto& n : g.nodes) {
     if (n.output == g.output) continue;
     const Value& v = g.values[n.output];
-    out["tensors"].push_back({{"name", v.name}, {"op", op_name(n.kind)}, {"shape", v.shape.dims},
-                              {"neurons", v.shape.numel()}, {"aliases", alias_names[n.output]}});
+    const auto why_not = not_a_cut(g, n.output);
+    json t = {{"name", v.name},          {"op", op_name(n.kind)},
+              {"shape", v.shape.dims},   {"neurons", v.shape.numel()},
+              {"aliases", alias_names[n.output]}, {"cuts", !why_not}};
+    if (why_not) t["not_a_cut"] = *why_not;
+    out["tensors"].push_back(t);
   }
   if (as_json) {
     std::cout << out.dump(1) << "\n";
@@ -38,9 +42,10 @@ int cmd_info(const std::string& model_path, bool as_json) {
   std::printf("%s: input %s, %lld classes, %.4g GMAC per sample\n", model_path.c_str(),
               g.values[g.input].shape.str().c_str(), static_cast<long long>(out["classes"].get<int64_t>()),
               out["gmac_per_sample"].get<double>());
-  std::printf("Tensors you can split at (--split NAME); a split must cut the network (not inside a residual block):\n");
+  std::printf("Tensors of the model (--split NAME); '-' marks those that do not cut the network (inside a residual\n"
+              "block) and cannot be split at:\n");
   for (const auto& t : out["tensors"]) {
-    std::printf("  %-52s %-8s %-16s %9lld neurons", t["name"].get<std::string>().c_str(),
+    std::printf("%c %-52s %-8s %-16s %9lld neurons", t["cuts"].get<bool>() ? ' ' : '-', t["name"].get<std::string>().c_str(),
                 t["op"].get<std::string>().c_str(), Shape(t["shape"].get<std::vector<int64_t>>()).str().c_str(),
                 static_cast<long long>(t["neurons"].get<int64_t>()));
     for (const auto& a : t["aliases"]) std::printf("  (also '%s')", a.get<std::string>().c_str());
@@ -117,8 +122,25 @@ void add_input_options(CLI::App* app, InputArgs& in) {
   app->add_option("--baseline", in.baseline,
                   "black (the black image, normalised like the input), zeros, or a .npy file")
       ->capture_default_str();
-  app->add_option("--mean", in.mean, "Per-channel normalisation mean (default ImageNet's for 3 channels)")->expected(1, 3);
-  app->add_option("--std", in.std, "Per-channel normalisation std (default ImageNet's for 3 channels)")->expected(1, 3);
+  app->add_option("--mean", in.mean,
+                  "Normalisation mean of --image and of the black baseline, one value per input channel (default: "
+                  "ImageNet's for 3 channels, else 0)");
+  app->add_option("--std", in.std,
+                  "Normalisation std, one positive value per input channel (default: ImageNet's for 3 channels, else 1)");
+}
+
+const char* const kOutHelp =
+    "Output folder: written completely or not at all; an existing folder is replaced only if an earlier ipna-fast "
+    "run wrote it (or with --overwrite). '.', '/', your home and folders holding the current one are refused";
+
+void add_out_option(CLI::App* app, std::string& out, bool& overwrite, bool required) {
+  auto* o = app->add_option("-o,--out", out, kOutHelp);
+  if (required)
+    o->required();
+  else
+    o->capture_default_str();
+  app->add_flag("--overwrite", overwrite,
+                "Replace the output folder even if it holds files ipna-fast did not write (they are deleted)");
 }
 
 void add_attribute_options(CLI::App* app, AttributeArgs& a) {
@@ -126,23 +148,25 @@ void add_attribute_options(CLI::App* app, AttributeArgs& a) {
   add_input_options(app, a.input);
   app->add_option("--class", a.cls, "Target class index")->required();
   app->add_option("--box", a.boxes,
-                  "IPNA patch X1 Y1 X2 Y2: rows X1:X2 and columns Y1:Y2 of the 224x224 crop (half-open), as in the "
-                  "original; repeat for more boxes (all in one pass)")
+                  "IPNA patch X1 Y1 X2 Y2: rows X1:X2 and columns Y1:Y2 (half-open) of the model input, which is the "
+                  "224x224 crop for --image, as in the original; repeat for more boxes (all in one pass)")
       ->expected(4)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app->add_option("-n,--steps", a.steps, "Riemann steps m")->capture_default_str();
   app->add_option("--target", a.target, "prob (softmax probability) or logit")
       ->check(CLI::IsMember({"prob", "logit"}))
       ->capture_default_str();
-  app->add_option("--chunk", a.chunk, "Steps per batch (default: from the memory budget)");
-  app->add_option("--memory-budget", a.memory_budget_mb, "MiB for the batch buffers (default: min(1024, free/4))");
-  app->add_option("-o,--out", a.out, "Output folder (written atomically; replaced if it exists)")->required();
+  app->add_option("--chunk", a.chunk, "Steps per batch, at least 1 (default: from the memory budget)")
+      ->check(CLI::PositiveNumber);
+  app->add_option("--memory-budget", a.memory_budget_mb,
+                  "MiB for the batch buffers (default: min(1024, free/4) on the CPU, 70% of free memory on a GPU)")
+      ->check(CLI::PositiveNumber);
+  add_out_option(app, a.out, a.overwrite, true);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  install_interrupt_handler();
   CLI::App app{
       "ipna-fast: integrated gradients, conductance and IPNA (image patch internal neuron attribution) for conv-net\n"
       "classifiers given as ONNX, split at a named internal tensor.\n"
@@ -187,8 +211,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"ipna", "conductance"}))
       ->capture_default_str();
   mn.out = "ipna_out";
-  main_cmd->add_option("-o,--out", mn.out, "Output folder")->capture_default_str();
-  main_cmd->add_option("--precision", mn.model.precision, "f32 or f64")->capture_default_str();
+  add_out_option(main_cmd, mn.out, mn.overwrite, false);
+  main_cmd->add_option("--precision", mn.model.precision, "f32 or f64")
+      ->check(CLI::IsMember({"f32", "f64"}))
+      ->capture_default_str();
   main_cmd->add_option("--device", mn.model.device, "cpu or cuda[:N][/fp32|/tf32][/cap=MiB]")->capture_default_str();
 
   CurveArgs cv;
@@ -216,13 +242,14 @@ int main(int argc, char** argv) {
   class_window->add_option("-n,--steps", cw.steps, "Riemann steps")->capture_default_str();
   class_window->add_option("--random-draws", cw.random_draws, "Random rankings to average")->capture_default_str();
   class_window->add_option("--seed", cw.seed, "Seed of the random rankings")->capture_default_str();
-  class_window->add_option("-o,--out", cw.out, "Output folder")->required();
+  add_out_option(class_window, cw.out, cw.overwrite, true);
 
   std::string demo_out = "ipna_demo";
+  bool demo_overwrite = false;
   auto* demo = app.add_subcommand(
       "demo", "The main job on its embedded default: class-window on the shipped Fashion-MNIST CNN (89% test accuracy) "
               "and Debian's dataset-fashion-mnist, class 0 (T-shirt/top), top-left quadrant");
-  demo->add_option("-o,--out", demo_out, "Output folder")->capture_default_str();
+  add_out_option(demo, demo_out, demo_overwrite, false);
 
   try {
     app.parse(argc, argv);
@@ -230,14 +257,17 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   try {
-    if (*info) return cmd_info(info_model, as_json);
+    if (*info) return cmd_info(info_model, as_json);  // nothing to clean up: Ctrl-C ends it at once
+    install_interrupt_handler();
     if (*attribute || *main_cmd) {
       AttributeArgs& a = *attribute ? at : mn;
       if (*main_cmd) {
         a.input.image = main_pos[0];
-        a.cls = std::stoi(main_pos[1]);
+        a.cls = parse_int(main_pos[1], "main: Y (the class, second argument)");
         a.model.files = {main_pos[2], main_pos[3]};
-        for (int i = 4; i < 8; ++i) a.boxes.push_back(std::stoi(main_pos[i]));
+        const char* coords[] = {"X1", "Y1", "X2", "Y2"};
+        for (int i = 4; i < 8; ++i)
+          a.boxes.push_back(parse_int(main_pos[i], std::string("main: ") + coords[i - 4] + " (a box coordinate)"));
         a.no_ig = false;
       }
       a.quiet = as_json;
@@ -251,8 +281,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*curve) {
-      std::stringstream ss(fractions);
-      for (std::string tok; std::getline(ss, tok, ',');) cv.fractions.push_back(std::stod(tok));
+      cv.fractions = parse_double_list(fractions, "--fractions");
       cv.base.quiet = as_json;
       json r = run_curve(cv);
       if (as_json) {
@@ -272,6 +301,7 @@ int main(int argc, char** argv) {
       if (*demo) {
         cw = ClassWindowArgs();
         cw.out = demo_out;
+        cw.overwrite = demo_overwrite;
       }
       if (cw.model.files.empty()) {
         cw.model.files = {default_model_path("fashion_cnn.onnx")};
@@ -285,11 +315,18 @@ int main(int argc, char** argv) {
         print_class_window(r, cw.out);
       return 0;
     }
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "ipna-fast: error: %s\nRun with --help for more information.\n", e.what());
+    return 2;
   } catch (const Error& e) {
-    std::fprintf(stderr, "\nipna-fast: error: %s\n", e.what());
+    std::fprintf(stderr, "%sipna-fast: error: %s\n", Progress::line_open() ? "\n" : "", e.what());
     return g_interrupted ? 130 : 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "%sipna-fast: error: out of memory (lower --memory-budget or --chunk, or use a smaller model)\n",
+                 Progress::line_open() ? "\n" : "");
+    return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "\nipna-fast: error: %s\n", e.what());
+    std::fprintf(stderr, "%sipna-fast: error: %s\n", Progress::line_open() ? "\n" : "", e.what());
     return 1;
   }
   return 0;

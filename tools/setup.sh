@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
-APT_PACKAGES=(cmake ninja-build g++ pkg-config
+APT_PACKAGES=(cmake ninja-build g++ pkg-config clang libclang-rt-14-dev libomp-14-dev
   libonnx-dev libprotobuf-dev protobuf-compiler libopenblas-dev libstb-dev libjpeg62-turbo-dev nlohmann-json3-dev
   libcli11-dev libfmt-dev libgtest-dev libbenchmark-dev zlib1g-dev dataset-fashion-mnist
   python3-torch python3-torchvision python3-onnx python3-numpy python3-pil python3-pip python3-tqdm

@@ -61,7 +61,7 @@ void* CpuBackend<T>::allocate(size_t bytes) {
   void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
   if (!p)
     throw Error("out of host memory allocating " + std::to_string(bytes >> 20) +
-                " MiB (lower --memory-budget or --chunk)");
+                " MiB (lower the memory budget or the chunk of steps)");
   return p;
 }
 template <typename T>
