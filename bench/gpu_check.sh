@@ -1,69 +1,145 @@
 #!/usr/bin/env bash
-# The one device call (prepared by bench/gpu_bundle.sh, carried as .gpu/):
-#  1. the GPU tests: CUDA against the CPU backend (fp32 <= 1e-5, tf32 <= 2e-3),
-#  2. compute-sanitizer memcheck on one small attribution,
-#  3. ResNet-152 split after layer2, 224x224, 256 steps, class 920: our IG and
-#     IPNA + conductance (bench_engine, tf32 and fp32), the original's three-pass
-#     main.py workload (`ipna-fast attribute -p 1`), and the PyTorch baseline
-#     (../shared/anchors/torch_anchor.py) in the same call,
-# and prints a short table last. Logs go to $OUT.
+# The one device call of the GPU check (prepared by bench/gpu_bundle.sh, which
+# carries .gpu/bundle.tar.xz). Safe to run twice; every step runs under
+# `timeout`, the important results come first, the whole under 8 minutes:
+#   0. unpack; find cuDNN, cuBLAS and the CUDA runtime for our binaries
+#      (toolkit, system and PyTorch's nvidia folders) and stop at once if one
+#      cannot load; export ResNet-152 with the device's PyTorch (in the background)
+#   1. GPU tests: every single-op graph and the reference models, CUDA fp32
+#      and tf32 against the CPU backend in float64
+#   2. ResNet-152 timings, ours (tf32) and the PyTorch anchor, and the table
+#   3. ResNet-152 at scale against the CPU in float64
+#   4. strict fp32 timing, the original's main.py workload, memcheck
+# and prints the table last. At most 4 files come back in $OUT: table.md (the
+# results file to commit), results.tar.gz (every log and JSON), summary.txt,
+# bundle-check.txt. LD_LIBRARY_PATH is set for our binaries only; PyTorch keeps its own.
 set -uo pipefail
+REPO=$(pwd)
 OUT=${OUT:-/tmp/ipna_gpu_out}
-mkdir -p "$OUT"
-G=.gpu
-CUDA_LIB=$(dirname "$(dirname "$(which nvcc)")")/lib64
-export LD_LIBRARY_PATH=$PWD/$G/lib:$CUDA_LIB:${LD_LIBRARY_PATH:-}
-export IPNA_FIXTURES=$PWD/$G/fixtures
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+W=/tmp/ipna_gpu
+R=$W/results
+rm -rf "$W" && mkdir -p "$W" "$R" "$OUT"
+START=$(date +%s)
+echo "{}" > "$R/steps.json"
 
-echo "== 1. GPU tests"
-$G/ipna_tests --gtest_filter='Cuda*' 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "rel.err|OK|FAILED|PASSED|Failure" 
-
-echo "== 2. compute-sanitizer memcheck (LeNet, IG + conductance + IPNA + pruning)"
-M=$G/fixtures/lenet
-compute-sanitizer --tool memcheck --error-exitcode 9 $G/ipna-fast attribute --model $M/model.onnx --split split \
-  --input $M/x.npy --class 5 --box 7 9 16 26 -n 16 -p 10 --device cuda:0/fp32 -o /tmp/memcheck_out \
-  > "$OUT/memcheck.log" 2>&1
-echo "memcheck exit code $? (0 = clean)" | tee -a "$OUT/memcheck.log"
-tail -3 "$OUT/memcheck.log"
-
-echo "== 3. ResNet-152 timings"
-mkdir -p /tmp/bm/resnet152_224
-python3 tools/export_onnx.py resnet152 --random-init --split layer2 --out /tmp/bm/resnet152_224/model.onnx \
-  > "$OUT/export.log" 2>&1 || { echo "export failed"; tail -5 "$OUT/export.log"; }
-python3 -c "import numpy as np; np.save('/tmp/bm/resnet152_224/x.npy', np.random.default_rng(0).standard_normal((3,224,224)).astype(np.float32))"
-for math in tf32 fp32; do
-  IPNA_BENCH_MODELS=/tmp/bm IPNA_BENCH_DEVICE=cuda:0/$math $G/bench_engine --benchmark_filter='resnet152' \
-    --benchmark_format=json > "$OUT/ours_$math.json" 2> "$OUT/ours_$math.err"
-done
-$G/ipna-fast attribute --model /tmp/bm/resnet152_224/model.onnx --split layer2 --image tests/data/traffic_light.JPEG \
-  --class 920 --box 45 100 90 130 -n 256 -p 1 --target logit --device cuda:0 -o /tmp/main3 --json \
-  > "$OUT/main3.json" 2> "$OUT/main3.err"
-(cd "$OUT" && timeout 400 python3 "$OLDPWD/$G/torch_anchor.py" > torch_anchor.log 2>&1)
-
-echo "== table (one H100; ours: median of 3 after a warm-up; PyTorch: median of 3)"
-python3 - "$OUT" <<'PY'
-import json, os, sys
-out = sys.argv[1]
-def ours(math, name):
-    try:
-        b = json.load(open(os.path.join(out, "ours_%s.json" % math)))["benchmarks"]
-        return [x["real_time"] / 1000 for x in b if x["name"].startswith("resnet152_224/" + name)][0]
-    except Exception as e:
-        return float("nan")
-try: t = json.load(open(os.path.join(out, "torch_anchor.json")))
-except Exception: t = {}
-try: m = json.load(open(os.path.join(out, "main3.json")))["seconds"]
-except Exception: m = {}
-flop_ig = 3 * 2 * (2.687 + 8.827) * 256 / 1e3  # TFLOP: forward + ~2x for input-gradient backward
-rows = [("IG, tf32", ours("tf32", "ig"), t.get("batched_ig_fp32tf32_chunk128", float("nan")), 0.100),
-        ("IG, fp32 strict", ours("fp32", "ig"), t.get("batched_ig_strict_fp32_chunk64", float("nan")), None),
-        ("IPNA + conductance, tf32", ours("tf32", "ipna_cond"), t.get("batched_ipna_cond_fp32tf32_chunk64", float("nan")), 0.120),
-        ("main.py 3 passes, tf32", m.get("attribution", float("nan")) + m.get("pruned_ig", float("nan")),
-         t.get("seed_ipna_loop_b1", float("nan")) + 2 * t.get("seed_ig_loop_b1", float("nan")), 0.5)]
-print("%-28s %10s %12s %8s %8s" % ("ResNet-152 224, 256 steps", "ours s", "PyTorch s", "target", "TFLOP/s"))
-for name, a, b, tgt, in rows:
-    tf = flop_ig / a if name.startswith("IG") else float("nan")
-    print("%-28s %10.4f %12.4f %8s %8.1f" % (name, a, b, "-" if tgt is None else "<=%.3g" % tgt, tf))
-print("(PyTorch main.py row: the original loop, IPNA pass + 2 IG passes; TF32 GEMM ceiling measured there: 426 TFLOP/s)")
+note() { echo "$*" | tee -a "$OUT/summary.txt"; }
+# step NAME SECONDS CMD...: runs CMD under timeout, logs to $R/NAME.log, records rc and seconds.
+step() {
+  local name=$1 limit=$2 t0 rc
+  shift 2
+  t0=$(date +%s)
+  timeout "$limit" "$@" > "$R/$name.log" 2>&1
+  rc=$?
+  python3 - "$R/steps.json" "$name" "$rc" "$(( $(date +%s) - t0 ))" <<'PY'
+import json, sys
+p, name, rc, s = sys.argv[1:]
+d = json.load(open(p)); d[name] = {"rc": int(rc), "s": int(s)}; json.dump(d, open(p, "w"))
 PY
+  note "step $name: exit $rc after $(( $(date +%s) - t0 )) s (total $(( $(date +%s) - START )) s)"
+  if [ "$rc" != 0 ]; then echo "--- tail of $name.log"; tail -15 "$R/$name.log"; fi
+  return $rc
+}
+finish() {
+  python3 "$REPO/bench/gpu_table.py" "$R" > "$OUT/table.md" 2>> "$R/table.err"
+  tar -C "$W" -czf "$OUT/results.tar.gz" results
+  echo "=================== table ($(( $(date +%s) - START )) s in all)"
+  cat "$OUT/table.md"
+}
+
+# --- 0. bundle and libraries ---
+step unpack 60 tar -C "$W" -xJf "$REPO/.gpu/bundle.tar.xz" || { finish; exit 1; }
+B=$W/bin
+TK=$(dirname "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")")
+DIRS=("$TK/lib64" "$TK/targets/x86_64-linux/lib" /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu /usr/lib64)
+while read -r d; do DIRS+=("$d"); done < <(python3 -c "
+import os
+try:
+    import nvidia
+    for p in nvidia.__path__:
+        for s in sorted(os.listdir(p)):
+            if os.path.isdir(os.path.join(p, s, 'lib')): print(os.path.join(p, s, 'lib'))
+except Exception: pass" 2>/dev/null)
+LIBP=$W/lib
+for _ in 1 2 3 4 5 6; do
+  missing=$(LD_LIBRARY_PATH=$LIBP ldd "$B"/* 2>/dev/null | awk '/not found/{print $1}' | sort -u)
+  [ -z "$missing" ] && break
+  for lib in $missing; do
+    for d in "${DIRS[@]}"; do
+      if [ -e "$d/$lib" ]; then case ":$LIBP:" in *":$d:"*) ;; *) LIBP=$LIBP:$d ;; esac; break; fi
+    done
+  done
+done
+# cuDNN opens its engine libraries at run time from the folder of libcudnn.so.
+CUDNN=$(LD_LIBRARY_PATH=$LIBP ldd "$B/ipna_tests" | awk '/libcudnn.so/{print $3}')
+[ -n "$CUDNN" ] && case ":$LIBP:" in *":$(dirname "$CUDNN"):"*) ;; *) LIBP=$LIBP:$(dirname "$CUDNN") ;; esac
+LD_LIBRARY_PATH=$LIBP ldd "$B"/* > "$OUT/bundle-check.txt" 2>&1
+if grep -q "not found" "$OUT/bundle-check.txt"; then
+  note "cannot load our binaries; missing: $(grep 'not found' "$OUT/bundle-check.txt" | sort -u | tr '\n' ' ')"
+  note "searched: ${DIRS[*]}"
+  finish
+  exit 1
+fi
+RUN=(env LD_LIBRARY_PATH="$LIBP")  # our binaries only
+LIBS=$(LD_LIBRARY_PATH=$LIBP ldd "$B/ipna_tests" | awk '/libcudnn.so|libcublas.so|libcudart.so/{print $1 " " $3}' | tr '\n' ';')
+python3 - "$R/env.json" "$LIBS" <<'PY'
+import json, subprocess, sys, datetime
+q = lambda c: subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+json.dump({"date": datetime.date.today().isoformat(),
+           "gpu": q("nvidia-smi --query-gpu=name,memory.total --format=csv,noheader"),
+           "driver": q("nvidia-smi --query-gpu=driver_version --format=csv,noheader"),
+           "nvcc": q("nvcc --version | tail -2 | head -1"), "libraries": sys.argv[2]}, open(sys.argv[1], "w"), indent=1)
+PY
+note "device: $(python3 -c "import json; e=json.load(open('$R/env.json')); print(e['gpu'], 'driver', e['driver'])")"
+note "libraries: $LIBS"
+
+# ResNet-152 (random weights, as the original's generate_model.py) exported by the device's PyTorch, in the background.
+M=$W/resnet152
+mkdir -p "$M"
+( timeout 240 python3 "$REPO/tools/export_onnx.py" resnet152 --random-init --split layer2 --out "$M/model.onnx" \
+    > "$R/export.log" 2>&1 &&
+  python3 -c "import numpy as np; np.save('$M/x.npy', np.random.default_rng(0).standard_normal((3,224,224)).astype(np.float32))" \
+    >> "$R/export.log" 2>&1; echo $? > "$R/export.rc" ) &
+EXPORT=$!
+
+# --- 1. GPU tests ---
+export IPNA_FIXTURES=$W/fixtures
+step gpu_tests 240 "${RUN[@]}" "$B/ipna_tests" --gtest_filter='*Cuda*:-*ResNet152*' --gtest_output="json:$R/gtest.json"
+grep -E "^\[  (FAILED|PASSED|SKIPPED) " "$R/gpu_tests.log" | sort -u | head -20
+
+# --- 2. ResNet-152 timings: ours and PyTorch in the same call, then the table ---
+wait $EXPORT
+if [ "$(cat "$R/export.rc" 2>/dev/null)" != 0 ]; then
+  note "ResNet-152 export failed:"; tail -15 "$R/export.log"
+else
+  step info 60 "${RUN[@]}" "$B/ipna-fast" info "$M/model.onnx"
+  head -3 "$R/info.log"; grep -E "^ +layer2 " "$R/info.log"
+  step ours_tf32 150 "${RUN[@]}" "$B/gpu_bench" --model "$M/model.onnx" --input "$M/x.npy" --device cuda:0/tf32 \
+    --workloads ig,ipna_cond --out "$R/ours_tf32.json"
+  cat "$R/ours_tf32.json" 2>/dev/null | python3 -c "import json,sys; [print(r['workload'], 'median %.4f s' % r['median_s'], 'search %.2f s' % r['algorithm_search_s']) for r in json.load(sys.stdin)]" 2>/dev/null
+fi
+cp "$W/anchor_on_file.json" "$R/"
+step torch_anchor 200 env OUT="$R" ANCHOR_QUICK=1 python3 "$W/torch_anchor.py"
+finish
+
+# --- 3. ResNet-152 at scale against the CPU in float64 ---
+if [ -f "$M/model.onnx" ]; then
+  step resnet152_check 200 "${RUN[@]}" IPNA_RESNET152="$M" "$B/ipna_tests" --gtest_filter='*ResNet152*' \
+    --gtest_output="json:$R/gtest_r152.json"
+  grep -E "resnet152|OK|FAILED" "$R/resnet152_check.log" | head -12
+fi
+
+# --- 4. strict fp32, the original's main.py workload, memcheck ---
+if [ -f "$M/model.onnx" ]; then
+  step ours_fp32 100 "${RUN[@]}" "$B/gpu_bench" --model "$M/model.onnx" --input "$M/x.npy" --device cuda:0/fp32 \
+    --workloads ig --runs 3 --out "$R/ours_fp32.json"
+  step ours_main 100 "${RUN[@]}" "$B/gpu_bench" --model "$M/model.onnx" --input "$M/x.npy" --device cuda:0/tf32 \
+    --workloads main --out "$R/ours_main.json"
+fi
+L=$W/fixtures/lenet
+CS=$(command -v compute-sanitizer || ls "$TK/bin/compute-sanitizer" "$TK/compute-sanitizer/compute-sanitizer" 2>/dev/null | head -1)
+step memcheck 150 "${RUN[@]}" "${CS:-compute-sanitizer}" --tool memcheck --report-api-errors no --error-exitcode 9 "$B/ipna-fast" \
+  attribute --model "$L/model.onnx" --split split --input "$L/x.npy" --class 5 --box 7 9 16 26 -n 16 -p 10 \
+  --device cuda:0/fp32 -o "$W/memcheck_out"
+grep -E "ERROR SUMMARY" "$R/memcheck.log" | tail -1 > "$R/memcheck.txt"
+[ -s "$R/memcheck.txt" ] || echo "no ERROR SUMMARY (see memcheck.log)" > "$R/memcheck.txt"
+finish

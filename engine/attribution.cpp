@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <numeric>
 
@@ -33,20 +34,30 @@ struct Engine {
     model.split_name = m.split_name;
   }
 
-  // Buffers and workspaces live across runs: a sweep of many runs allocates
-  // (and page-faults) once, and nothing is allocated inside the step loop.
-  std::map<std::string, DeviceBuffer> pool;
+  // The step loop's buffers and workspaces live across runs: a sweep of many
+  // runs allocates (and page-faults) once, and nothing is allocated inside the loop.
+  struct StepBuffers {
+    DeviceBuffer points, dx, h, h_masked, dh, h_prev, h_patch, logits, dlogits, fval, ig_acc, cond_acc, carry;
+    std::vector<DeviceBuffer> ipna_acc;  // one per box
+    template <typename F>
+    void each(F&& f) {
+      for (DeviceBuffer* b : {&points, &dx, &h, &h_masked, &dh, &h_prev, &h_patch, &logits, &dlogits, &fval, &ig_acc,
+                              &cond_acc, &carry})
+        f(*b);
+      for (DeviceBuffer& b : ipna_acc) f(b);
+    }
+  } buffers;
   typename GraphPlan<T>::Workspace ws1, ws2;
   // Bytes this engine holds in reusable buffers and workspaces: free memory
   // plus these is what a run may plan with.
-  size_t held_bytes() const {
+  size_t held_bytes() {
     size_t b = 0;
-    for (const auto& [k, buf] : pool) b += buf.bytes();
+    buffers.each([&](DeviceBuffer& d) { b += d.bytes(); });
     for (const auto* ws : {&ws1, &ws2}) b += ws->forward_arena.bytes() + ws->backward_arena.bytes() + ws->saved.bytes();
     return b;
   }
-  T* buffer(const std::string& key, size_t count) {
-    DeviceBuffer& b = pool[key];
+  // `b` with room for `count` elements, grown (never shrunk) as needed.
+  T* grow(DeviceBuffer& b, size_t count) {
     const size_t bytes = std::max<size_t>(count, 1) * sizeof(T);
     if (b.bytes() < bytes) {
       b.reset();
@@ -111,6 +122,7 @@ template <typename T>
 AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector<double>& x0,
                                  const AttributionRequest& req) {
   const auto t_start = std::chrono::steady_clock::now();
+  const double search_start = be->algorithm_search_seconds();
   const Shape in_shape = model.input_shape(), h_shape = model.split_shape();
   const int64_t xn = in_shape.numel(), hn = h_shape.numel();
   const int classes = model.num_classes();
@@ -162,6 +174,12 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     chunk = static_cast<int>(std::clamp<size_t>(budget / per_step, 1, static_cast<size_t>(m)));
   }
   chunk = std::min(chunk, m);
+  // cuDNN's legacy descriptors and the kernels' launch sizes count elements in
+  // 32 bits: no tensor of a batch may reach 2^31 elements.
+  const int64_t widest = std::max({f1.max_value_numel(), f2.max_value_numel(), xn, hn});
+  chunk = static_cast<int>(std::min<int64_t>(chunk, std::numeric_limits<int32_t>::max() / widest));
+  if (chunk < 1)
+    throw Error("one sample's tensors of " + std::to_string(widest) + " elements exceed the 2^31 a batch may hold");
   if (per_step * chunk > available)
     throw Error("not enough memory on " + be->name() + ": one chunk of " + std::to_string(chunk) + " steps needs " +
                 std::to_string((per_step * chunk) >> 20) + " MiB");
@@ -173,22 +191,24 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   DeviceBuffer mask_dev = masked ? upload(req.split_mask) : DeviceBuffer();
   f1.reserve(ws1, chunk, ig);
   f2.reserve(ws2, chunk, true);
-  T* pts = buffer("points", chunk * xn);
-  T* dx = ig ? buffer("dx", chunk * xn) : nullptr;
-  T* h_cur = buffer("h", chunk * hn);
-  T* h_f2 = masked ? buffer("h_masked", chunk * hn) : nullptr;
-  T* dh = buffer("dh", chunk * hn);
-  T* h_prev = path ? buffer("h_prev", chunk * hn) : nullptr;
-  T* h_patch = req.boxes.empty() ? nullptr : buffer("h_patch", chunk * hn);
-  T* logits = buffer("logits", chunk * classes);
-  T* dlogits = buffer("dlogits", chunk * classes);
-  T* fval = buffer("fval", chunk);
-  T* ig_acc = ig ? buffer("ig_acc", xn) : nullptr;
-  T* cond_acc = req.conductance ? buffer("cond_acc", hn) : nullptr;
-  T* carry = path ? buffer("carry", hn) : nullptr;
+  StepBuffers& B = buffers;
+  T* pts = grow(B.points, chunk * xn);
+  T* dx = ig ? grow(B.dx, chunk * xn) : nullptr;
+  T* h_cur = grow(B.h, chunk * hn);
+  T* h_f2 = masked ? grow(B.h_masked, chunk * hn) : nullptr;
+  T* dh = grow(B.dh, chunk * hn);
+  T* h_prev = path ? grow(B.h_prev, chunk * hn) : nullptr;
+  T* h_patch = req.boxes.empty() ? nullptr : grow(B.h_patch, chunk * hn);
+  T* logits = grow(B.logits, chunk * classes);
+  T* dlogits = grow(B.dlogits, chunk * classes);
+  T* fval = grow(B.fval, chunk);
+  T* ig_acc = ig ? grow(B.ig_acc, xn) : nullptr;
+  T* cond_acc = req.conductance ? grow(B.cond_acc, hn) : nullptr;
+  T* carry = path ? grow(B.carry, hn) : nullptr;
+  if (B.ipna_acc.size() < req.boxes.size()) B.ipna_acc.resize(req.boxes.size());
   std::vector<T*> ipna_acc;
   for (size_t b = 0; b < req.boxes.size(); ++b) {
-    ipna_acc.push_back(buffer("ipna_acc" + std::to_string(b), hn));
+    ipna_acc.push_back(grow(B.ipna_acc[b], hn));
     be->zero(ipna_acc.back(), hn * t);
   }
   if (ig) be->zero(ig_acc, xn * t);
@@ -286,6 +306,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     }
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  r.algorithm_search_seconds = be->algorithm_search_seconds() - search_start;
   return r;
 }
 

@@ -43,7 +43,8 @@ struct AttributionResult {
   std::vector<double> ipna_gap;            // per box: sum IPNA - IG inside (with IG)
   int chunk = 0;
   size_t workspace_bytes = 0;              // batch buffers of the pass
-  double seconds = 0;
+  double seconds = 0;                      // the whole run, algorithm search included
+  double algorithm_search_seconds = 0;     // of which choosing algorithms (cuDNN's Find: first runs only)
 };
 
 class Attributor {

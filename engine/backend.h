@@ -17,21 +17,9 @@
 #include <vector>
 
 #include "engine/graph.h"
+#include "engine/op_desc.h"
 
 namespace ipna {
-
-struct ConvDesc {
-  int cin = 0, h = 0, w = 0;
-  int cout = 0, ho = 0, wo = 0;
-  int groups = 1;
-  Window win;
-};
-
-struct PoolDesc {
-  int c = 0, h = 0, w = 0;
-  int ho = 0, wo = 0;
-  Window win;
-};
 
 // What the attribution needs of an image patch: rows r0:r1, cols c0:c1
 // (half-open), all channels. The original's `x1 y1 x2 y2` is {x1, y1, x2, y2}.
@@ -71,6 +59,9 @@ class Device {
     return std::min<size_t>(size_t(1) << 30, available / 4);
   }
   virtual void synchronize() {}
+  // Seconds spent so far choosing algorithms (cuDNN's timed search), which a
+  // run pays once per shape; timings report them apart.
+  virtual double algorithm_search_seconds() const { return 0; }
 };
 
 // Owning device allocation.
@@ -148,7 +139,8 @@ class Backend : public Device {
   virtual void accumulate_path_product(int64_t per_sample, int n, const T* g, const T* a, const T* b, T* acc) = 0;
 };
 
-// "cpu" (float32 or float64). "cuda[:N]" when built with CUDA.
+// "cpu" (float32 or float64), or "cuda[:N][/fp32|/tf32][/cap=MiB]" (float32)
+// when built with CUDA (engine/backend_factory.cpp).
 template <typename T>
 std::unique_ptr<Backend<T>> make_backend(const std::string& device);
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/op_desc.h"
 #include "engine/shape.h"
 
 namespace ipna {
@@ -22,15 +23,6 @@ enum class OpKind {
 };
 
 const char* op_name(OpKind k);
-
-// Sliding-window geometry shared by Conv and the pools.
-struct Window {
-  int kh = 1, kw = 1;
-  int sh = 1, sw = 1;
-  int pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
-  int dh = 1, dw = 1;
-  bool count_include_pad = false;  // AvgPool only
-};
 
 struct Node {
   OpKind kind{};

@@ -37,6 +37,17 @@ class ArenaPlanner {
 
 bool is_elementwise(OpKind k) { return k == OpKind::Clip || k == OpKind::Affine || k == OpKind::Add; }
 
+// Runs one node's launch; a failure (an out-of-memory, a CUDA error caught by
+// IPNA_CUDA_DEBUG's synchronisation) is reported with the node it happened at.
+template <typename F>
+void at_node(const Node& node, const char* pass, F&& launch) {
+  try {
+    launch();
+  } catch (const Error& e) {
+    throw Error("node '" + node.name + "' (" + op_name(node.kind) + ", " + pass + "): " + e.what());
+  }
+}
+
 template <typename T>
 DeviceBuffer upload(Backend<T>& be, const std::vector<double>& v) {
   if (v.empty()) return {};
@@ -55,7 +66,7 @@ GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g.without_
   const int nn = static_cast<int>(graph_.nodes.size());
   for (int i = 0; i < nn; ++i) {
     const Node& node = graph_.nodes[i];
-    Step st;
+    NodeLaunch st;
     st.node = i;
     const Shape& in = graph_.values[node.inputs[0]].shape;
     const Shape& out = graph_.values[node.output].shape;
@@ -68,7 +79,7 @@ GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g.without_
       st.pool = {static_cast<int>(in.dims[0]), static_cast<int>(in.dims[1]), static_cast<int>(in.dims[2]),
                  static_cast<int>(out.dims[1]), static_cast<int>(out.dims[2]), node.win};
     }
-    steps_.push_back(st);
+    launches_.push_back(st);
     weights_.push_back(upload(be_, g.nodes[i].weight));
     biases_.push_back(upload(be_, g.nodes[i].bias));
   }
@@ -136,17 +147,17 @@ GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g.without_
 
 template <typename T>
 size_t GraphPlan<T>::saved_bytes(int n) const {
-  return saved_offset(static_cast<int>(steps_.size()), n);
+  return saved_offset(static_cast<int>(launches_.size()), n);
 }
 
 template <typename T>
-size_t GraphPlan<T>::saved_offset(int step, int n) const {
+size_t GraphPlan<T>::saved_offset(int launch, int n) const {
   size_t off = 0;
-  for (int i = 0; i < step; ++i) {
-    const OpKind k = graph_.nodes[steps_[i].node].kind;
+  for (int i = 0; i < launch; ++i) {
+    const OpKind k = graph_.nodes[launches_[i].node].kind;
     size_t b = 0;
-    if (k == OpKind::Clip) b = (static_cast<size_t>(n) * steps_[i].count + 63) / 64 * sizeof(uint64_t);
-    if (k == OpKind::MaxPool) b = static_cast<size_t>(n) * steps_[i].count * sizeof(int32_t);
+    if (k == OpKind::Clip) b = (static_cast<size_t>(n) * launches_[i].count + 63) / 64 * sizeof(uint64_t);
+    if (k == OpKind::MaxPool) b = static_cast<size_t>(n) * launches_[i].count * sizeof(int32_t);
     off += (b + 255) / 256 * 256;
   }
   return off;
@@ -203,35 +214,43 @@ void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save) co
     throw Error("internal: forward with save needs a workspace made with_backward");
   T* arena = ws.forward_arena.template as<T>();
   auto* saved = ws.saved.template as<uint8_t>();
-  for (size_t si = 0; si < steps_.size(); ++si) {
-    const Step& st = steps_[si];
+  for (size_t si = 0; si < launches_.size(); ++si) {
+    const NodeLaunch& st = launches_[si];
     const Node& node = graph_.nodes[st.node];
     const T* in0 = value_ptr(node.inputs[0], n, x, y, arena);
     T* out = value_ptr(node.output, n, x, y, arena);
     const T* w = weights_[st.node].template as<T>();
     const T* b = biases_[st.node].template as<T>();
     void* keep = save ? saved + saved_offset(static_cast<int>(si), n) : nullptr;
-    switch (node.kind) {
-      case OpKind::Conv: be_.conv2d_forward(st.conv, w, b, in0, out, n); break;
-      case OpKind::Linear:
-        be_.linear_forward(static_cast<int>(graph_.values[node.inputs[0]].shape.numel()), static_cast<int>(st.count),
-                           w, b, in0, out, n);
-        break;
-      case OpKind::Affine: {
-        const Shape& s = graph_.values[node.output].shape;
-        be_.affine_forward(static_cast<int>(s.channels()), s.plane(), w, b, in0, out, n);
-        break;
+    at_node(node, "forward", [&] {
+      switch (node.kind) {
+        case OpKind::Conv:
+          be_.conv2d_forward(st.conv, w, b, in0, out, n);
+          break;
+        case OpKind::Linear:
+          be_.linear_forward(static_cast<int>(graph_.values[node.inputs[0]].shape.numel()), static_cast<int>(st.count),
+                             w, b, in0, out, n);
+          break;
+        case OpKind::Affine: {
+          const Shape& s = graph_.values[node.output].shape;
+          be_.affine_forward(static_cast<int>(s.channels()), s.plane(), w, b, in0, out, n);
+          break;
+        }
+        case OpKind::Clip:
+          be_.clip_forward(st.count * n, static_cast<T>(node.lo), static_cast<T>(node.hi), in0, out,
+                           static_cast<uint64_t*>(keep));
+          break;
+        case OpKind::MaxPool:
+          be_.maxpool_forward(st.pool, in0, out, static_cast<int32_t*>(keep), n);
+          break;
+        case OpKind::AvgPool:
+          be_.avgpool_forward(st.pool, in0, out, n);
+          break;
+        case OpKind::Add:
+          be_.add_forward(st.count * n, in0, value_ptr(node.inputs[1], n, x, y, arena), out);
+          break;
       }
-      case OpKind::Clip:
-        be_.clip_forward(st.count * n, static_cast<T>(node.lo), static_cast<T>(node.hi), in0, out,
-                         static_cast<uint64_t*>(keep));
-        break;
-      case OpKind::MaxPool: be_.maxpool_forward(st.pool, in0, out, static_cast<int32_t*>(keep), n); break;
-      case OpKind::AvgPool: be_.avgpool_forward(st.pool, in0, out, n); break;
-      case OpKind::Add:
-        be_.add_forward(st.count * n, in0, value_ptr(node.inputs[1], n, x, y, arena), out);
-        break;
-    }
+    });
   }
 }
 
@@ -239,36 +258,51 @@ template <typename T>
 void GraphPlan<T>::backward(int n, const T* dy, T* dx, Workspace& ws) const {
   T* arena = ws.backward_arena.template as<T>();
   auto* saved = ws.saved.template as<uint8_t>();
-  for (int si = static_cast<int>(steps_.size()) - 1; si >= 0; --si) {
-    const Step& st = steps_[si];
+  for (int si = static_cast<int>(launches_.size()) - 1; si >= 0; --si) {
+    const NodeLaunch& st = launches_[si];
     const Node& node = graph_.nodes[st.node];
     const T* g = grad_ptr(node.output, n, dy, dx, arena);
     T* gin = grad_ptr(node.inputs[0], n, dy, dx, arena);
     const bool acc = bwd_accumulate_[st.node][0];
     const T* w = weights_[st.node].template as<T>();
     const void* keep = saved + saved_offset(si, n);
-    switch (node.kind) {
-      case OpKind::Conv: be_.conv2d_backward_data(st.conv, w, g, gin, n, acc); break;
-      case OpKind::Linear:
-        be_.linear_backward_data(static_cast<int>(graph_.values[node.inputs[0]].shape.numel()),
-                                 static_cast<int>(st.count), w, g, gin, n, acc);
-        break;
-      case OpKind::Affine: {
-        const Shape& s = graph_.values[node.output].shape;
-        be_.affine_backward(static_cast<int>(s.channels()), s.plane(), w, g, gin, n, acc);
-        break;
+    at_node(node, "backward", [&] {
+      switch (node.kind) {
+        case OpKind::Conv:
+          be_.conv2d_backward_data(st.conv, w, g, gin, n, acc);
+          break;
+        case OpKind::Linear:
+          be_.linear_backward_data(static_cast<int>(graph_.values[node.inputs[0]].shape.numel()),
+                                   static_cast<int>(st.count), w, g, gin, n, acc);
+          break;
+        case OpKind::Affine: {
+          const Shape& s = graph_.values[node.output].shape;
+          be_.affine_backward(static_cast<int>(s.channels()), s.plane(), w, g, gin, n, acc);
+          break;
+        }
+        case OpKind::Clip:
+          be_.clip_backward(st.count * n, static_cast<const uint64_t*>(keep), g, gin, acc);
+          break;
+        case OpKind::MaxPool:
+          be_.maxpool_backward(st.pool, static_cast<const int32_t*>(keep), g, gin, n, acc);
+          break;
+        case OpKind::AvgPool:
+          be_.avgpool_backward(st.pool, g, gin, n, acc);
+          break;
+        case OpKind::Add:
+          be_.accumulate(st.count * n, g, gin, acc);
+          be_.accumulate(st.count * n, g, grad_ptr(node.inputs[1], n, dy, dx, arena), bwd_accumulate_[st.node][1]);
+          break;
       }
-      case OpKind::Clip: be_.clip_backward(st.count * n, static_cast<const uint64_t*>(keep), g, gin, acc); break;
-      case OpKind::MaxPool:
-        be_.maxpool_backward(st.pool, static_cast<const int32_t*>(keep), g, gin, n, acc);
-        break;
-      case OpKind::AvgPool: be_.avgpool_backward(st.pool, g, gin, n, acc); break;
-      case OpKind::Add:
-        be_.accumulate(st.count * n, g, gin, acc);
-        be_.accumulate(st.count * n, g, grad_ptr(node.inputs[1], n, dy, dx, arena), bwd_accumulate_[st.node][1]);
-        break;
-    }
+    });
   }
+}
+
+template <typename T>
+int64_t GraphPlan<T>::max_value_numel() const {
+  int64_t m = 0;
+  for (const Value& v : graph_.values) m = std::max(m, v.shape.numel());
+  return m;
 }
 
 template class GraphPlan<float>;

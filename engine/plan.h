@@ -39,9 +39,11 @@ class GraphPlan {
   int64_t output_numel() const { return graph_.values[graph_.output].shape.numel(); }
   // Bytes one more sample of batch costs, for choosing the chunk of steps.
   size_t bytes_per_sample(bool with_backward) const;
+  // Elements of the largest per-sample tensor (a batch must keep every tensor under 2^31 elements).
+  int64_t max_value_numel() const;
 
  private:
-  struct Step {
+  struct NodeLaunch {  // one node of the graph, with its op geometry resolved
     int node;
     ConvDesc conv;
     PoolDesc pool;
@@ -49,12 +51,12 @@ class GraphPlan {
   };
   T* value_ptr(int v, int n, const T* x, T* y, T* arena) const;
   T* grad_ptr(int v, int n, const T* dy, T* dx, T* arena) const;
-  size_t saved_offset(int step, int n) const;  // bytes into ws.saved
+  size_t saved_offset(int launch, int n) const;  // bytes into ws.saved
   size_t saved_bytes(int n) const;
 
   Graph graph_;
   Backend<T>& be_;
-  std::vector<Step> steps_;
+  std::vector<NodeLaunch> launches_;
   std::vector<DeviceBuffer> weights_, biases_;
   std::vector<int64_t> fwd_offset_, bwd_offset_;  // per value, per-sample elements; -1 = external
   int64_t fwd_peak_ = 0, bwd_peak_ = 0;

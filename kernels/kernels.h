@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "engine/backend.h"
+#include "engine/op_desc.h"
 
 namespace ipna::kernels {
 
@@ -50,7 +50,7 @@ void sum_batch(int64_t per_sample, int n, const float* x, float* acc, cudaStream
 void accumulate_path_product(int64_t per_sample, int n, const float* g, const float* a, const float* b, float* acc,
                              cudaStream_t s);
 
-// Throws ipna::Error naming the call on a CUDA error.
+// Throws ipna::Error naming the call on a CUDA error (kernels/launch.h launches with it).
 void check(cudaError_t e, const char* what);
 
 }  // namespace ipna::kernels

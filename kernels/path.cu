@@ -6,11 +6,10 @@
 #include <cfloat>
 
 #include "kernels/kernels.h"
+#include "kernels/launch.h"
 
 namespace ipna::kernels {
 namespace {
-constexpr int kThreads = 256;
-inline unsigned blocks(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
 __global__ void make_points_kernel(int c, int h, int w, int64_t total, const float* x0, const float* d,
                                    const float* k, const int* box_index, const DeviceBox* boxes, float* out) {
@@ -94,18 +93,19 @@ __global__ void path_product_kernel(int64_t per, int n, const float* g, const fl
 void make_points(int c, int h, int w, int n, const float* x0, const float* d, const float* k, const int* box_index,
                  const DeviceBox* boxes, float* out, cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(n) * c * h * w;
-  if (total > 0) make_points_kernel<<<blocks(total), kThreads, 0, s>>>(c, h, w, total, x0, d, k, box_index, boxes, out);
+  launch_1d("make_points", total, s, make_points_kernel, c, h, w, total, x0, d, k, box_index, boxes, out);
 }
 void target_forward_backward(bool logit, int classes, int y, int n, const float* logits, float* value, float* dlogits,
                              cudaStream_t s) {
-  if (n > 0) target_kernel<<<n, kThreads, 0, s>>>(logit, classes, y, logits, value, dlogits);
+  launch("target_forward_backward", static_cast<unsigned>(n), kThreads, s, target_kernel, logit, classes, y, logits,
+         value, dlogits);
 }
 void sum_batch(int64_t per, int n, const float* x, float* acc, cudaStream_t s) {
-  if (per > 0) sum_batch_kernel<<<blocks(per), kThreads, 0, s>>>(per, n, x, acc);
+  launch_1d("sum_batch", per, s, sum_batch_kernel, per, n, x, acc);
 }
 void accumulate_path_product(int64_t per, int n, const float* g, const float* a, const float* b, float* acc,
                              cudaStream_t s) {
-  if (per > 0) path_product_kernel<<<blocks(per), kThreads, 0, s>>>(per, n, g, a, b, acc);
+  launch_1d("accumulate_path_product", per, s, path_product_kernel, per, n, g, a, b, acc);
 }
 
 }  // namespace ipna::kernels

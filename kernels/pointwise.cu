@@ -6,6 +6,7 @@
 #include "engine/error.h"
 #include "engine/window_math.h"
 #include "kernels/kernels.h"
+#include "kernels/launch.h"
 
 namespace ipna::kernels {
 
@@ -14,8 +15,6 @@ void check(cudaError_t e, const char* what) {
 }
 
 namespace {
-constexpr int kThreads = 256;
-inline unsigned blocks(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
 __global__ void clip_forward_kernel(int64_t count, float lo, float hi, const float* x, float* y, uint32_t* mask) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -96,47 +95,47 @@ __global__ void crop_add_kernel(int64_t total, int h, int w, int top, int left, 
 }  // namespace
 
 void clip_forward(int64_t count, float lo, float hi, const float* x, float* y, uint32_t* mask, cudaStream_t s) {
-  if (count > 0) clip_forward_kernel<<<blocks(count), kThreads, 0, s>>>(count, lo, hi, x, y, mask);
+  launch_1d("clip_forward", count, s, clip_forward_kernel, count, lo, hi, x, y, mask);
 }
 void clip_backward(int64_t count, const uint32_t* mask, const float* dy, float* dx, bool acc, cudaStream_t s) {
-  if (count > 0) clip_backward_kernel<<<blocks(count), kThreads, 0, s>>>(count, mask, dy, dx, acc);
+  launch_1d("clip_backward", count, s, clip_backward_kernel, count, mask, dy, dx, acc);
 }
 void affine_forward(int c, int64_t plane, int n, const float* scale, const float* shift, const float* x, float* y,
                     cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(n) * c * plane;
-  if (total > 0) affine_kernel<<<blocks(total), kThreads, 0, s>>>(c, plane, total, scale, shift, x, y);
+  launch_1d("affine_forward", total, s, affine_kernel, c, plane, total, scale, shift, x, y);
 }
 void affine_backward(int c, int64_t plane, int n, const float* scale, const float* dy, float* dx, bool acc,
                      cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(n) * c * plane;
-  if (total > 0) affine_backward_kernel<<<blocks(total), kThreads, 0, s>>>(c, plane, total, scale, dy, dx, acc);
+  launch_1d("affine_backward", total, s, affine_backward_kernel, c, plane, total, scale, dy, dx, acc);
 }
 void add(int64_t count, const float* a, const float* b, float* y, cudaStream_t s) {
-  if (count > 0) add_kernel<<<blocks(count), kThreads, 0, s>>>(count, a, b, y);
+  launch_1d("add", count, s, add_kernel, count, a, b, y);
 }
 void accumulate(int64_t count, const float* src, float* dst, bool acc, cudaStream_t s) {
-  if (count > 0 && (src != dst || acc)) accumulate_kernel<<<blocks(count), kThreads, 0, s>>>(count, src, dst, acc);
+  if (src != dst || acc) launch_1d("accumulate", count, s, accumulate_kernel, count, src, dst, acc);
 }
 void scale_by_mask(int64_t per, int n, const float* mask, float* x, cudaStream_t s) {
   const int64_t total = per * n;
-  if (total > 0) scale_by_mask_kernel<<<blocks(total), kThreads, 0, s>>>(per, total, mask, x);
+  launch_1d("scale_by_mask", total, s, scale_by_mask_kernel, per, total, mask, x);
 }
 void channel_bias(int c, int64_t plane, int n, const float* bias, float* y, cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(n) * c * plane;
-  if (total > 0) channel_bias_kernel<<<blocks(total), kThreads, 0, s>>>(c, plane, total, bias, y);
+  launch_1d("channel_bias", total, s, channel_bias_kernel, c, plane, total, bias, y);
 }
 void row_bias(int out, int n, const float* bias, float* y, cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(n) * out;
-  if (total > 0) row_bias_kernel<<<blocks(total), kThreads, 0, s>>>(out, total, bias, y);
+  launch_1d("row_bias", total, s, row_bias_kernel, out, total, bias, y);
 }
 void pad2d(int n, int c, int h, int w, int top, int left, int hp, int wp, const float* x, float* xp, cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(n) * c * hp * wp;
-  if (total > 0) pad2d_kernel<<<blocks(total), kThreads, 0, s>>>(total, h, w, top, left, hp, wp, x, xp);
+  launch_1d("pad2d", total, s, pad2d_kernel, total, h, w, top, left, hp, wp, x, xp);
 }
 void crop_add(int n, int c, int h, int w, int top, int left, int hp, int wp, const float* gp, float* dx, bool acc,
               cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(n) * c * h * w;
-  if (total > 0) crop_add_kernel<<<blocks(total), kThreads, 0, s>>>(total, h, w, top, left, hp, wp, gp, dx, acc);
+  launch_1d("crop_add", total, s, crop_add_kernel, total, h, w, top, left, hp, wp, gp, dx, acc);
 }
 
 }  // namespace ipna::kernels

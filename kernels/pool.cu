@@ -2,15 +2,14 @@
 // sample's input plane, the first maximum on ties as PyTorch); backward
 // scatters with atomics since overlapping windows may pick the same input.
 // AvgPool backward gathers per input element instead (deterministic).
-#include <cfloat>
+#include <cmath>
 
 #include "engine/window_math.h"
 #include "kernels/kernels.h"
+#include "kernels/launch.h"
 
 namespace ipna::kernels {
 namespace {
-constexpr int kThreads = 256;
-inline unsigned blocks(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
 __global__ void maxpool_forward_kernel(PoolDesc d, int64_t total, const float* x, float* y, int32_t* argmax) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -22,7 +21,7 @@ __global__ void maxpool_forward_kernel(PoolDesc d, int64_t total, const float* x
   int i0, i1, j0, j1;
   window_taps(oy, w.sh, w.pad_top, w.dh, w.kh, d.h, i0, i1);
   window_taps(ox, w.sw, w.pad_left, w.dw, w.kw, d.w, j0, j1);
-  float best = -FLT_MAX;
+  float best = -INFINITY;  // a window with no tap inside the input yields -inf, as on the CPU
   int32_t at = -1;
   for (int a = i0; a < i1; ++a) {
     const int iy = oy * w.sh - w.pad_top + a * w.dh;
@@ -97,22 +96,22 @@ __global__ void avgpool_backward_kernel(PoolDesc d, int64_t total, const float* 
 
 void maxpool_forward(const PoolDesc& d, int n, const float* x, float* y, int32_t* argmax, cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(n) * d.c * d.ho * d.wo;
-  if (total > 0) maxpool_forward_kernel<<<blocks(total), kThreads, 0, s>>>(d, total, x, y, argmax);
+  launch_1d("maxpool_forward", total, s, maxpool_forward_kernel, d, total, x, y, argmax);
 }
 void maxpool_backward(const PoolDesc& d, int n, const int32_t* argmax, const float* dy, float* dx, bool acc,
                       cudaStream_t s) {
   const int64_t in_total = static_cast<int64_t>(n) * d.c * d.h * d.w;
   if (!acc) check(cudaMemsetAsync(dx, 0, sizeof(float) * in_total, s), "maxpool_backward memset");
   const int64_t total = static_cast<int64_t>(n) * d.c * d.ho * d.wo;
-  if (total > 0) maxpool_backward_kernel<<<blocks(total), kThreads, 0, s>>>(d, total, argmax, dy, dx);
+  launch_1d("maxpool_backward", total, s, maxpool_backward_kernel, d, total, argmax, dy, dx);
 }
 void avgpool_forward(const PoolDesc& d, int n, const float* x, float* y, cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(n) * d.c * d.ho * d.wo;
-  if (total > 0) avgpool_forward_kernel<<<blocks(total), kThreads, 0, s>>>(d, total, x, y);
+  launch_1d("avgpool_forward", total, s, avgpool_forward_kernel, d, total, x, y);
 }
 void avgpool_backward(const PoolDesc& d, int n, const float* dy, float* dx, bool acc, cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(n) * d.c * d.h * d.w;
-  if (total > 0) avgpool_backward_kernel<<<blocks(total), kThreads, 0, s>>>(d, total, dy, dx, acc);
+  launch_1d("avgpool_backward", total, s, avgpool_backward_kernel, d, total, dy, dx, acc);
 }
 
 }  // namespace ipna::kernels

@@ -36,6 +36,18 @@ class NetBuilder {
     if (bias) n.bias = random(cout, 0.1);
     return push(n, {cur_});
   }
+  // A conv with its own pads on each side (as a Pad folded into it leaves).
+  int conv_pads(int cout, int k, int top, int left, int bottom, int right) {
+    conv(cout, k);
+    Node& n = g_.nodes.back();
+    n.win.pad_top = top;
+    n.win.pad_left = left;
+    n.win.pad_bottom = bottom;
+    n.win.pad_right = right;
+    std::vector<Shape> in{g_.values[n.inputs[0]].shape};
+    g_.values[n.output].shape = infer_shape(n, in);
+    return cur_;
+  }
   int relu() { return clip(0, INFINITY); }
   int clip(double lo, double hi) {
     Node n;

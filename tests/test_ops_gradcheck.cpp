@@ -5,7 +5,7 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/plan.h"
-#include "tests/net_builder.h"
+#include "tests/op_graphs.h"
 
 namespace ipna::test {
 namespace {
@@ -45,126 +45,12 @@ void gradcheck(const Graph& g, unsigned seed = 3, double tol = 1e-7) {
   EXPECT_LT(maxabs, 1e-6);
 }
 
-TEST(GradCheck, ConvDensePadded) {
-  NetBuilder b(Shape{3, 7, 6});
-  b.conv(4, 3, 1, 1);
-  gradcheck(b.finish());
-}
-TEST(GradCheck, ConvStridedDilated) {
-  NetBuilder b(Shape{2, 9, 8});
-  b.conv(3, 3, 2, 2, 1, 2);
-  gradcheck(b.finish());
-}
-TEST(GradCheck, ConvGrouped) {
-  NetBuilder b(Shape{4, 6, 6});
-  b.conv(6, 3, 1, 1, 2);
-  gradcheck(b.finish());
-}
-TEST(GradCheck, ConvDepthwiseWithMultiplier) {
-  NetBuilder b(Shape{3, 7, 7});
-  b.conv(6, 3, 2, 1, 3);
-  gradcheck(b.finish());
-}
-// 3x3 stride-1 convs with >= 8 channels take the Winograd path, both ways.
-TEST(GradCheck, ConvWinogradPadded) {
-  NetBuilder b(Shape{8, 6, 6});
-  b.conv(8, 3, 1, 1);
-  gradcheck(b.finish());
-}
-TEST(GradCheck, ConvWinogradOddSizeUnpadded) {
-  NetBuilder b(Shape{9, 7, 5});
-  b.conv(10, 3, 1, 0);
-  gradcheck(b.finish());
-}
-TEST(GradCheck, ConvWinogradPad2) {
-  NetBuilder b(Shape{8, 5, 4});
-  b.conv(8, 3, 1, 2);
-  gradcheck(b.finish());
-}
-TEST(GradCheck, ConvPointwise) {
-  NetBuilder b(Shape{5, 4, 4});
-  b.conv(3, 1);
-  gradcheck(b.finish());
-}
-TEST(GradCheck, ConvPointwiseStride2NoBias) {
-  NetBuilder b(Shape{5, 5, 5});
-  b.conv(3, 1, 2, 0, 1, 1, false);
-  gradcheck(b.finish());
-}
-TEST(GradCheck, Linear) {
-  NetBuilder b(Shape{2, 3, 3});
-  b.linear(5);
-  gradcheck(b.finish());
-}
-TEST(GradCheck, Affine) {
-  NetBuilder b(Shape{3, 4, 5});
-  b.affine();
-  gradcheck(b.finish());
-}
-TEST(GradCheck, Relu) {
-  NetBuilder b(Shape{3, 5, 5});
-  b.relu();
-  gradcheck(b.finish());
-}
-TEST(GradCheck, Relu6) {
-  NetBuilder b(Shape{2, 4, 4});
-  b.conv(3, 1);
-  b.affine();
-  b.clip(0, 0.7);  // a low cap so both clipped sides occur with unit-normal inputs
-  gradcheck(b.finish());
-}
-TEST(GradCheck, MaxPoolOverlappingPadded) {
-  NetBuilder b(Shape{2, 7, 7});
-  b.pool(OpKind::MaxPool, 3, 2, 1);
-  gradcheck(b.finish());
-}
-TEST(GradCheck, AvgPoolExcludePad) {
-  NetBuilder b(Shape{2, 7, 6});
-  b.pool(OpKind::AvgPool, 3, 2, 1, false);
-  gradcheck(b.finish());
-}
-TEST(GradCheck, AvgPoolIncludePad) {
-  NetBuilder b(Shape{2, 6, 6});
-  b.pool(OpKind::AvgPool, 3, 2, 1, true);
-  gradcheck(b.finish());
-}
-TEST(GradCheck, GlobalAveragePool) {
-  NetBuilder b(Shape{3, 4, 5});
-  b.global_avg();
-  gradcheck(b.finish());
-}
-TEST(GradCheck, ResidualAddSumsBothPaths) {
-  NetBuilder b(Shape{3, 5, 5});
-  int x = b.current();
-  b.conv(3, 3, 1, 1);
-  int r = b.relu();
-  b.add(x, r);  // the input feeds the conv and the add: its gradient must sum both
-  gradcheck(b.finish());
-}
-TEST(GradCheck, AddOfSameValue) {
-  NetBuilder b(Shape{2, 3, 3});
-  int c = b.conv(2, 1);
-  b.add(c, c);
-  gradcheck(b.finish());
-}
-TEST(GradCheck, WholeNetwork) {
-  NetBuilder b(Shape{3, 12, 12}, 5);
-  b.conv(6, 3, 1, 1);
-  b.affine();
-  b.relu();
-  b.pool(OpKind::MaxPool, 2, 2);
-  int skip = b.current();
-  b.conv(12, 1);
-  b.clip(0, 6);
-  b.conv(12, 3, 1, 1, 12);  // depthwise
-  b.clip(0, 6);
-  b.conv(6, 1);
-  b.add(skip, b.current());
-  b.pool(OpKind::AvgPool, 2, 2);
-  b.global_avg();
-  b.linear(4);
-  gradcheck(b.finish());
-}
+class GradCheck : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GradCheck, BackwardMatchesCentralDifferences) { gradcheck(op_graph(GetParam())); }
+
+INSTANTIATE_TEST_SUITE_P(Ops, GradCheck, ::testing::ValuesIn(op_graph_names()),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
 }  // namespace ipna::test

@@ -8,13 +8,8 @@
 #include <fstream>
 #include <new>
 #include <string>
-#include <type_traits>
 
-#include "engine/device_options.h"
 #include "engine/error.h"
-#ifdef IPNA_WITH_CUDA
-#include "engine/cuda/cuda_backend.h"
-#endif
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -101,22 +96,5 @@ size_t CpuBackend<T>::memory_available() const {
 
 template class CpuBackend<float>;
 template class CpuBackend<double>;
-
-template <typename T>
-std::unique_ptr<Backend<T>> make_backend(const std::string& device) {
-  const DeviceOptions opt = parse_device(device);
-  if (!opt.cuda) return std::make_unique<CpuBackend<T>>();
-  if constexpr (std::is_same_v<T, double>) {
-    throw Error("device '" + device + "': the CUDA backend computes in float32 (fp32 or tf32); use --precision f32");
-  } else {
-#ifdef IPNA_WITH_CUDA
-    return make_cuda_backend(opt);
-#else
-    throw Error("device '" + device + "': this build has no CUDA backend (configure with -DIPNA_WITH_CUDA=ON)");
-#endif
-  }
-}
-template std::unique_ptr<Backend<float>> make_backend<float>(const std::string&);
-template std::unique_ptr<Backend<double>> make_backend<double>(const std::string&);
 
 }  // namespace ipna

@@ -1,8 +1,11 @@
 #include "engine/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
+#include <vector>
 
 #include "engine/error.h"
 #include "kernels/kernels.h"
@@ -17,16 +20,27 @@ void ck(cudnnStatus_t e, const char* what) {
 void ck(cublasStatus_t e, const char* what) {
   if (e != CUBLAS_STATUS_SUCCESS) throw Error(std::string("cuBLAS error in ") + what + ": status " + std::to_string(e));
 }
-// The fastest of cuDNN's timed algorithms whose workspace fits `limit`.
-template <typename Perf, typename Algo>
-void pick_algorithm(const Perf* perf, int got, size_t limit, Algo& algo, size_t& workspace, const char* what) {
-  for (int i = 0; i < got; ++i)
-    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= limit) {
-      algo = perf[i].algo;
-      workspace = perf[i].memory;
-      return;
-    }
-  throw Error(std::string("cuDNN found no ") + what + " algorithm that fits in " + std::to_string(limit >> 20) + " MiB");
+// cuDNN's FFT and Winograd algorithms trade float32 accuracy (errors of 1e-5..1e-4) for speed.
+bool exact_fp32(cudnnConvolutionFwdAlgo_t a) {
+  return a != CUDNN_CONVOLUTION_FWD_ALGO_FFT && a != CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING &&
+         a != CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD && a != CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+}
+bool exact_fp32(cudnnConvolutionBwdDataAlgo_t a) {
+  return a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT && a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING &&
+         a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD && a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+}
+// The fastest of cuDNN's timed (algorithm, math type) results whose workspace
+// fits `limit`; in strict fp32 only FMA-math results of exact algorithms.
+template <typename Perf>
+const Perf& pick_algorithm(const std::vector<Perf>& perf, int got, size_t limit, bool strict, const char* what) {
+  for (int i = 0; i < got; ++i) {
+    const Perf& p = perf[i];
+    if (p.status != CUDNN_STATUS_SUCCESS || p.memory > limit) continue;
+    if (strict && (p.mathType != CUDNN_FMA_MATH || !exact_fp32(p.algo))) continue;
+    return p;
+  }
+  throw Error(std::string("cuDNN found no ") + what + " algorithm" + (strict ? " with exact fp32 (FMA) math" : "") +
+              " whose workspace fits in " + std::to_string(limit >> 20) + " MiB");
 }
 }  // namespace
 
@@ -35,11 +49,13 @@ CudaBackend::CudaBackend(const DeviceOptions& opt) : opt_(opt) {
   cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess || count == 0)
     throw Error("no CUDA device available (" + std::string(e != cudaSuccess ? cudaGetErrorString(e) : "0 devices") +
-                "); use --device cpu");
+                "); use the cpu device");
   if (opt.index < 0 || opt.index >= count)
     throw Error("CUDA device " + std::to_string(opt.index) + " does not exist (" + std::to_string(count) + " present)");
   if (opt.math == GpuMath::Bf16)
     throw Error("bf16 storage is not implemented in the CUDA backend yet; use /tf32 (default) or /fp32");
+  const char* debug = std::getenv("IPNA_CUDA_DEBUG");
+  debug_sync_ = debug && *debug && std::string(debug) != "0";
   ck(cudaSetDevice(opt.index), "cudaSetDevice");
   cudaDeviceProp prop{};
   ck(cudaGetDeviceProperties(&prop, opt.index), "cudaGetDeviceProperties");
@@ -59,7 +75,8 @@ CudaBackend::~CudaBackend() {
     cudnnDestroyTensorDescriptor(p.x);
     cudnnDestroyTensorDescriptor(p.y);
     cudnnDestroyFilterDescriptor(p.w);
-    cudnnDestroyConvolutionDescriptor(p.conv);
+    cudnnDestroyConvolutionDescriptor(p.fwd);
+    cudnnDestroyConvolutionDescriptor(p.bwd);
   }
   for (auto& [ptr, bytes] : scratch_) release(ptr);
   if (cublas_) cublasDestroy(cublas_);
@@ -72,12 +89,12 @@ std::string CudaBackend::name() const { return device_name_; }
 void* CudaBackend::allocate(size_t bytes) {
   if (opt_.memory_cap && allocated_ + bytes > opt_.memory_cap)
     throw Error("GPU memory cap of " + std::to_string(opt_.memory_cap >> 20) + " MiB exceeded allocating " +
-                std::to_string(bytes >> 20) + " MiB (lower --memory-budget or --chunk)");
+                std::to_string(bytes >> 20) + " MiB (lower the memory budget or the chunk of steps)");
   void* p = nullptr;
   if (cudaMalloc(&p, std::max<size_t>(bytes, 1)) != cudaSuccess) {
     cudaGetLastError();
     throw Error("out of GPU memory allocating " + std::to_string(bytes >> 20) + " MiB on " + device_name_ +
-                " (lower --memory-budget or --chunk)");
+                " (lower the memory budget or the chunk of steps)");
   }
   allocated_ += bytes;
   sizes_[p] = bytes;
@@ -116,13 +133,22 @@ size_t CudaBackend::memory_available() const {
 size_t CudaBackend::default_memory_budget(size_t available) const { return available / 10 * 7; }
 void CudaBackend::synchronize() { ck(cudaStreamSynchronize(stream_), "synchronize"); }
 
+void CudaBackend::after(const char* op) {
+  if (!debug_sync_) return;
+  ck(cudaStreamSynchronize(stream_), op);
+  ck(cudaGetLastError(), op);
+}
+
 void* CudaBackend::scratch(int slot, size_t bytes) {
   if (static_cast<int>(scratch_.size()) <= slot) scratch_.resize(slot + 1, {nullptr, 0});
   auto& [ptr, size] = scratch_[slot];
   if (size < bytes) {
     if (ptr) {
-      ck(cudaStreamSynchronize(stream_), "scratch");
-      release(ptr);
+      ck(cudaStreamSynchronize(stream_), "scratch");  // queued work may still read it
+      void* old = ptr;
+      ptr = nullptr;  // cleared first: if the allocation below throws, nothing frees `old` twice
+      size = 0;
+      release(old);
     }
     ptr = allocate(bytes);
     size = bytes;
@@ -145,18 +171,58 @@ CudaBackend::ConvPlan& CudaBackend::conv_plan(const ConvDesc& d, int n) {
   ck(cudnnCreateTensorDescriptor(&p.x), "tensor descriptor");
   ck(cudnnCreateTensorDescriptor(&p.y), "tensor descriptor");
   ck(cudnnCreateFilterDescriptor(&p.w), "filter descriptor");
-  ck(cudnnCreateConvolutionDescriptor(&p.conv), "convolution descriptor");
+  ck(cudnnCreateConvolutionDescriptor(&p.fwd), "convolution descriptor");
+  ck(cudnnCreateConvolutionDescriptor(&p.bwd), "convolution descriptor");
   ck(cudnnSetTensor4dDescriptor(p.x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, d.cin, p.hp, p.wp), "x descriptor");
   ck(cudnnSetTensor4dDescriptor(p.y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, d.cout, d.ho, d.wo), "y descriptor");
   ck(cudnnSetFilter4dDescriptor(p.w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, d.cout, d.cin / d.groups, w.kh, w.kw),
      "filter descriptor");
-  ck(cudnnSetConvolution2dDescriptor(p.conv, p.explicit_pad ? 0 : w.pad_top, p.explicit_pad ? 0 : w.pad_left, w.sh,
-                                     w.sw, w.dh, w.dw, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
-     "convolution descriptor");
-  ck(cudnnSetConvolutionGroupCount(p.conv, d.groups), "group count");
-  ck(cudnnSetConvolutionMathType(p.conv, opt_.math == GpuMath::Fp32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH),
-     "math type");
+  for (cudnnConvolutionDescriptor_t c : {p.fwd, p.bwd}) {
+    ck(cudnnSetConvolution2dDescriptor(c, p.explicit_pad ? 0 : w.pad_top, p.explicit_pad ? 0 : w.pad_left, w.sh, w.sw,
+                                       w.dh, w.dw, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+       "convolution descriptor");
+    ck(cudnnSetConvolutionGroupCount(c, d.groups), "group count");
+    ck(cudnnSetConvolutionMathType(c, opt_.math == GpuMath::Fp32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH), "math type");
+  }
   return conv_plans_.emplace(key.str(), p).first->second;
+}
+
+// Timed once per shape and batch size; the queue is drained first so queued
+// work does not distort cuDNN's timings. The winner's math type is set on the
+// direction's descriptor.
+void CudaBackend::find_forward(ConvPlan& p) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ck(cudaStreamSynchronize(stream_), "find forward algorithm");
+  int count = 0;
+  ck(cudnnGetConvolutionForwardAlgorithmMaxCount(cudnn_, &count), "forward algorithm count");
+  std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(std::max(count, 1));
+  int got = 0;
+  ck(cudnnFindConvolutionForwardAlgorithm(cudnn_, p.x, p.w, p.fwd, p.y, count, &got, perf.data()),
+     "find forward algorithm");
+  const auto& best = pick_algorithm(perf, got, memory_available() / 4, opt_.math == GpuMath::Fp32, "convolution forward");
+  p.fwd_algo = best.algo;
+  p.fwd_ws = best.memory;
+  ck(cudnnSetConvolutionMathType(p.fwd, best.mathType), "math type");
+  p.fwd_found = true;
+  search_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void CudaBackend::find_backward_data(ConvPlan& p) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ck(cudaStreamSynchronize(stream_), "find backward-data algorithm");
+  int count = 0;
+  ck(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(cudnn_, &count), "backward-data algorithm count");
+  std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(std::max(count, 1));
+  int got = 0;
+  ck(cudnnFindConvolutionBackwardDataAlgorithm(cudnn_, p.w, p.y, p.bwd, p.x, count, &got, perf.data()),
+     "find backward-data algorithm");
+  const auto& best =
+      pick_algorithm(perf, got, memory_available() / 4, opt_.math == GpuMath::Fp32, "convolution backward-data");
+  p.bwd_algo = best.algo;
+  p.bwd_ws = best.memory;
+  ck(cudnnSetConvolutionMathType(p.bwd, best.mathType), "math type");
+  p.bwd_found = true;
+  search_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // Scratch slots: 0 conv workspace, 1 padded input / gradient, 2 point metadata.
@@ -169,44 +235,33 @@ void CudaBackend::conv2d_forward(const ConvDesc& d, const float* weight, const f
     kernels::pad2d(n, d.cin, d.h, d.w, d.win.pad_top, d.win.pad_left, p.hp, p.wp, x, xp, stream_);
     xin = xp;
   }
-  if (!p.fwd_found) {
-    // Timed once per shape and batch size; the fastest algorithm whose workspace fits.
-    cudnnConvolutionFwdAlgoPerf_t perf[8];
-    int got = 0;
-    ck(cudnnFindConvolutionForwardAlgorithm(cudnn_, p.x, p.w, p.conv, p.y, 8, &got, perf), "find forward algorithm");
-    pick_algorithm(perf, got, memory_available() / 4, p.fwd_algo, p.fwd_ws, "convolution forward");
-    p.fwd_found = true;
-  }
+  if (!p.fwd_found) find_forward(p);
   void* ws = p.fwd_ws ? scratch(0, p.fwd_ws) : nullptr;
   const float one = 1.f, zero = 0.f;
-  ck(cudnnConvolutionForward(cudnn_, &one, p.x, xin, p.w, weight, p.conv, p.fwd_algo, ws, p.fwd_ws, &zero, p.y, y),
+  ck(cudnnConvolutionForward(cudnn_, &one, p.x, xin, p.w, weight, p.fwd, p.fwd_algo, ws, p.fwd_ws, &zero, p.y, y),
      "convolution forward");
   if (bias) kernels::channel_bias(d.cout, static_cast<int64_t>(d.ho) * d.wo, n, bias, y, stream_);
+  after("conv2d_forward");
 }
 
 void CudaBackend::conv2d_backward_data(const ConvDesc& d, const float* weight, const float* dy, float* dx, int n,
                                        bool accumulate) {
   ConvPlan& p = conv_plan(d, n);
-  if (!p.bwd_found) {
-    cudnnConvolutionBwdDataAlgoPerf_t perf[8];
-    int got = 0;
-    ck(cudnnFindConvolutionBackwardDataAlgorithm(cudnn_, p.w, p.y, p.conv, p.x, 8, &got, perf),
-       "find backward-data algorithm");
-    pick_algorithm(perf, got, memory_available() / 4, p.bwd_algo, p.bwd_ws, "convolution backward-data");
-    p.bwd_found = true;
-  }
+  if (!p.bwd_found) find_backward_data(p);
   void* ws = p.bwd_ws ? scratch(0, p.bwd_ws) : nullptr;
   const float one = 1.f, zero = 0.f, beta = accumulate ? 1.f : 0.f;
   if (!p.explicit_pad) {
-    ck(cudnnConvolutionBackwardData(cudnn_, &one, p.w, weight, p.y, dy, p.conv, p.bwd_algo, ws, p.bwd_ws, &beta, p.x,
+    ck(cudnnConvolutionBackwardData(cudnn_, &one, p.w, weight, p.y, dy, p.bwd, p.bwd_algo, ws, p.bwd_ws, &beta, p.x,
                                     dx),
        "convolution backward data");
+    after("conv2d_backward_data");
     return;
   }
   float* gp = static_cast<float*>(scratch(1, sizeof(float) * n * d.cin * p.hp * p.wp));
-  ck(cudnnConvolutionBackwardData(cudnn_, &one, p.w, weight, p.y, dy, p.conv, p.bwd_algo, ws, p.bwd_ws, &zero, p.x, gp),
+  ck(cudnnConvolutionBackwardData(cudnn_, &one, p.w, weight, p.y, dy, p.bwd, p.bwd_algo, ws, p.bwd_ws, &zero, p.x, gp),
      "convolution backward data");
   kernels::crop_add(n, d.cin, d.h, d.w, d.win.pad_top, d.win.pad_left, p.hp, p.wp, gp, dx, accumulate, stream_);
+  after("conv2d_backward_data");
 }
 
 // Row-major y[n x out] = x[n x in] W^T (+ b) is column-major y^T = W x^T with W
@@ -220,6 +275,7 @@ void CudaBackend::linear_forward(int in, int out, const float* weight, const flo
   }
   const float one = 1.f;
   ck(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &one, weight, in, x, in, &beta, y, out), "linear forward");
+  after("linear_forward");
 }
 
 void CudaBackend::linear_backward_data(int in, int out, const float* weight, const float* dy, float* dx, int n,
@@ -227,40 +283,51 @@ void CudaBackend::linear_backward_data(int in, int out, const float* weight, con
   const float one = 1.f, beta = accumulate ? 1.f : 0.f;
   ck(cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, in, n, out, &one, weight, in, dy, out, &beta, dx, in),
      "linear backward data");
+  after("linear_backward_data");
 }
 
 void CudaBackend::affine_forward(int c, int64_t plane, const float* scale, const float* shift, const float* x, float* y,
                                  int n) {
   kernels::affine_forward(c, plane, n, scale, shift, x, y, stream_);
+  after("affine_forward");
 }
 void CudaBackend::affine_backward(int c, int64_t plane, const float* scale, const float* dy, float* dx, int n,
                                   bool accumulate) {
   kernels::affine_backward(c, plane, n, scale, dy, dx, accumulate, stream_);
+  after("affine_backward");
 }
 void CudaBackend::clip_forward(int64_t count, float lo, float hi, const float* x, float* y, uint64_t* mask) {
   kernels::clip_forward(count, lo, hi, x, y, reinterpret_cast<uint32_t*>(mask), stream_);
+  after("clip_forward");
 }
 void CudaBackend::clip_backward(int64_t count, const uint64_t* mask, const float* dy, float* dx, bool accumulate) {
   kernels::clip_backward(count, reinterpret_cast<const uint32_t*>(mask), dy, dx, accumulate, stream_);
+  after("clip_backward");
 }
 void CudaBackend::maxpool_forward(const PoolDesc& d, const float* x, float* y, int32_t* argmax, int n) {
   kernels::maxpool_forward(d, n, x, y, argmax, stream_);
+  after("maxpool_forward");
 }
 void CudaBackend::maxpool_backward(const PoolDesc& d, const int32_t* argmax, const float* dy, float* dx, int n,
                                    bool accumulate) {
   kernels::maxpool_backward(d, n, argmax, dy, dx, accumulate, stream_);
+  after("maxpool_backward");
 }
 void CudaBackend::avgpool_forward(const PoolDesc& d, const float* x, float* y, int n) {
   kernels::avgpool_forward(d, n, x, y, stream_);
+  after("avgpool_forward");
 }
 void CudaBackend::avgpool_backward(const PoolDesc& d, const float* dy, float* dx, int n, bool accumulate) {
   kernels::avgpool_backward(d, n, dy, dx, accumulate, stream_);
+  after("avgpool_backward");
 }
 void CudaBackend::add_forward(int64_t count, const float* a, const float* b, float* y) {
   kernels::add(count, a, b, y, stream_);
+  after("add_forward");
 }
 void CudaBackend::accumulate(int64_t count, const float* src, float* dst, bool accumulate) {
   kernels::accumulate(count, src, dst, accumulate, stream_);
+  after("accumulate");
 }
 
 void CudaBackend::make_points(const Shape& shape, const float* x0, const float* d, const PointBatch& pts, float* out) {
@@ -282,21 +349,26 @@ void CudaBackend::make_points(const Shape& shape, const float* x0, const float* 
                        static_cast<int>(shape.width()), n, x0, d, reinterpret_cast<float*>(dev),
                        idx.empty() ? nullptr : reinterpret_cast<int*>(dev + kb),
                        boxes.empty() ? nullptr : reinterpret_cast<kernels::DeviceBox*>(dev + kb + ib), out, stream_);
+  after("make_points");
 }
 
 void CudaBackend::scale_by_mask(int64_t per_sample, int n, const float* mask, float* x) {
   kernels::scale_by_mask(per_sample, n, mask, x, stream_);
+  after("scale_by_mask");
 }
 void CudaBackend::target_forward_backward(TargetKind kind, int classes, int y, const float* logits, float* value,
                                           float* dlogits, int n) {
   kernels::target_forward_backward(kind == TargetKind::Logit, classes, y, n, logits, value, dlogits, stream_);
+  after("target_forward_backward");
 }
 void CudaBackend::sum_batch(int64_t per_sample, int n, const float* x, float* acc) {
   kernels::sum_batch(per_sample, n, x, acc, stream_);
+  after("sum_batch");
 }
 void CudaBackend::accumulate_path_product(int64_t per_sample, int n, const float* g, const float* a, const float* b,
                                           float* acc) {
   kernels::accumulate_path_product(per_sample, n, g, a, b, acc, stream_);
+  after("accumulate_path_product");
 }
 
 std::unique_ptr<Backend<float>> make_cuda_backend(const DeviceOptions& opt) {

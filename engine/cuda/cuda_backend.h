@@ -1,8 +1,12 @@
 // CUDA backend (float32): convolutions through cuDNN (algorithm found once per
-// shape and cached), GEMMs through cuBLAS, everything else our kernels in
-// kernels/. All work is queued on one stream; copies to the host synchronise.
-// fp32 mode keeps cuDNN and cuBLAS on FMA kernels; tf32 (the default, as
-// PyTorch does for convolutions) allows TF32 tensor cores.
+// shape and batch size, per direction, and cached), GEMMs through cuBLAS,
+// everything else our kernels in kernels/. All work is queued on one stream;
+// copies to the host synchronise. fp32 mode keeps cuDNN and cuBLAS on FMA
+// kernels and refuses cuDNN's FFT and Winograd algorithms (their float32 error
+// is 1e-5..1e-4); tf32 (the default, as PyTorch does for convolutions) allows
+// TF32 tensor cores. IPNA_CUDA_DEBUG=1 in the environment synchronises and
+// checks for errors after every op, so a failure names the op (and, through
+// GraphPlan, the graph node) that caused it.
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -31,6 +35,7 @@ class CudaBackend final : public Backend<float> {
   size_t memory_available() const override;
   size_t default_memory_budget(size_t available) const override;
   void synchronize() override;
+  double algorithm_search_seconds() const override { return search_seconds_; }
 
   void conv2d_forward(const ConvDesc& d, const float* weight, const float* bias, const float* x, float* y,
                       int n) override;
@@ -62,11 +67,13 @@ class CudaBackend final : public Backend<float> {
                                float* acc) override;
 
  private:
-  // cuDNN state for one convolution shape at one batch size.
+  // cuDNN state for one convolution shape at one batch size. Each direction
+  // has its own convolution descriptor, as each takes the math type of the
+  // algorithm Find chose for it.
   struct ConvPlan {
     cudnnTensorDescriptor_t x = nullptr, y = nullptr;
     cudnnFilterDescriptor_t w = nullptr;
-    cudnnConvolutionDescriptor_t conv = nullptr;
+    cudnnConvolutionDescriptor_t fwd = nullptr, bwd = nullptr;
     cudnnConvolutionFwdAlgo_t fwd_algo{};
     cudnnConvolutionBwdDataAlgo_t bwd_algo{};
     size_t fwd_ws = 0, bwd_ws = 0;
@@ -75,7 +82,10 @@ class CudaBackend final : public Backend<float> {
     int hp = 0, wp = 0;
   };
   ConvPlan& conv_plan(const ConvDesc& d, int n);
+  void find_forward(ConvPlan& p);
+  void find_backward_data(ConvPlan& p);
   void* scratch(int slot, size_t bytes);  // grow-only device buffers
+  void after(const char* op);             // IPNA_CUDA_DEBUG: synchronise and check
   cudaStream_t stream_ = nullptr;
   cudnnHandle_t cudnn_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
@@ -85,6 +95,8 @@ class CudaBackend final : public Backend<float> {
   std::vector<std::pair<void*, size_t>> scratch_;
   std::map<void*, size_t> sizes_;  // live allocations, for the memory cap
   size_t allocated_ = 0;
+  bool debug_sync_ = false;
+  double search_seconds_ = 0;
 };
 
 std::unique_ptr<Backend<float>> make_cuda_backend(const DeviceOptions& opt);

@@ -1,0 +1,32 @@
+// The plain geometry of the ops with windows, shared by the graph IR, the
+// backends and the CUDA kernels (which include nothing else of the engine).
+#pragma once
+#include <cstdint>
+
+namespace ipna {
+
+// Sliding-window geometry shared by Conv and the pools.
+struct Window {
+  int kh = 1, kw = 1;
+  int sh = 1, sw = 1;
+  int pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  int dh = 1, dw = 1;
+  bool count_include_pad = false;  // AvgPool only
+};
+
+// One convolution (per sample: x [cin, h, w] -> y [cout, ho, wo]).
+struct ConvDesc {
+  int cin = 0, h = 0, w = 0;
+  int cout = 0, ho = 0, wo = 0;
+  int groups = 1;
+  Window win;
+};
+
+// One pooling (per sample and channel: [h, w] -> [ho, wo], c channels).
+struct PoolDesc {
+  int c = 0, h = 0, w = 0;
+  int ho = 0, wo = 0;
+  Window win;
+};
+
+}  // namespace ipna
