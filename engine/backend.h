@@ -123,6 +123,32 @@ class Backend : public Device {
   virtual void add_forward(int64_t count, const T* a, const T* b, T* y) = 0;
   // dst = src, or dst += src.
   virtual void accumulate(int64_t count, const T* src, T* dst, bool accumulate) = 0;
+  // Concat and Slice: per sample, `channels` channels of `plane` elements from
+  // src (from its channel src_c0 of src_c) to dst (from its channel dst_c0 of dst_c).
+  virtual void copy_channels(int n, int64_t plane, int channels, const T* src, int src_c, int src_c0, T* dst,
+                             int dst_c, int dst_c0, bool accumulate) = 0;
+  // y = a * b, b of a's shape or one value per channel (broadcast over the plane).
+  virtual void mul_forward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, T* y) = 0;
+  // da (+)= dy * b and db (+)= dy * a (summed over the plane for a per-channel b);
+  // da or db may be null. Also the backward of Activation: dx = dy * derivative.
+  virtual void mul_backward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, const T* dy,
+                            T* da, bool accumulate_a, T* db, bool accumulate_b) = 0;
+  // y = f(x); derivative = f'(x) when not null (what backward keeps). alpha and
+  // beta parameterise HardSigmoid. y may alias x.
+  virtual void activation_forward(ActivationFn f, int64_t count, T alpha, T beta, const T* x, T* y,
+                                  T* derivative) = 0;
+  virtual void channel_mean_forward(int n, int c, int64_t plane, const T* x, T* y) = 0;
+  virtual void channel_mean_backward(int n, int c, int64_t plane, const T* dy, T* dx, bool accumulate) = 0;
+  // Normalises each position over the channels: y = (x - mean) * rstd * gamma + beta,
+  // rstd = 1/sqrt(var + eps). Keeps x_hat = (x - mean) * rstd [n, c, plane] and
+  // rstd [n, plane] for backward when they are not null.
+  virtual void layernorm_forward(int n, int c, int64_t plane, T eps, const T* gamma, const T* beta, const T* x, T* y,
+                                 T* xhat, T* rstd) = 0;
+  virtual void layernorm_backward(int n, int c, int64_t plane, const T* gamma, const T* xhat, const T* rstd,
+                                  const T* dy, T* dx, bool accumulate) = 0;
+  // Forward: y channel k = x channel perm[k]. Backward (inverse): dx channel perm[k] (+)= dy channel k.
+  virtual void channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const T* x, T* y, bool inverse,
+                               bool accumulate) = 0;
 
   // --- attribution kernels ---
   // out[b] = x0 + k[b]*d (+ d inside box) for each point of the batch.

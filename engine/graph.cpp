@@ -16,6 +16,27 @@ const char* op_name(OpKind k) {
     case OpKind::AvgPool: return "AvgPool";
     case OpKind::Add: return "Add";
     case OpKind::Linear: return "Linear";
+    case OpKind::Concat: return "Concat";
+    case OpKind::Slice: return "Slice";
+    case OpKind::Mul: return "Mul";
+    case OpKind::Activation: return "Activation";
+    case OpKind::ChannelMean: return "ChannelMean";
+    case OpKind::LayerNorm: return "LayerNorm";
+    case OpKind::ChannelShuffle: return "ChannelShuffle";
+  }
+  return "?";
+}
+
+const char* activation_name(ActivationFn f) {
+  switch (f) {
+    case ActivationFn::Sigmoid: return "Sigmoid";
+    case ActivationFn::Tanh: return "Tanh";
+    case ActivationFn::HardSigmoid: return "HardSigmoid";
+    case ActivationFn::HardSwish: return "HardSwish";
+    case ActivationFn::SiLU: return "SiLU";
+    case ActivationFn::GeluErf: return "Gelu";
+    case ActivationFn::GeluTanh: return "Gelu (tanh)";
+    case ActivationFn::Erf: return "Erf";
   }
   return "?";
 }
@@ -101,6 +122,49 @@ Shape infer_shape(const Node& n, const std::vector<Shape>& in) {
       if (!n.bias.empty() && static_cast<int64_t>(n.bias.size()) != out) throw fail("bias size mismatch");
       return Shape{out};
     }
+    case OpKind::Concat: {
+      // Channels of C,H,W inputs with the same plane, or features of [F] inputs.
+      int64_t c = 0;
+      for (const Shape& s : in) {
+        if (s.rank() != x.rank() || (s.rank() != 3 && s.rank() != 1) || s.height() != x.height() ||
+            s.width() != x.width())
+          throw fail("inputs must all be C,H,W with the same H and W, or all [F]; got " + x.str() + " and " + s.str());
+        c += s.dims[0];
+      }
+      return x.rank() == 1 ? Shape{c} : Shape{c, x.dims[1], x.dims[2]};
+    }
+    case OpKind::Slice:
+      if (x.rank() != 3 && x.rank() != 1) throw fail("expects a C,H,W or [F] input, got " + x.str());
+      if (n.channel_offset < 0 || n.channel_count < 1 || n.channel_offset + n.channel_count > x.dims[0])
+        throw fail("channels [" + std::to_string(n.channel_offset) + ", " +
+                   std::to_string(n.channel_offset + n.channel_count) + ") are not within the input's " +
+                   std::to_string(x.dims[0]));
+      return x.rank() == 1 ? Shape{n.channel_count} : Shape{n.channel_count, x.dims[1], x.dims[2]};
+    case OpKind::Mul:
+      if (in.size() != 2) throw fail("expects two inputs");
+      if (in[1] != x && !(x.rank() == 3 && in[1] == Shape{x.dims[0], 1, 1}))
+        throw fail("the second input must have the first's shape " + x.str() + " or one value per channel, got " +
+                   in[1].str());
+      return x;
+    case OpKind::Activation:
+      return x;
+    case OpKind::ChannelMean:
+      if (x.rank() != 3) throw fail("expects a C,H,W input, got " + x.str());
+      return Shape{1, x.dims[1], x.dims[2]};
+    case OpKind::LayerNorm:
+      if (static_cast<int64_t>(n.weight.size()) != x.channels() || n.bias.size() != n.weight.size())
+        throw fail("gamma and beta must have one value per channel (" + std::to_string(x.channels()) + ")");
+      if (!(n.eps > 0)) throw fail("epsilon must be positive");
+      return x;
+    case OpKind::ChannelShuffle: {
+      std::vector<bool> seen(x.channels(), false);
+      if (static_cast<int64_t>(n.permutation.size()) != x.channels()) throw fail("the permutation needs one entry per channel");
+      for (int p : n.permutation) {
+        if (p < 0 || p >= x.channels() || seen[p]) throw fail("not a permutation of the channels");
+        seen[p] = true;
+      }
+      return x;
+    }
   }
   throw fail("unknown op");
 }
@@ -161,6 +225,13 @@ Graph Graph::without_weights() const {
     c.groups = n.groups;
     c.lo = n.lo;
     c.hi = n.hi;
+    c.activation = n.activation;
+    c.alpha = n.alpha;
+    c.beta = n.beta;
+    c.eps = n.eps;
+    c.channel_offset = n.channel_offset;
+    c.channel_count = n.channel_count;
+    c.permutation = n.permutation;
     out.nodes.push_back(std::move(c));
   }
   return out;
@@ -257,8 +328,8 @@ SplitModel split_graph(Graph g, const std::string& split_name) {
   const int h = *found;
   if (h == g.input) throw Error(g.source + ": split tensor '" + split_name + "' is the model input; choose an internal tensor");
   if (h == g.output) throw Error(g.source + ": split tensor '" + split_name + "' is the model output; choose an internal tensor");
-  if (g.values[g.output].shape.rank() != 1)
-    throw Error(g.source + ": the model output must be [N, classes], got per-sample shape " +
+  if (g.values[g.output].shape.plane() != 1)
+    throw Error(g.source + ": the model output must be [N, classes] (or [N, classes, 1, 1]), got per-sample shape " +
                 g.values[g.output].shape.str());
   const Partition p = partition(g, h);
   if (p.crossing_node >= 0)
@@ -277,7 +348,7 @@ SplitModel join_split(const Graph& first, const Graph& second) {
   if (a.numel() != b.numel())
     throw Error("the first model's output " + a.str() + " (" + first.source + ") does not match the second model's input " +
                 b.str() + " (" + second.source + ")");
-  if (second.values[second.output].shape.rank() != 1)
+  if (second.values[second.output].shape.plane() != 1)
     throw Error(second.source + ": the second model's output must be [N, classes], got per-sample shape " +
                 second.values[second.output].shape.str());
   SplitModel m;

@@ -20,9 +20,17 @@ enum class OpKind {
   AvgPool,    // GlobalAveragePool is AvgPool with the window = the plane
   Add,        // residual: y = a + b, same shapes
   Linear,     // y = x W^T + b over the flattened sample
+  Concat,          // the channels of all inputs, in order (same H and W)
+  Slice,           // channels [channel_offset, channel_offset + channel_count) of the input
+  Mul,             // y = a * b: b of a's shape, or [C,1,1] (a gate broadcast over the plane)
+  Activation,      // y = f(x), f = node.activation (smooth or piecewise smooth)
+  ChannelMean,     // [C,H,W] -> [1,H,W]: the mean over the channels at each position
+  LayerNorm,       // over the channels at each position; weight = gamma [C], bias = beta [C]
+  ChannelShuffle,  // output channel c is input channel permutation[c]
 };
 
 const char* op_name(OpKind k);
+const char* activation_name(ActivationFn f);
 
 struct Node {
   OpKind kind{};
@@ -32,8 +40,14 @@ struct Node {
   Window win;                // Conv, MaxPool, AvgPool
   int groups = 1;            // Conv
   double lo = 0, hi = 0;     // Clip
+  ActivationFn activation = ActivationFn::Sigmoid;  // Activation
+  double alpha = 0, beta = 0;                       // Activation (HardSigmoid)
+  double eps = 0;                                   // LayerNorm
+  int channel_offset = 0, channel_count = 0;        // Slice
+  std::vector<int> permutation;                     // ChannelShuffle
   // Conv: weight [Cout, Cin/groups, kh, kw], bias [Cout].
   // Linear: weight [out, in], bias [out].  Affine: weight = scale [C], bias = shift [C].
+  // LayerNorm: weight = gamma [C], bias = beta [C].
   std::vector<double> weight, bias;
 };
 

@@ -14,6 +14,19 @@ struct Window {
   bool count_include_pad = false;  // AvgPool only
 };
 
+// Smooth (or piecewise-smooth) elementwise activations. Their backward keeps
+// the derivative at the forward point, one value per element.
+enum class ActivationFn {
+  Sigmoid,
+  Tanh,
+  HardSigmoid,  // clip(alpha * x + beta, 0, 1)
+  HardSwish,    // x * hardsigmoid(x), alpha = 1/6, beta = 1/2
+  SiLU,         // x * sigmoid(x)
+  GeluErf,      // x * Phi(x)
+  GeluTanh,     // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+  Erf,
+};
+
 // One convolution (per sample: x [cin, h, w] -> y [cout, ho, wo]).
 struct ConvDesc {
   int cin = 0, h = 0, w = 0;

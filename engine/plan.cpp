@@ -35,7 +35,10 @@ class ArenaPlanner {
   int64_t peak_ = 0;
 };
 
-bool is_elementwise(OpKind k) { return k == OpKind::Clip || k == OpKind::Affine || k == OpKind::Add; }
+// Ops whose output may take their dying input's slot (each element read before it is written).
+bool is_elementwise(OpKind k) {
+  return k == OpKind::Clip || k == OpKind::Affine || k == OpKind::Add || k == OpKind::Activation;
+}
 
 // Runs one node's launch; a failure (an out-of-memory, a CUDA error caught by
 // IPNA_CUDA_DEBUG's synchronisation) is reported with the node it happened at.
@@ -82,6 +85,13 @@ GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g.without_
     launches_.push_back(st);
     weights_.push_back(upload(be_, g.nodes[i].weight));
     biases_.push_back(upload(be_, g.nodes[i].bias));
+    DeviceBuffer perm;
+    if (!node.permutation.empty()) {
+      perm = DeviceBuffer(be_, node.permutation.size() * sizeof(int32_t));
+      std::vector<int32_t> p(node.permutation.begin(), node.permutation.end());
+      be_.copy_to_device(perm.as<void>(), p.data(), p.size() * sizeof(int32_t));
+    }
+    permutations_.push_back(std::move(perm));
   }
 
   // Forward liveness: a value lives from its node to its last reader.
@@ -150,16 +160,29 @@ size_t GraphPlan<T>::saved_bytes(int n) const {
   return saved_offset(static_cast<int>(launches_.size()), n);
 }
 
+// What backward needs of each node, for n samples: a bit per Clip element, an
+// index per MaxPool output, the derivative per Activation element, both
+// factors of a Mul, x_hat and 1/sigma of a LayerNorm; nothing for the rest.
+template <typename T>
+size_t GraphPlan<T>::saved_size(int launch, int n) const {
+  const NodeLaunch& st = launches_[launch];
+  const Node& node = graph_.nodes[st.node];
+  const size_t count = static_cast<size_t>(n) * st.count;
+  switch (node.kind) {
+    case OpKind::Clip: return (count + 63) / 64 * sizeof(uint64_t);
+    case OpKind::MaxPool: return count * sizeof(int32_t);
+    case OpKind::Activation: return count * sizeof(T);
+    case OpKind::Mul: return (count + static_cast<size_t>(n) * graph_.values[node.inputs[1]].shape.numel()) * sizeof(T);
+    case OpKind::LayerNorm:
+      return (count + static_cast<size_t>(n) * graph_.values[node.output].shape.plane()) * sizeof(T);
+    default: return 0;
+  }
+}
+
 template <typename T>
 size_t GraphPlan<T>::saved_offset(int launch, int n) const {
   size_t off = 0;
-  for (int i = 0; i < launch; ++i) {
-    const OpKind k = graph_.nodes[launches_[i].node].kind;
-    size_t b = 0;
-    if (k == OpKind::Clip) b = (static_cast<size_t>(n) * launches_[i].count + 63) / 64 * sizeof(uint64_t);
-    if (k == OpKind::MaxPool) b = static_cast<size_t>(n) * launches_[i].count * sizeof(int32_t);
-    off += (b + 255) / 256 * 256;
-  }
+  for (int i = 0; i < launch; ++i) off += (saved_size(i, n) + 255) / 256 * 256;
   return off;
 }
 
@@ -249,6 +272,58 @@ void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save) co
         case OpKind::Add:
           be_.add_forward(st.count * n, in0, value_ptr(node.inputs[1], n, x, y, arena), out);
           break;
+        case OpKind::Concat: {
+          const Shape& so = graph_.values[node.output].shape;
+          int at = 0;
+          for (int v : node.inputs) {
+            const int c = static_cast<int>(graph_.values[v].shape.channels());
+            be_.copy_channels(n, so.plane(), c, value_ptr(v, n, x, y, arena), c, 0, out,
+                              static_cast<int>(so.channels()), at, false);
+            at += c;
+          }
+          break;
+        }
+        case OpKind::Slice: {
+          const Shape& si = graph_.values[node.inputs[0]].shape;
+          be_.copy_channels(n, si.plane(), node.channel_count, in0, static_cast<int>(si.channels()),
+                            node.channel_offset, out, node.channel_count, 0, false);
+          break;
+        }
+        case OpKind::Mul: {
+          const Shape& sa = graph_.values[node.inputs[0]].shape;
+          const T* in1 = value_ptr(node.inputs[1], n, x, y, arena);
+          const bool per_channel = graph_.values[node.inputs[1]].shape != sa;
+          if (keep) {  // both factors, for backward
+            T* saved_a = static_cast<T*>(keep);
+            be_.copy_on_device(saved_a, in0, sizeof(T) * n * st.count);
+            be_.copy_on_device(saved_a + n * st.count, in1,
+                               sizeof(T) * n * graph_.values[node.inputs[1]].shape.numel());
+          }
+          be_.mul_forward(n, static_cast<int>(sa.channels()), sa.plane(), per_channel, in0, in1, out);
+          break;
+        }
+        case OpKind::Activation:
+          be_.activation_forward(node.activation, st.count * n, static_cast<T>(node.alpha), static_cast<T>(node.beta),
+                                 in0, out, static_cast<T*>(keep));
+          break;
+        case OpKind::ChannelMean: {
+          const Shape& si = graph_.values[node.inputs[0]].shape;
+          be_.channel_mean_forward(n, static_cast<int>(si.channels()), si.plane(), in0, out);
+          break;
+        }
+        case OpKind::LayerNorm: {
+          const Shape& so = graph_.values[node.output].shape;
+          T* xhat = static_cast<T*>(keep);
+          be_.layernorm_forward(n, static_cast<int>(so.channels()), so.plane(), static_cast<T>(node.eps), w, b, in0,
+                                out, xhat, xhat ? xhat + n * st.count : nullptr);
+          break;
+        }
+        case OpKind::ChannelShuffle: {
+          const Shape& so = graph_.values[node.output].shape;
+          be_.channel_shuffle(n, static_cast<int>(so.channels()), so.plane(),
+                              permutations_[st.node].template as<int32_t>(), in0, out, false, false);
+          break;
+        }
       }
     });
   }
@@ -293,6 +368,56 @@ void GraphPlan<T>::backward(int n, const T* dy, T* dx, Workspace& ws) const {
           be_.accumulate(st.count * n, g, gin, acc);
           be_.accumulate(st.count * n, g, grad_ptr(node.inputs[1], n, dy, dx, arena), bwd_accumulate_[st.node][1]);
           break;
+        case OpKind::Concat: {
+          const Shape& so = graph_.values[node.output].shape;
+          int at = 0;
+          for (size_t k = 0; k < node.inputs.size(); ++k) {
+            const int c = static_cast<int>(graph_.values[node.inputs[k]].shape.channels());
+            be_.copy_channels(n, so.plane(), c, g, static_cast<int>(so.channels()), at,
+                              grad_ptr(node.inputs[k], n, dy, dx, arena), c, 0, bwd_accumulate_[st.node][k]);
+            at += c;
+          }
+          break;
+        }
+        case OpKind::Slice: {
+          // The gradient is zero outside the slice's channels.
+          const Shape& si = graph_.values[node.inputs[0]].shape;
+          if (!acc) be_.zero(gin, sizeof(T) * n * si.numel());
+          be_.copy_channels(n, si.plane(), node.channel_count, g, node.channel_count, 0, gin,
+                            static_cast<int>(si.channels()), node.channel_offset, true);
+          break;
+        }
+        case OpKind::Mul: {
+          const Shape& sa = graph_.values[node.inputs[0]].shape;
+          const bool per_channel = graph_.values[node.inputs[1]].shape != sa;
+          const T* saved_a = static_cast<const T*>(keep);
+          be_.mul_backward(n, static_cast<int>(sa.channels()), sa.plane(), per_channel, saved_a,
+                           saved_a + n * st.count, g, gin, acc, grad_ptr(node.inputs[1], n, dy, dx, arena),
+                           bwd_accumulate_[st.node][1]);
+          break;
+        }
+        case OpKind::Activation:  // dx = dy * f'(x), f'(x) kept by forward
+          be_.mul_backward(1, 1, st.count * n, false, nullptr, static_cast<const T*>(keep), g, gin, acc, nullptr,
+                           false);
+          break;
+        case OpKind::ChannelMean: {
+          const Shape& si = graph_.values[node.inputs[0]].shape;
+          be_.channel_mean_backward(n, static_cast<int>(si.channels()), si.plane(), g, gin, acc);
+          break;
+        }
+        case OpKind::LayerNorm: {
+          const Shape& so = graph_.values[node.output].shape;
+          const T* xhat = static_cast<const T*>(keep);
+          be_.layernorm_backward(n, static_cast<int>(so.channels()), so.plane(), w, xhat, xhat + n * st.count, g,
+                                 gin, acc);
+          break;
+        }
+        case OpKind::ChannelShuffle: {
+          const Shape& so = graph_.values[node.output].shape;
+          be_.channel_shuffle(n, static_cast<int>(so.channels()), so.plane(),
+                              permutations_[st.node].template as<int32_t>(), g, gin, true, acc);
+          break;
+        }
       }
     });
   }

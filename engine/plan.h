@@ -2,8 +2,10 @@
 // every activation and gradient placed at a fixed offset of one arena by a
 // liveness pass at plan time (offsets are per sample, so an arena for n
 // samples is n times the per-sample peak). Forward keeps only what backward
-// needs: a bit per Clip element and an index per MaxPool output; convs, linear
-// layers, pools and adds need nothing but their weights and shapes.
+// needs: a bit per Clip element, an index per MaxPool output, the derivative
+// per smooth Activation element, both factors of a Mul, x_hat and 1/sigma of a
+// LayerNorm; convs, linear layers, pools, adds, concatenations, slices and
+// channel shuffles need nothing but their weights and shapes.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -51,13 +53,14 @@ class GraphPlan {
   };
   T* value_ptr(int v, int n, const T* x, T* y, T* arena) const;
   T* grad_ptr(int v, int n, const T* dy, T* dx, T* arena) const;
+  size_t saved_size(int launch, int n) const;    // bytes backward needs of the launch
   size_t saved_offset(int launch, int n) const;  // bytes into ws.saved
   size_t saved_bytes(int n) const;
 
   Graph graph_;
   Backend<T>& be_;
   std::vector<NodeLaunch> launches_;
-  std::vector<DeviceBuffer> weights_, biases_;
+  std::vector<DeviceBuffer> weights_, biases_, permutations_;
   std::vector<int64_t> fwd_offset_, bwd_offset_;  // per value, per-sample elements; -1 = external
   int64_t fwd_peak_ = 0, bwd_peak_ = 0;
   // Backward: whether the step writes each input's gradient fresh or adds to it.

@@ -1,6 +1,8 @@
 #include "loaders/onnx_context.h"
 
 #include <algorithm>
+#include <charconv>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 
@@ -97,12 +99,15 @@ int64_t Context::attr_int(const onnx::NodeProto& n, const char* name, int64_t de
   return a->i();
 }
 
-float Context::attr_float(const onnx::NodeProto& n, const char* name, float def) const {
+double Context::attr_float(const onnx::NodeProto& n, const char* name, double def) const {
   const auto* a = attr(n, name);
   if (!a) return def;
   if (!has_type(*a, onnx::AttributeProto::FLOAT)) fail_attr(n, name, std::string("expected a float, got ") + type_name(a->type()));
   if (!std::isfinite(a->f())) fail_attr(n, name, "must be finite");
-  return a->f();
+  char digits[64];
+  const auto end = std::to_chars(digits, digits + sizeof digits - 1, a->f()).ptr;  // shortest round trip
+  *end = '\0';
+  return std::strtod(digits, nullptr);
 }
 
 std::string Context::attr_string(const onnx::NodeProto& n, const char* name, const std::string& def) const {
@@ -159,12 +164,36 @@ std::vector<int64_t> Context::constant_ints(const onnx::NodeProto& n, int i, con
 }
 
 int Context::activation(const onnx::NodeProto& n, int i) const {
+  const int v = activation_any_layout(n, i);
+  if (channels_last(input_name(n, i)))
+    fail_unsupported(n, "input '" + input_name(n, i) +
+                            "' is a channels-last view (after a Transpose); this op takes channels-first tensors");
+  return v;
+}
+
+int Context::onnx_rank(const std::string& name, int value) const {
+  auto it = onnx_rank_.find(name);
+  return it != onnx_rank_.end() ? it->second : static_cast<int>(graph.values[value].shape.rank()) + 1;
+}
+
+void Context::pass_through(const std::string& out, const std::string& in, int value) {
+  alias(out, value);
+  set_channels_last(out, channels_last(in));
+  auto r = onnx_rank_.find(in);
+  if (r != onnx_rank_.end()) onnx_rank_[out] = r->second;
+}
+
+int Context::activation_any_layout(const onnx::NodeProto& n, int i) const {
   const std::string& name = input_name(n, i);
   if (name.empty()) fail_node(n, "missing input " + std::to_string(i));
   auto it = tensors_.find(name);
   if (it != tensors_.end()) return it->second;
   if (pending_pads.count(name))
     fail_node(n, "input '" + name + "' comes from a nonzero Pad; Pad is supported only before a Conv or AveragePool");
+  if (grouped_views.count(name))
+    fail_unsupported(n, "input '" + name +
+                            "' is a tensor reshaped into channel groups; only a channel shuffle (Transpose 0,2,1,3,4 "
+                            "and a Reshape back) is supported on it");
   if (consts_.count(name)) fail_node(n, "input '" + name + "' is a constant where a tensor is expected");
   fail_node(n, "input '" + name + "' is not produced by any earlier node");
 }

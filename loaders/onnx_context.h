@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -59,7 +60,11 @@ class Context {
   // --- attributes: absent gives the default, a wrong type is an error ---
   const onnx::AttributeProto* attr(const onnx::NodeProto& n, const char* name) const;
   int64_t attr_int(const onnx::NodeProto& n, const char* name, int64_t def) const;
-  float attr_float(const onnx::NodeProto& n, const char* name, float def) const;
+  // ONNX stores float attributes in float32; exporters wrote them from decimal
+  // hyperparameters (eps = 1e-3). The value comes back as the double of the
+  // shortest decimal that rounds to that float32, so float64 runs see 0.001,
+  // not 0.0010000000475.
+  double attr_float(const onnx::NodeProto& n, const char* name, double def) const;
   std::string attr_string(const onnx::NodeProto& n, const char* name, const std::string& def) const;
   std::vector<int64_t> attr_ints(const onnx::NodeProto& n, const char* name) const;
 
@@ -74,7 +79,36 @@ class Context {
   // Input i of a constant as integers (shape arithmetic); fails on non-integral values.
   std::vector<int64_t> constant_ints(const onnx::NodeProto& n, int i, const char* role) const;
   // Input i, which must be a tensor computed by an earlier node (or the graph input): its value id.
+  // A channels-last view is refused here: only layout-aware handlers take one (activation_any_layout).
   int activation(const onnx::NodeProto& n, int i) const;
+  int activation_any_layout(const onnx::NodeProto& n, int i) const;
+
+  // Tensors the ONNX graph sees channels-last ([N,H,W,C], after a Transpose
+  // 0,2,3,1) are the same engine values as their channels-first originals; the
+  // layout-aware handlers translate ops on them (MatMul over the last axis is a
+  // 1x1 convolution, LayerNorm over it is over the channels, ...).
+  bool channels_last(const std::string& name) const { return channels_last_.count(name) > 0; }
+  void set_channels_last(const std::string& name, bool on) {
+    if (on)
+      channels_last_.insert(name);
+    else
+      channels_last_.erase(name);
+  }
+  // The tensor's rank as the ONNX graph sees it, the batch included (a [C,1,1]
+  // value may be an ONNX [N,C] after ReduceMean without keepdims).
+  int onnx_rank(const std::string& name, int value) const;
+  void set_onnx_rank(const std::string& name, int rank) { onnx_rank_[name] = rank; }
+  // Binds `out` to the value of input `in`, with its layout and rank (Identity, Flatten, ...).
+  void pass_through(const std::string& out, const std::string& in, int value);
+
+  // ShuffleNet's channel shuffle arrives as Reshape to [N, g, C/g, H, W], Transpose
+  // (0,2,1,3,4), Reshape back: the first two wait here, the last emits the op.
+  struct GroupedView {
+    int value;
+    int groups;
+    bool transposed;
+  };
+  std::map<std::string, GroupedView> grouped_views;
   const Shape& shape_of(int value) const { return graph.values[value].shape; }
 
   // --- results ---
@@ -89,6 +123,7 @@ class Context {
   // Renames the tensor `value` to `name` (a BatchNorm folded into the Conv that produced it).
   void rename(int value, const std::string& name);
   int producer(int value) const;  // node index in graph, -1 for the input
+  Node& node_of(int value) { return graph.nodes[producer(value)]; }
   int consumers(const std::string& name) const;
 
   // Window geometry from strides/pads/dilations/auto_pad (and ceil_mode for pools).
@@ -112,12 +147,21 @@ class Context {
   std::map<std::string, ConstTensor> consts_;
   std::map<std::string, int> tensors_;  // ONNX tensor name -> value id
   std::map<int, int> producer_;         // value id -> node index in graph
+  std::set<std::string> channels_last_;
+  std::map<std::string, int> onnx_rank_;
 };
 
 // One handler per supported op (onnx_ops.cpp): reads the ONNX node, emits
 // graph nodes, aliases or constants into the context.
 using OpHandler = void (*)(Context&, const onnx::NodeProto&);
 const std::map<std::string, OpHandler>& op_handlers();
+// The handlers of onnx_ops_channels.cpp (Concat, Split, Slice, Transpose,
+// Reshape, ReduceMean on tensors) and onnx_ops_pointwise.cpp (activations,
+// Mul/Div/Sub, LayerNorm, MatMul in channels-last form), added to the table.
+void add_channel_ops(std::map<std::string, OpHandler>& table);
+void add_pointwise_ops(std::map<std::string, OpHandler>& table);
+// A node of the engine's graph for ONNX node n (its name kept for messages).
+Node node_for(const onnx::NodeProto& n, OpKind kind);
 
 // Constant folding (onnx_fold.cpp): evaluates the node when all its inputs are
 // constants (or it is a Shape of a tensor) and it is shape arithmetic.
@@ -135,5 +179,9 @@ void defer_pad(Context& ctx, const onnx::NodeProto& n, int x, const std::vector<
 std::optional<Context::PendingPad> take_pad(Context& ctx, const onnx::NodeProto& n);
 // Drops the nodes that do not lead to the graph output.
 void remove_dead_nodes(Graph& g);
+// Before import: replaces the decompositions older exporters write for
+// LayerNorm (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div[, Mul, Add]) and
+// GELU (Div by sqrt 2, Erf, Add 1, Mul, Mul by 1/2) with one node each.
+void fuse_decompositions(onnx::GraphProto& g);
 
 }  // namespace ipna::onnx_import

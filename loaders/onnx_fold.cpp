@@ -326,6 +326,33 @@ ConstTensor fold_gather(Context& ctx, const onnx::NodeProto& n) {
   return gather_elements(x, dims, src);
 }
 
+// Add, Sub, Mul, Div of constants of the same dims, or with a one-element
+// operand (shape arithmetic: channels // groups). Integer division truncates.
+ConstTensor fold_arithmetic(Context& ctx, const onnx::NodeProto& n) {
+  const ConstTensor &a = ctx.constant(n, 0, "A"), &b = ctx.constant(n, 1, "B");
+  if (a.dims != b.dims && a.count() != 1 && b.count() != 1)
+    ctx.fail_node(n, "constants of dims " + Shape(a.dims).str() + " and " + Shape(b.dims).str() +
+                         " (only equal dims or a one-element operand are folded)");
+  const ConstTensor& big = a.count() >= b.count() ? a : b;
+  ConstTensor out;
+  out.dims = a.count() == 1 && b.count() != 1 ? b.dims : a.dims;
+  out.integer = a.integer && b.integer;
+  const std::string& op = n.op_type();
+  const int64_t count = big.count();
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t ia = a.count() == 1 ? 0 : i, ib = b.count() == 1 ? 0 : i;
+    if (out.integer) {
+      const int64_t x = a.ints[ia], y = b.ints[ib];
+      if (op == "Div" && y == 0) ctx.fail_node(n, "integer division by zero");
+      out.ints.push_back(op == "Add" ? x + y : op == "Sub" ? x - y : op == "Mul" ? x * y : x / y);
+    } else {
+      const double x = a.real(ia), y = b.real(ib);
+      out.reals.push_back(op == "Add" ? x + y : op == "Sub" ? x - y : op == "Mul" ? x * y : x / y);
+    }
+  }
+  return out;
+}
+
 using Folder = ConstTensor (*)(Context&, const onnx::NodeProto&);
 const std::map<std::string, Folder>& folders() {
   static const std::map<std::string, Folder> table{
@@ -333,7 +360,9 @@ const std::map<std::string, Folder>& folders() {
       {"Cast", fold_cast},           {"Reshape", fold_reshape},
       {"Unsqueeze", fold_unsqueeze}, {"Squeeze", fold_squeeze},
       {"Concat", fold_concat},       {"Transpose", fold_transpose},
-      {"Slice", fold_slice},         {"Gather", fold_gather}};
+      {"Slice", fold_slice},         {"Gather", fold_gather},
+      {"Add", fold_arithmetic},      {"Sub", fold_arithmetic},
+      {"Mul", fold_arithmetic},      {"Div", fold_arithmetic}};
   return table;
 }
 

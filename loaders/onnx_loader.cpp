@@ -123,7 +123,8 @@ Graph Importer::run() {
     ctx_.fail("the model must have exactly one output (logits), it has " + std::to_string(gp.output_size()));
   ctx_.graph_output_name = gp.output(0).name();
   if (ctx_.graph_output_name.empty()) ctx_.fail("the model output has no name");
-
+  needed_nodes(gp);  // the structure checks first: every node has an output, every tensor one producer
+  fuse_decompositions(*model.mutable_graph());
   const std::vector<int> order = needed_nodes(gp);
   std::set<std::string> used;
   for (int i : order)

@@ -9,13 +9,15 @@
 namespace ipna {
 
 const char* const kSupportedOps =
-    "Conv, BatchNormalization (inference), Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Add, Flatten, "
-    "Reshape (to [N,-1]), Gemm, MatMul, Identity, Dropout (inference), Constant, Pad (zeros, before Conv or "
-    "AveragePool), a trailing Softmax, and shape arithmetic on constants (Shape, ConstantOfShape, Concat, Reshape, "
-    "Slice, Transpose, Cast, Unsqueeze, Squeeze, Gather)";
+    "Conv, BatchNormalization (inference), Relu, Clip, Sigmoid, Tanh, HardSigmoid, HardSwish, Erf, Gelu, "
+    "LayerNormalization (over channels), MaxPool, AveragePool, GlobalAveragePool, ReduceMean (over the plane, or "
+    "the channels), Add, Sub, Mul, Div (with a per-channel constant; Add and Mul of tensors), Concat, Split and "
+    "Slice (along channels), Flatten, Reshape (to [N,-1], or a channel shuffle), Transpose (NCHW<->NHWC), Gemm, "
+    "MatMul, Identity, Dropout (inference), Constant, Pad (zeros, before Conv or AveragePool), a trailing Softmax, "
+    "and shape arithmetic on constants (Shape, ConstantOfShape, Concat, Reshape, Slice, Transpose, Cast, Unsqueeze, "
+    "Squeeze, Gather, Add, Sub, Mul, Div)";
 
 namespace onnx_import {
-namespace {
 
 Node node_for(const onnx::NodeProto& n, OpKind kind) {
   Node node;
@@ -23,6 +25,8 @@ Node node_for(const onnx::NodeProto& n, OpKind kind) {
   node.name = n.name().empty() ? n.op_type() + ":" + n.output(0) : n.name();
   return node;
 }
+
+namespace {
 
 int rank3_input(Context& ctx, const onnx::NodeProto& n, int x) {
   if (ctx.shape_of(x).rank() != 3) ctx.fail_node(n, "input must be C,H,W, got " + ctx.shape_of(x).str());
@@ -59,21 +63,21 @@ void op_identity(Context& ctx, const onnx::NodeProto& n) {
     ctx.set_constant(n.output(0), *c);
     return;
   }
-  ctx.alias(n.output(0), ctx.activation(n, 0));
+  ctx.pass_through(n.output(0), n.input(0), ctx.activation_any_layout(n, 0));
+}
+
+// Flattening keeps the engine's layout only channels-first or with a 1x1 plane.
+int flattenable(Context& ctx, const onnx::NodeProto& n) {
+  const int x = ctx.activation_any_layout(n, 0);
+  if (ctx.channels_last(n.input(0)) && ctx.shape_of(x).plane() != 1)
+    ctx.fail_unsupported(n, "flattening a channels-last tensor is not supported");
+  return x;
 }
 
 void op_flatten(Context& ctx, const onnx::NodeProto& n) {
   if (ctx.attr_int(n, "axis", 1) != 1) ctx.fail_attr(n, "axis", "only axis=1 (keep the batch dimension) is supported");
-  ctx.alias(n.output(0), ctx.activation(n, 0));
-}
-
-void op_reshape(Context& ctx, const onnx::NodeProto& n) {
-  const int x = ctx.activation(n, 0);
-  const std::vector<int64_t> shp = ctx.constant_ints(n, 1, "shape");
-  const int64_t per = ctx.shape_of(x).numel();
-  const bool ok = shp.size() == 2 && (shp[1] == -1 || shp[1] == per) && (shp[0] != -1 || shp[1] == per);
-  if (!ok) ctx.fail_unsupported(n, "only a reshape to [N, -1] (flattening each sample) is supported");
-  ctx.alias(n.output(0), x);
+  ctx.alias(n.output(0), flattenable(ctx, n));
+  ctx.set_onnx_rank(n.output(0), 2);
 }
 
 void op_softmax(Context& ctx, const onnx::NodeProto& n) {
@@ -88,7 +92,7 @@ void op_pad(Context& ctx, const onnx::NodeProto& n) {
   if (mode != "constant") ctx.fail_attr(n, "mode", "only constant padding is supported, got '" + mode + "'");
   std::vector<int64_t> pads = ctx.attr_ints(n, "pads");
   if (ctx.has_input(n, 1)) pads = ctx.constant_ints(n, 1, "pads");
-  double value = ctx.attr_float(n, "value", 0.f);
+  double value = ctx.attr_float(n, "value", 0.0);
   if (ctx.has_input(n, 2)) {
     const ConstTensor& v = ctx.constant(n, 2, "constant_value");
     if (v.count() != 1) ctx.fail_node(n, "constant_value must hold one value");
@@ -149,7 +153,7 @@ void op_batchnorm(Context& ctx, const onnx::NodeProto& n) {
   const int x = ctx.activation(n, 0);
   const auto scale = reals_of(ctx.constant(n, 1, "scale")), bias = reals_of(ctx.constant(n, 2, "B")),
              mean = reals_of(ctx.constant(n, 3, "input_mean")), var = reals_of(ctx.constant(n, 4, "input_var"));
-  const double eps = ctx.attr_float(n, "epsilon", 1e-5f);
+  const double eps = ctx.attr_float(n, "epsilon", 1e-5);
   const int64_t c = ctx.shape_of(x).channels();
   if (static_cast<int64_t>(scale.size()) != c || bias.size() != scale.size() || mean.size() != scale.size() ||
       var.size() != scale.size())
@@ -165,26 +169,6 @@ void op_batchnorm(Context& ctx, const onnx::NodeProto& n) {
   node.weight = s;
   node.bias = t;
   node.inputs = {x};
-  ctx.emit(std::move(node), n.output(0));
-}
-
-void op_clip(Context& ctx, const onnx::NodeProto& n) {
-  Node node = node_for(n, OpKind::Clip);
-  node.lo = n.op_type() == "Relu" ? 0.0 : -INFINITY;
-  node.hi = INFINITY;
-  if (n.op_type() == "Clip") {
-    if (ctx.attr(n, "min")) node.lo = ctx.attr_float(n, "min", 0);
-    if (ctx.attr(n, "max")) node.hi = ctx.attr_float(n, "max", 0);
-    auto bound = [&](int i, const char* role, double& v) {
-      if (!ctx.has_input(n, i)) return;
-      const ConstTensor& c = ctx.constant(n, i, role);
-      if (c.count() != 1) ctx.fail_node(n, std::string(role) + " must hold one value");
-      v = c.real(0);
-    };
-    bound(1, "min", node.lo);
-    bound(2, "max", node.hi);
-  }
-  node.inputs = {ctx.activation(n, 0)};
   ctx.emit(std::move(node), n.output(0));
 }
 
@@ -224,41 +208,34 @@ void op_global_average_pool(Context& ctx, const onnx::NodeProto& n) {
   ctx.emit(std::move(node), n.output(0));
 }
 
-void op_add(Context& ctx, const onnx::NodeProto& n) {
-  const bool c0 = ctx.is_constant(Context::input_name(n, 0)), c1 = ctx.is_constant(Context::input_name(n, 1));
-  if (c0 && c1) ctx.fail_unsupported(n, "adding two constants is not supported");
-  if (!c0 && !c1) {
-    Node node = node_for(n, OpKind::Add);
-    node.inputs = {ctx.activation(n, 0), ctx.activation(n, 1)};
-    ctx.emit(std::move(node), n.output(0));
-    return;
-  }
-  // A constant bias: one value per channel (or per feature) becomes an Affine.
-  const int x = ctx.activation(n, c0 ? 1 : 0);
-  const ConstTensor& b = ctx.constant(n, c0 ? 0 : 1, "bias");
-  const int64_t ch = ctx.shape_of(x).channels();
-  int64_t nonunit = 0;
-  for (auto d : b.dims) nonunit += d != 1;
-  if (!(b.count() == ch && nonunit <= 1) && b.count() != 1)
-    ctx.fail_unsupported(n, "a constant addend must hold one value per channel; got dims of " +
-                                std::to_string(b.dims.size()) + " axes with " + std::to_string(b.count()) + " values");
-  Node node = node_for(n, OpKind::Affine);
-  node.weight.assign(ch, 1.0);
-  for (int64_t i = 0; i < ch; ++i) node.bias.push_back(b.real(b.count() == 1 ? 0 : i));
+// MatMul over the last axis of a channels-last [N,H,W,C] tensor: a 1x1 convolution.
+void channels_last_matmul(Context& ctx, const onnx::NodeProto& n) {
+  const int x = ctx.activation_any_layout(n, 0);
+  const ConstTensor& b = ctx.constant(n, 1, "B");
+  const int64_t c = ctx.shape_of(x).channels();
+  if (b.dims.size() != 2 || b.dims[0] != c)
+    ctx.fail_node(n, "B must be [" + std::to_string(c) + ", out] for the channels-last input " + ctx.shape_of(x).str());
+  Node node = node_for(n, OpKind::Conv);
+  const int64_t out = b.dims[1];
+  node.weight.resize(c * out);
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t i = 0; i < c; ++i) node.weight[o * c + i] = b.real(i * out + o);
   node.inputs = {x};
   ctx.emit(std::move(node), n.output(0));
+  ctx.set_channels_last(n.output(0), true);
 }
 
 void op_linear(Context& ctx, const onnx::NodeProto& n) {
   const bool gemm = n.op_type() == "Gemm";
+  if (!gemm && ctx.channels_last(Context::input_name(n, 0))) return channels_last_matmul(ctx, n);
   const int x = ctx.activation(n, 0);
   const int64_t k = ctx.shape_of(x).numel();
   const ConstTensor& b = ctx.constant(n, 1, "B");
   if (b.dims.size() != 2) ctx.fail_unsupported(n, "B must be a 2-D constant");
   const bool trans_b = gemm && ctx.attr_int(n, "transB", 0);
   if (gemm && ctx.attr_int(n, "transA", 0)) ctx.fail_attr(n, "transA", "only transA=0 is supported");
-  const double alpha = gemm ? ctx.attr_float(n, "alpha", 1.f) : 1.0;
-  const double beta = gemm ? ctx.attr_float(n, "beta", 1.f) : 1.0;
+  const double alpha = gemm ? ctx.attr_float(n, "alpha", 1.0) : 1.0;
+  const double beta = gemm ? ctx.attr_float(n, "beta", 1.0) : 1.0;
   const int64_t in_dim = trans_b ? b.dims[1] : b.dims[0], out_dim = trans_b ? b.dims[0] : b.dims[1];
   if (in_dim != k)
     ctx.fail_node(n, "B expects " + std::to_string(in_dim) + " input features, the input has " + std::to_string(k));
@@ -279,25 +256,26 @@ void op_linear(Context& ctx, const onnx::NodeProto& n) {
 }  // namespace
 
 const std::map<std::string, OpHandler>& op_handlers() {
-  static const std::map<std::string, OpHandler> table{
+  static const std::map<std::string, OpHandler> table = [] {
+    std::map<std::string, OpHandler> t{
       {"Constant", op_constant},
       {"Identity", op_identity},
       {"Dropout", op_identity},
       {"Flatten", op_flatten},
-      {"Reshape", op_reshape},
       {"Softmax", op_softmax},
       {"Pad", op_pad},
       {"Conv", op_conv},
       {"BatchNormalization", op_batchnorm},
-      {"Relu", op_clip},
-      {"Clip", op_clip},
       {"MaxPool", op_pool},
       {"AveragePool", op_pool},
       {"GlobalAveragePool", op_global_average_pool},
-      {"Add", op_add},
       {"Gemm", op_linear},
       {"MatMul", op_linear},
-  };
+    };
+    add_channel_ops(t);
+    add_pointwise_ops(t);
+    return t;
+  }();
   return table;
 }
 

@@ -94,6 +94,54 @@ class NetBuilder {
     n.bias = random(out, 0.1);
     return push(n, {cur_});
   }
+  int concat(const std::vector<int>& parts) {
+    Node n;
+    n.kind = OpKind::Concat;
+    return push(n, parts);
+  }
+  int slice(int offset, int count) {
+    Node n;
+    n.kind = OpKind::Slice;
+    n.channel_offset = offset;
+    n.channel_count = count;
+    return push(n, {cur_});
+  }
+  int mul(int a, int b) {
+    Node n;
+    n.kind = OpKind::Mul;
+    return push(n, {a, b});
+  }
+  int activation(ActivationFn f, double alpha = 0, double beta = 0) {
+    Node n;
+    n.kind = OpKind::Activation;
+    n.activation = f;
+    n.alpha = alpha;
+    n.beta = beta;
+    return push(n, {cur_});
+  }
+  int channel_mean() {
+    Node n;
+    n.kind = OpKind::ChannelMean;
+    return push(n, {cur_});
+  }
+  int layernorm(double eps = 1e-6) {
+    Node n;
+    n.kind = OpKind::LayerNorm;
+    const int64_t c = shape(cur_).channels();
+    n.weight = random(c, 0.3);
+    for (auto& w : n.weight) w += 1.0;
+    n.bias = random(c, 0.1);
+    n.eps = eps;
+    return push(n, {cur_});
+  }
+  // ShuffleNet's channel shuffle: view as [groups, C/groups], transpose, flatten.
+  int shuffle(int groups) {
+    Node n;
+    n.kind = OpKind::ChannelShuffle;
+    const int c = static_cast<int>(shape(cur_).channels()), per = c / groups;
+    for (int k = 0; k < c; ++k) n.permutation.push_back((k % groups) * per + k / groups);
+    return push(n, {cur_});
+  }
   // Marks the current value as the output and returns the graph.
   Graph finish() {
     g_.output = cur_;

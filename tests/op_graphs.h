@@ -126,6 +126,71 @@ inline std::vector<OpGraph> op_graphs() {
     add("AddOfSameValue", b);
   }
   {
+    NetBuilder b(Shape{3, 5, 4});
+    const int x = b.current();
+    const int c = b.conv(2, 3, 1, 1);
+    b.concat({x, c, x});  // an input twice: its gradient sums both parts
+    add("Concat", b);
+  }
+  {
+    NetBuilder b(Shape{6, 4, 5});
+    b.slice(2, 3);
+    add("SliceOfChannels", b);
+  }
+  {
+    NetBuilder b(Shape{4, 4, 4});
+    const int x = b.current();
+    const int c = b.conv(4, 3, 1, 1);
+    b.mul(x, c);
+    add("MulSameShape", b);
+  }
+  {
+    NetBuilder b(Shape{4, 5, 5});
+    const int x = b.current();
+    b.global_avg();
+    b.conv(4, 1);
+    const int gate = b.activation(ActivationFn::Sigmoid);
+    b.mul(x, gate);  // squeeze-excitation: the gate [C,1,1] broadcast over the plane
+    add("MulSqueezeExcitationGate", b);
+  }
+  {
+    NetBuilder b(Shape{3, 4, 4});
+    const int x = b.current();
+    b.mul(x, x);
+    add("MulOfSameValue", b);
+  }
+  for (auto [f, name] : {std::pair{ActivationFn::Sigmoid, "Sigmoid"}, {ActivationFn::Tanh, "Tanh"},
+                         {ActivationFn::HardSwish, "HardSwish"}, {ActivationFn::SiLU, "SiLU"},
+                         {ActivationFn::GeluErf, "GeluErf"}, {ActivationFn::GeluTanh, "GeluTanh"},
+                         {ActivationFn::Erf, "Erf"}}) {
+    NetBuilder b(Shape{3, 5, 5});
+    b.conv(3, 3, 1, 1);  // spreads the values over a few units, across HardSwish's kinks
+    b.activation(f);
+    add(name, b);
+  }
+  {
+    NetBuilder b(Shape{3, 5, 5});
+    b.conv(3, 3, 1, 1);
+    b.activation(ActivationFn::HardSigmoid, 1.0 / 6, 0.5);
+    add("HardSigmoid", b);
+  }
+  {
+    NetBuilder b(Shape{5, 3, 4});
+    b.channel_mean();
+    add("ChannelMean", b);
+  }
+  {
+    NetBuilder b(Shape{6, 3, 4});
+    b.layernorm();
+    add("LayerNormOverChannels", b);
+  }
+  {
+    NetBuilder b(Shape{6, 3, 3});
+    b.conv(6, 1);
+    b.shuffle(2);
+    add("ChannelShuffle", b);
+  }
+  {
     NetBuilder b(Shape{3, 12, 12}, 5);
     b.conv(6, 3, 1, 1);
     b.affine();

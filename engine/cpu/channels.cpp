@@ -1,0 +1,72 @@
+// Channel-wise data movement on the CPU: Concat and Slice (copy_channels),
+// ChannelShuffle, and the mean over channels. Forward and backward of each
+// are the same copies with the roles of source and destination swapped.
+#include <cstring>
+
+#include "engine/cpu/cpu_backend.h"
+#include "engine/cpu/instantiate.h"
+
+namespace ipna {
+
+template <typename T>
+void CpuBackend<T>::copy_channels(int n, int64_t plane, int channels, const T* src, int src_c, int src_c0, T* dst,
+                                  int dst_c, int dst_c0, bool accumulate) {
+#pragma omp parallel for schedule(static)
+  for (int64_t sk = 0; sk < static_cast<int64_t>(n) * channels; ++sk) {
+    const int64_t s = sk / channels, k = sk % channels;
+    const T* from = src + (s * src_c + src_c0 + k) * plane;
+    T* to = dst + (s * dst_c + dst_c0 + k) * plane;
+    if (accumulate)
+      for (int64_t i = 0; i < plane; ++i) to[i] += from[i];
+    else
+      std::memcpy(to, from, sizeof(T) * plane);
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const T* x, T* y, bool inverse,
+                                    bool accumulate) {
+#pragma omp parallel for schedule(static)
+  for (int64_t sk = 0; sk < static_cast<int64_t>(n) * c; ++sk) {
+    const int64_t s = sk / c, k = sk % c;
+    const T* from = x + (s * c + (inverse ? k : perm[k])) * plane;
+    T* to = y + (s * c + (inverse ? perm[k] : k)) * plane;
+    if (accumulate)
+      for (int64_t i = 0; i < plane; ++i) to[i] += from[i];
+    else
+      std::memcpy(to, from, sizeof(T) * plane);
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::channel_mean_forward(int n, int c, int64_t plane, const T* x, T* y) {
+#pragma omp parallel for schedule(static)
+  for (int s = 0; s < n; ++s) {
+    T* out = y + s * plane;
+    std::memset(out, 0, sizeof(T) * plane);
+    for (int k = 0; k < c; ++k) {
+      const T* xc = x + (static_cast<int64_t>(s) * c + k) * plane;
+      for (int64_t i = 0; i < plane; ++i) out[i] += xc[i];
+    }
+    for (int64_t i = 0; i < plane; ++i) out[i] /= T(c);
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::channel_mean_backward(int n, int c, int64_t plane, const T* dy, T* dx, bool accumulate) {
+#pragma omp parallel for schedule(static)
+  for (int64_t sk = 0; sk < static_cast<int64_t>(n) * c; ++sk) {
+    const T* g = dy + (sk / c) * plane;
+    T* d = dx + sk * plane;
+    for (int64_t i = 0; i < plane; ++i) d[i] = (accumulate ? d[i] : T(0)) + g[i] / T(c);
+  }
+}
+
+#define IPNA_CHANNELS(T)                                                                                         \
+  template void CpuBackend<T>::copy_channels(int, int64_t, int, const T*, int, int, T*, int, int, bool);       \
+  template void CpuBackend<T>::channel_shuffle(int, int, int64_t, const int32_t*, const T*, T*, bool, bool);   \
+  template void CpuBackend<T>::channel_mean_forward(int, int, int64_t, const T*, T*);                          \
+  template void CpuBackend<T>::channel_mean_backward(int, int, int64_t, const T*, T*, bool);
+IPNA_CPU_INSTANTIATE_BOTH(IPNA_CHANNELS)
+
+}  // namespace ipna
