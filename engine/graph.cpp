@@ -51,6 +51,8 @@ std::optional<int> Graph::find_value(const std::string& name) const {
     if (values[i].name == name) return static_cast<int>(i);
   auto it = aliases.find(name);
   if (it != aliases.end()) return it->second;
+  it = modules.find(name);
+  if (it != modules.end()) return it->second;
   return std::nullopt;
 }
 
@@ -213,6 +215,7 @@ Graph Graph::without_weights() const {
   out.input = input;
   out.output = output;
   out.aliases = aliases;
+  out.modules = modules;
   out.source = source;
   out.nodes.reserve(nodes.size());
   for (const Node& n : nodes) {
@@ -260,6 +263,8 @@ static Graph extract(Graph& g, const std::vector<int>& keep, int in, int out) {
   s.output = map_value(out);
   for (const auto& [name, v] : g.aliases)
     if (remap.count(v)) s.aliases[name] = remap[v];
+  for (const auto& [name, v] : g.modules)
+    if (remap.count(v)) s.modules[name] = remap[v];
   return s;
 }
 
@@ -321,6 +326,7 @@ SplitModel split_graph(Graph g, const std::string& split_name) {
     std::string msg = g.source + ": no tensor named '" + split_name + "'. Nearest names:";
     std::vector<std::string> pool = g.split_candidates();
     for (const auto& [a, v] : g.aliases) pool.push_back(a);
+    for (const auto& [a, v] : g.modules) pool.push_back(a);
     for (const auto& s : nearest_names(split_name, pool)) msg += " '" + s + "'";
     msg += " (info lists every tensor of the model)";
     throw Error(msg);

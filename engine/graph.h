@@ -64,10 +64,15 @@ struct Graph {
   // Names that were removed as aliases (Flatten, Reshape, Identity, Dropout,
   // a trailing Softmax's input) point at the value that carries their data.
   std::map<std::string, int> aliases;
+  // Module paths of the network the model was exported from ("layer2",
+  // "features.7"), from the exporter's node names or name scopes, to the value
+  // their last node computes: a user can split at a module without knowing
+  // tensor names.
+  std::map<std::string, int> modules;
   std::string source;  // file it came from, for messages
 
   int add_value(const std::string& name, Shape shape);
-  // Looks up a value by name (aliases included); nullopt if absent.
+  // Looks up a value by name (aliases, then module paths, included); nullopt if absent.
   std::optional<int> find_value(const std::string& name) const;
   // Names a user may split at (every value except the input and output).
   std::vector<std::string> split_candidates() const;

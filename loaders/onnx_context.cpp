@@ -4,7 +4,10 @@
 #include <charconv>
 #include <cstdlib>
 #include <cmath>
+#include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "engine/error.h"
 #include "loaders/onnx_loader.h"
@@ -305,10 +308,40 @@ Window Context::window(const onnx::NodeProto& n, int64_t kh, int64_t kw, const S
   return w;
 }
 
+std::string Context::read_external(const onnx::TensorProto& t, const std::string& label) const {
+  std::string location;
+  int64_t offset = 0, length = -1;
+  for (const auto& kv : t.external_data()) {
+    if (kv.key() == "location") location = kv.value();
+    if (kv.key() == "offset" || kv.key() == "length") {
+      char* end = nullptr;
+      errno = 0;
+      const long long v = std::strtoll(kv.value().c_str(), &end, 10);
+      if (kv.value().empty() || *end || errno || v < 0) fail(label + ": external data " + kv.key() + " '" + kv.value() + "' is not a size");
+      (kv.key() == "offset" ? offset : length) = v;
+    }
+  }
+  // Only files beside the model (or below it): a model file must not make us read elsewhere.
+  const std::filesystem::path rel = std::filesystem::path(location).lexically_normal();
+  if (location.empty() || rel.is_absolute() || rel.empty() || *rel.begin() == "..")
+    fail(label + ": external data location '" + location + "' must be a file beside the model");
+  const std::filesystem::path file = std::filesystem::path(path_).parent_path() / rel;
+  std::error_code ec;
+  const uintmax_t size = std::filesystem::file_size(file, ec);
+  if (ec) fail(label + ": cannot open its external data file '" + file.string() + "': " + ec.message());
+  if (static_cast<uintmax_t>(offset) > size) fail(label + ": external data offset beyond the end of '" + file.string() + "'");
+  if (length < 0) length = static_cast<int64_t>(size) - offset;
+  if (static_cast<uintmax_t>(offset) + static_cast<uintmax_t>(length) > size)
+    fail(label + ": external data runs past the end of '" + file.string() + "' (truncated?)");
+  if (length > (int64_t(8) << 30)) fail(label + ": external data of " + std::to_string(length) + " bytes is too large");
+  std::ifstream f(file, std::ios::binary);
+  std::string bytes(static_cast<size_t>(length), '\0');
+  if (!f.seekg(offset) || !f.read(bytes.data(), length)) fail(label + ": cannot read external data from '" + file.string() + "'");
+  return bytes;
+}
+
 ConstTensor Context::decode(const onnx::TensorProto& t, const std::string& where) const {
   const std::string label = where + " '" + t.name() + "'";
-  if (t.data_location() == onnx::TensorProto::EXTERNAL)
-    fail(label + " uses external data; export with the weights inside the file");
   if (static_cast<size_t>(t.dims_size()) > kMaxRank) fail(label + " has rank " + std::to_string(t.dims_size()));
   ConstTensor c;
   c.dims.assign(t.dims().begin(), t.dims().end());
@@ -317,7 +350,9 @@ ConstTensor Context::decode(const onnx::TensorProto& t, const std::string& where
     fail(label + " has dims " + Shape(c.dims).str() + ": negative, or more than " + std::to_string(kMaxElements) +
          " elements");
   }
-  const std::string& raw = t.raw_data();
+  std::string external;
+  if (t.data_location() == onnx::TensorProto::EXTERNAL) external = read_external(t, label);
+  const std::string& raw = t.data_location() == onnx::TensorProto::EXTERNAL ? external : t.raw_data();
   auto mismatch = [&](size_t have) {
     fail(label + " holds " + std::to_string(have) + " values, its dims say " + std::to_string(*count) +
          " (truncated file?)");

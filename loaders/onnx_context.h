@@ -128,8 +128,11 @@ class Context {
 
   // Window geometry from strides/pads/dilations/auto_pad (and ceil_mode for pools).
   Window window(const onnx::NodeProto& n, int64_t kh, int64_t kw, const Shape& in, bool pool) const;
-  // TensorProto to a constant, checking type, dims and stored size.
+  // TensorProto to a constant, checking type, dims and stored size; weights
+  // stored as external data (beside the model, as PyTorch's dynamo exporter
+  // and models over 2 GiB keep them) are read from their file.
   ConstTensor decode(const onnx::TensorProto& t, const std::string& where) const;
+  std::string read_external(const onnx::TensorProto& t, const std::string& label) const;
 
   // A zero Pad waiting to be folded into the Conv or AveragePool reading it (onnx_rewrites.cpp).
   struct PendingPad {

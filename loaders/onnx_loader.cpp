@@ -11,6 +11,8 @@
 #include <new>
 #include <set>
 
+#include <google/protobuf/unknown_field_set.h>
+
 #include "engine/error.h"
 #include "loaders/onnx_context.h"
 
@@ -23,6 +25,61 @@ constexpr uintmax_t kMaxFileBytes = uintmax_t(2) << 30;
 
 std::string node_label(const onnx::NodeProto& n, int index) {
   return "node " + std::to_string(index) + (n.name().empty() ? "" : " '" + n.name() + "'") + " (op " + n.op_type() + ")";
+}
+
+// The module paths a node belongs to, outermost first: from the name scopes
+// PyTorch's dynamo exporter writes into node metadata ("['', 'layer2',
+// 'layer2.1', 'layer2.1.relu', 'relu_8']"), or from the TorchScript exporter's
+// node names ("/layer2/layer2.1/relu/Relu"), whose levels repeat their
+// parent's path ("features.1.0") or name just the attribute ("relu").
+// NodeProto.metadata_props (field 9, ONNX 1.16) is newer than Debian's libonnx:
+// read it from the fields protobuf kept as unknown.
+std::vector<onnx::StringStringEntryProto> metadata_props(const onnx::NodeProto& n) {
+  constexpr int kMetadataPropsField = 9;
+  std::vector<onnx::StringStringEntryProto> out;
+  const auto& unknown = n.GetReflection()->GetUnknownFields(n);
+  for (int i = 0; i < unknown.field_count(); ++i) {
+    const auto& f = unknown.field(i);
+    if (f.number() != kMetadataPropsField || f.type() != google::protobuf::UnknownField::TYPE_LENGTH_DELIMITED) continue;
+    onnx::StringStringEntryProto e;
+    if (e.ParseFromString(f.length_delimited())) out.push_back(std::move(e));
+  }
+  return out;
+}
+
+std::vector<std::string> module_paths(const onnx::NodeProto& n) {
+  std::vector<std::string> levels;
+  for (const auto& p : metadata_props(n))
+    if (p.key() == "pkg.torch.onnx.name_scopes") {
+      const std::string& v = p.value();
+      for (size_t at = 0; (at = v.find('\'', at)) != std::string::npos;) {
+        const size_t end = v.find('\'', at + 1);
+        if (end == std::string::npos) break;
+        levels.push_back(v.substr(at + 1, end - at - 1));
+        at = end + 1;
+      }
+      if (levels.size() < 2) return {};
+      return std::vector<std::string>(levels.begin() + 1, levels.end() - 1);  // the root '' and the op itself
+    }
+  const std::string& name = n.name();
+  if (name.size() < 2 || name[0] != '/') return {};
+  for (size_t at = 1; at < name.size();) {
+    const size_t end = name.find('/', at);
+    if (end == std::string::npos) break;  // the last level is the op
+    levels.push_back(name.substr(at, end - at));
+    at = end + 1;
+  }
+  std::vector<std::string> paths;
+  std::string prev_level, path;
+  for (const std::string& level : levels) {
+    if (level.empty()) return paths;
+    const bool extends = !prev_level.empty() && level.rfind(prev_level + ".", 0) == 0;
+    const std::string part = extends ? level.substr(prev_level.size() + 1) : level;
+    path = path.empty() ? part : path + "." + part;
+    paths.push_back(path);
+    prev_level = level;
+  }
+  return paths;
 }
 
 class Importer {
@@ -138,6 +195,7 @@ Graph Importer::run() {
     if (used.count(t.name())) ctx_.set_constant(t.name(), ctx_.decode(t, "initializer"));
   add_input(gp);
 
+  std::map<std::string, std::string> module_last_output;  // module path -> output of its last tensor node
   for (int i : order) {
     const onnx::NodeProto& n = gp.node(i);
     if (!n.domain().empty() && n.domain() != "ai.onnx")
@@ -146,7 +204,10 @@ Graph Importer::run() {
     auto handler = op_handlers().find(n.op_type());
     if (handler == op_handlers().end()) ctx_.fail_unsupported(n, "unsupported operator");
     handler->second(ctx_, n);
+    for (const std::string& p : module_paths(n)) module_last_output[p] = n.output(0);
   }
+  for (const auto& [path, tensor] : module_last_output)
+    if (auto v = ctx_.find_tensor(tensor)) g.modules[path] = *v;
 
   const std::optional<int> out = ctx_.find_tensor(ctx_.graph_output_name);
   if (!out) {

@@ -12,6 +12,7 @@ namespace {
 // The tensor's dims as the ONNX graph sees them (batch 1): [1,C,H,W], [1,H,W,C] or [1,F].
 std::vector<int64_t> onnx_dims(const Context& ctx, const std::string& name, int v) {
   const Shape& s = ctx.shape_of(v);
+  if (ctx.onnx_rank(name, v) == 1) return {s.numel()};
   if (ctx.onnx_rank(name, v) == 2) return {1, s.numel()};
   if (s.rank() == 1) return {1, s.dims[0]};
   if (ctx.channels_last(name)) return {1, s.dims[1], s.dims[2], s.dims[0]};
@@ -185,6 +186,12 @@ void op_reshape(Context& ctx, const onnx::NodeProto& n) {
     ctx.grouped_views[n.output(0)] = {x, static_cast<int>(shape[1]), false};
     return;
   }
+  // [-1]: everything in one axis, batch included (a batch of 1 as exported): an identity Gather follows.
+  if (shape == std::vector<int64_t>{-1} && (!cl || s.plane() == 1)) {
+    ctx.alias(n.output(0), x);
+    ctx.set_onnx_rank(n.output(0), 1);
+    return;
+  }
   // [N, C, H, W] of the same (or, from [N, C], a 1x1) plane: nothing moves.
   if (!cl && shape.size() == 4 && batch_ok(shape[0]) && (shape[1] == -1 || shape[1] == s.channels()) &&
       shape[2] == s.height() && shape[3] == s.width()) {
@@ -212,6 +219,22 @@ void op_squeeze(Context& ctx, const onnx::NodeProto& n) {
   if (!ok) ctx.fail_unsupported(n, "on tensors only [N, C] <-> [N, C, 1, 1] is supported");
   ctx.alias(n.output(0), x);
   ctx.set_onnx_rank(n.output(0), out_rank);
+}
+
+// Gather on a tensor: only the identity gather of a fully flattened tensor by
+// arange(numel) shaped back to the tensor's dims (PyTorch's dynamo exporter
+// writes as_strided so).
+void op_gather(Context& ctx, const onnx::NodeProto& n) {
+  const int x = ctx.activation_any_layout(n, 0);
+  const ConstTensor& idx = ctx.constant(n, 1, "indices");
+  const std::vector<int64_t> ids = ctx.constant_ints(n, 1, "indices");
+  bool identity = ctx.onnx_rank(n.input(0), x) == 1 && ctx.attr_int(n, "axis", 0) == 0 &&
+                  static_cast<int64_t>(ids.size()) == ctx.shape_of(x).numel();
+  for (size_t i = 0; identity && i < ids.size(); ++i) identity = ids[i] == static_cast<int64_t>(i);
+  if (!identity || idx.dims.empty() || idx.dims[0] != 1)
+    ctx.fail_unsupported(n, "on tensors only the identity gather of a flattened tensor is supported");
+  ctx.alias(n.output(0), x);
+  ctx.set_onnx_rank(n.output(0), static_cast<int>(idx.dims.size()));
 }
 
 void op_reduce_mean(Context& ctx, const onnx::NodeProto& n) {
@@ -255,6 +278,7 @@ void add_channel_ops(std::map<std::string, OpHandler>& table) {
   table["Squeeze"] = op_squeeze;
   table["Unsqueeze"] = op_squeeze;
   table["ReduceMean"] = op_reduce_mean;
+  table["Gather"] = op_gather;
 }
 
 }  // namespace ipna::onnx_import

@@ -261,7 +261,8 @@ void fuse_layer_norms(Matcher& m, int r1) {
   m.replace(nodes, std::move(ln));
 }
 
-// Div(x, sqrt 2) -> Erf -> Add(1) -> Mul(x, .) -> Mul(0.5): GELU.
+// Div(x, sqrt 2) -> Erf -> Add(1) -> Mul by x and by 1/2, in either order: GELU
+// (TorchScript exports (x * (1 + erf)) * 0.5, the dynamo exporter x * (0.5 * (1 + erf))).
 void fuse_gelu(Matcher& m, int dv) {
   const onnx::NodeProto& d = m.node(dv);
   if (d.input_size() != 2 || !m.scalar_is(d.input(1), std::sqrt(2.0), 1e-5)) return;
@@ -270,11 +271,16 @@ void fuse_gelu(Matcher& m, int dv) {
   if (erf < 0) return;
   const int add = m.only_reader(m.node(erf).output(0), "Add");
   if (add < 0 || !m.scalar_is(Matcher::other_input(m.node(add), m.node(erf).output(0)), 1.0, 0)) return;
-  const int mul = m.only_reader(m.node(add).output(0), "Mul");
-  if (mul < 0 || Matcher::other_input(m.node(mul), m.node(add).output(0)) != x) return;
-  const int half = m.only_reader(m.node(mul).output(0), "Mul");
-  if (half < 0 || !m.scalar_is(Matcher::other_input(m.node(half), m.node(mul).output(0)), 0.5, 0)) return;
-  m.replace({dv, erf, add, mul, half}, make_node("Gelu", d.name() + "/Gelu", {x}, m.node(half).output(0)));
+  const int first = m.only_reader(m.node(add).output(0), "Mul");
+  if (first < 0) return;
+  const std::string f = Matcher::other_input(m.node(first), m.node(add).output(0));
+  const bool half_first = m.scalar_is(f, 0.5, 0);
+  if (!half_first && f != x) return;
+  const int second = m.only_reader(m.node(first).output(0), "Mul");
+  if (second < 0) return;
+  const std::string g = Matcher::other_input(m.node(second), m.node(first).output(0));
+  if (half_first ? g != x : !m.scalar_is(g, 0.5, 0)) return;
+  m.replace({dv, erf, add, first, second}, make_node("Gelu", d.name() + "/Gelu", {x}, m.node(second).output(0)));
 }
 
 }  // namespace

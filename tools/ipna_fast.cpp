@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -23,15 +24,21 @@ int cmd_info(const std::string& model_path, bool as_json) {
   json out = {{"model", model_path}, {"input", g.values[g.input].shape.dims},
               {"classes", g.values[g.output].shape.numel()}, {"gmac_per_sample", g.macs_per_sample() / 1e9},
               {"tensors", json::array()}};
-  std::map<int, std::vector<std::string>> alias_names;
+  std::map<int, std::vector<std::string>> alias_names, module_names;
   for (const auto& [name, v] : g.aliases) alias_names[v].push_back(name);
+  for (const auto& [path, v] : g.modules) module_names[v].push_back(path);
+  for (auto& [v, paths] : module_names)  // the outermost module first
+    std::stable_sort(paths.begin(), paths.end(), [](const std::string& a, const std::string& b) {
+      return std::count(a.begin(), a.end(), '.') < std::count(b.begin(), b.end(), '.');
+    });
   for (const auto& n : g.nodes) {
     if (n.output == g.output) continue;
     const Value& v = g.values[n.output];
     const auto why_not = not_a_cut(g, n.output);
-    json t = {{"name", v.name},          {"op", op_name(n.kind)},
+    const std::string op = n.kind == OpKind::Activation ? activation_name(n.activation) : op_name(n.kind);
+    json t = {{"name", v.name},          {"op", op},
               {"shape", v.shape.dims},   {"neurons", v.shape.numel()},
-              {"aliases", alias_names[n.output]}, {"cuts", !why_not}};
+              {"aliases", alias_names[n.output]}, {"modules", module_names[n.output]}, {"cuts", !why_not}};
     if (why_not) t["not_a_cut"] = *why_not;
     out["tensors"].push_back(t);
   }
@@ -42,12 +49,13 @@ int cmd_info(const std::string& model_path, bool as_json) {
   std::printf("%s: input %s, %lld classes, %.4g GMAC per sample\n", model_path.c_str(),
               g.values[g.input].shape.str().c_str(), static_cast<long long>(out["classes"].get<int64_t>()),
               out["gmac_per_sample"].get<double>());
-  std::printf("Tensors of the model (--split NAME); '-' marks those that do not cut the network (inside a residual\n"
-              "block) and cannot be split at:\n");
+  std::printf("Tensors of the model (--split NAME, or the module path in brackets); '-' marks those that do not cut\n"
+              "the network (inside a residual block) and cannot be split at:\n");
   for (const auto& t : out["tensors"]) {
-    std::printf("%c %-52s %-8s %-16s %9lld neurons", t["cuts"].get<bool>() ? ' ' : '-', t["name"].get<std::string>().c_str(),
+    std::printf("%c %-52s %-14s %-16s %9lld neurons", t["cuts"].get<bool>() ? ' ' : '-', t["name"].get<std::string>().c_str(),
                 t["op"].get<std::string>().c_str(), Shape(t["shape"].get<std::vector<int64_t>>()).str().c_str(),
                 static_cast<long long>(t["neurons"].get<int64_t>()));
+    if (!t["modules"].empty()) std::printf("  [module %s]", t["modules"][0].get<std::string>().c_str());
     for (const auto& a : t["aliases"]) std::printf("  (also '%s')", a.get<std::string>().c_str());
     std::printf("\n");
   }

@@ -96,6 +96,59 @@ residual = model(
 put("onnx", "seed-residual-clip.onnx", residual)
 
 
+# Squeeze-excitation (Sigmoid gate, HardSwish from HardSigmoid + Mul), Concat, Split, a tensor Add.
+put("onnx", "seed-se-concat-split.onnx", model(
+    [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+     helper.make_node("GlobalAveragePool", ["c"], ["g"]),
+     helper.make_node("Conv", ["g", "wg"], ["gc"]),
+     helper.make_node("Sigmoid", ["gc"], ["gate"]),
+     helper.make_node("Mul", ["c", "gate"], ["se"]),
+     helper.make_node("HardSigmoid", ["se"], ["hs"], alpha=1.0 / 6, beta=0.5),
+     helper.make_node("Mul", ["se", "hs"], ["hsw"]),
+     helper.make_node("Concat", ["hsw", "c"], ["cat"], axis=1),
+     helper.make_node("Split", ["cat", "halves"], ["s0", "s1"], axis=1),
+     helper.make_node("Add", ["s0", "s1"], ["sum"]),
+     helper.make_node("ReduceMean", ["sum"], ["mean"], axes=[2, 3], keepdims=0),
+     helper.make_node("Gemm", ["mean", "fc"], ["logits"])],
+    [init("w", w(4, 2, 3, 3)), init("wg", w(4, 4, 1, 1)), init("halves", I(4, 4)), init("fc", w(4, 3))]))
+
+# A channels-last block as old exporters write it: Transpose, the LayerNorm and GELU decompositions,
+# MatMul (a 1x1 convolution), Transpose back, a residual Add; then a channel shuffle and a channel slice.
+half, sqrt2 = np.array(0.5, np.float32), np.array(np.sqrt(2), np.float32)
+put("onnx", "seed-channels-last-shuffle.onnx", model(
+    [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+     helper.make_node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]),
+     helper.make_node("ReduceMean", ["t"], ["m"], axes=[-1]),
+     helper.make_node("Sub", ["t", "m"], ["d"]),
+     helper.make_node("Pow", ["d", "two"], ["p"]),
+     helper.make_node("ReduceMean", ["p"], ["v"], axes=[-1]),
+     helper.make_node("Add", ["v", "eps"], ["ve"]),
+     helper.make_node("Sqrt", ["ve"], ["sd"]),
+     helper.make_node("Div", ["d", "sd"], ["n"]),
+     helper.make_node("Mul", ["n", "gamma"], ["ng"]),
+     helper.make_node("Add", ["ng", "beta"], ["ln"]),
+     helper.make_node("MatMul", ["ln", "w1"], ["h1"]),
+     helper.make_node("Div", ["h1", "sqrt2"], ["h1s"]),
+     helper.make_node("Erf", ["h1s"], ["e"]),
+     helper.make_node("Add", ["e", "one"], ["e1"]),
+     helper.make_node("Mul", ["h1", "e1"], ["gm"]),
+     helper.make_node("Mul", ["gm", "half"], ["gelu"]),
+     helper.make_node("MatMul", ["gelu", "w2"], ["h2"]),
+     helper.make_node("Transpose", ["h2"], ["back"], perm=[0, 3, 1, 2]),
+     helper.make_node("Add", ["back", "c"], ["res"]),
+     helper.make_node("Reshape", ["res", "grouped"], ["r5"]),
+     helper.make_node("Transpose", ["r5"], ["r5t"], perm=[0, 2, 1, 3, 4]),
+     helper.make_node("Reshape", ["r5t", "flat4"], ["shuf"]),
+     helper.make_node("Slice", ["shuf", "st", "en", "ax1"], ["sl"]),
+     helper.make_node("GlobalAveragePool", ["sl"], ["gap"]),
+     helper.make_node("Flatten", ["gap"], ["f"]),
+     helper.make_node("Gemm", ["f", "fc"], ["logits"])],
+    [init("w", w(4, 2, 3, 3)), init("two", np.array(2, np.float32)), init("eps", np.array(1e-6, np.float32)),
+     init("gamma", w(4) + 1), init("beta", w(4)), init("w1", w(4, 8)), init("sqrt2", sqrt2),
+     init("one", np.array(1, np.float32)), init("half", half), init("w2", w(8, 4)), init("grouped", I(1, 2, 2, 6, 6)),
+     init("flat4", I(1, -1, 6, 6)), init("st", I(1)), init("en", I(3)), init("ax1", I(1)), init("fc", w(2, 3))]))
+
+
 def crash(name, nodes, inits, **kw):
     put("onnx", "crash-" + name + ".onnx", model(nodes, inits, **kw))
 
