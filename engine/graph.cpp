@@ -94,10 +94,13 @@ Shape infer_shape(const Node& n, const std::vector<Shape>& in) {
                                                           " not divisible by group " + std::to_string(n.groups));
       int64_t cin_g = x.dims[0] / n.groups;
       int64_t per_out = cin_g * w.kh * w.kw;
-      if (n.weight.empty() || n.weight.size() % per_out)
-        throw fail("weight has " + std::to_string(n.weight.size()) + " elements, not a multiple of Cin/groups*kh*kw = " +
+      if (n.kernel.empty() || n.kernel.size() % per_out)
+        throw fail("weight has " + std::to_string(n.kernel.size()) + " elements, not a multiple of Cin/groups*kh*kw = " +
                    std::to_string(per_out));
-      int64_t cout = static_cast<int64_t>(n.weight.size()) / per_out;
+      int64_t cout = static_cast<int64_t>(n.kernel.size()) / per_out;
+      if (!n.kernel_scale.empty() && static_cast<int64_t>(n.kernel_scale.size()) != cout)
+        throw fail("kernel scale has " + std::to_string(n.kernel_scale.size()) + " elements, expected " +
+                   std::to_string(cout));
       if (cout % n.groups) throw fail("output channels not divisible by group");
       if (!n.bias.empty() && static_cast<int64_t>(n.bias.size()) != cout)
         throw fail("bias has " + std::to_string(n.bias.size()) + " elements, expected " + std::to_string(cout));
@@ -117,10 +120,12 @@ Shape infer_shape(const Node& n, const std::vector<Shape>& in) {
       return x;
     case OpKind::Linear: {
       int64_t k = x.numel();
-      if (n.weight.empty() || n.weight.size() % k)
-        throw fail("weight has " + std::to_string(n.weight.size()) + " elements; input has " + std::to_string(k) +
+      if (n.kernel.empty() || n.kernel.size() % k)
+        throw fail("weight has " + std::to_string(n.kernel.size()) + " elements; input has " + std::to_string(k) +
                    " features per sample");
-      int64_t out = static_cast<int64_t>(n.weight.size()) / k;
+      int64_t out = static_cast<int64_t>(n.kernel.size()) / k;
+      if (!n.kernel_scale.empty() && static_cast<int64_t>(n.kernel_scale.size()) != out)
+        throw fail("kernel scale size mismatch");
       if (!n.bias.empty() && static_cast<int64_t>(n.bias.size()) != out) throw fail("bias size mismatch");
       return Shape{out};
     }
@@ -188,6 +193,10 @@ void Graph::validate() const {
                   " does not match inferred " + s.str());
     for (double w : n.weight)
       if (!std::isfinite(w)) throw Error(source + ": node '" + n.name + "' has a NaN or Inf weight");
+    for (float w : n.kernel)
+      if (!std::isfinite(w)) throw Error(source + ": node '" + n.name + "' has a NaN or Inf weight");
+    for (double w : n.kernel_scale)
+      if (!std::isfinite(w)) throw Error(source + ": node '" + n.name + "' has a NaN or Inf weight scale");
     for (double w : n.bias)
       if (!std::isfinite(w)) throw Error(source + ": node '" + n.name + "' has a NaN or Inf bias");
     defined[n.output] = true;
@@ -203,7 +212,7 @@ int64_t Graph::macs_per_sample() const {
       int64_t cin_g = values[n.inputs[0]].shape.channels() / n.groups;
       total += o.numel() * cin_g * n.win.kh * n.win.kw;
     } else if (n.kind == OpKind::Linear) {
-      total += static_cast<int64_t>(n.weight.size());
+      total += static_cast<int64_t>(n.kernel.size());
     }
   }
   return total;

@@ -45,9 +45,15 @@ struct Node {
   double eps = 0;                                   // LayerNorm
   int channel_offset = 0, channel_count = 0;        // Slice
   std::vector<int> permutation;                     // ChannelShuffle
-  // Conv: weight [Cout, Cin/groups, kh, kw], bias [Cout].
-  // Linear: weight [out, in], bias [out].  Affine: weight = scale [C], bias = shift [C].
-  // LayerNorm: weight = gamma [C], bias = beta [C].
+  // Conv: kernel [Cout, Cin/groups, kh, kw] times kernel_scale [Cout], bias [Cout].
+  // Linear: kernel [out, in] times kernel_scale [out], bias [out].
+  // The kernel stays in float32 as the model file stores it (half the memory of
+  // doubles); a folded BatchNorm or Gemm's alpha is the per-output kernel_scale
+  // (empty: 1), applied in double when the weights go to the device, so float64
+  // runs see exactly the folded weights.
+  std::vector<float> kernel;
+  std::vector<double> kernel_scale;
+  // Affine: weight = scale [C], bias = shift [C].  LayerNorm: weight = gamma [C], bias = beta [C].
   std::vector<double> weight, bias;
 };
 

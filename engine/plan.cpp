@@ -51,6 +51,18 @@ void at_node(const Node& node, const char* pass, F&& launch) {
   }
 }
 
+// A Conv/Linear kernel in T, each output's row times its scale (a folded BatchNorm), in double.
+template <typename T>
+DeviceBuffer upload_kernel(Backend<T>& be, const std::vector<float>& k, const std::vector<double>& scale) {
+  if (k.empty()) return {};
+  std::vector<T> host(k.size());
+  const size_t per = scale.empty() ? k.size() : k.size() / scale.size();
+  for (size_t i = 0; i < k.size(); ++i) host[i] = static_cast<T>(scale.empty() ? k[i] : k[i] * scale[i / per]);
+  DeviceBuffer buf(be, host.size() * sizeof(T));
+  be.copy_to_device(buf.as<void>(), host.data(), host.size() * sizeof(T));
+  return buf;
+}
+
 template <typename T>
 DeviceBuffer upload(Backend<T>& be, const std::vector<double>& v) {
   if (v.empty()) return {};
@@ -83,7 +95,8 @@ GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g.without_
                  static_cast<int>(out.dims[1]), static_cast<int>(out.dims[2]), node.win};
     }
     launches_.push_back(st);
-    weights_.push_back(upload(be_, g.nodes[i].weight));
+    const Node& full = g.nodes[i];
+    weights_.push_back(full.kernel.empty() ? upload(be_, full.weight) : upload_kernel(be_, full.kernel, full.kernel_scale));
     biases_.push_back(upload(be_, g.nodes[i].bias));
     DeviceBuffer perm;
     if (!node.permutation.empty()) {

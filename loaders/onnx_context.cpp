@@ -31,13 +31,20 @@ ConstTensor gather_elements(const ConstTensor& x, std::vector<int64_t> dims, con
   ConstTensor out;
   out.dims = std::move(dims);
   out.integer = x.integer;
-  if (x.integer) {
-    out.ints.reserve(src.size());
+  out.f32 = x.f32;
+  if (x.integer)
     for (int64_t s : src) out.ints.push_back(x.ints[s]);
-  } else {
-    out.reals.reserve(src.size());
+  else if (x.f32)
+    for (int64_t s : src) out.floats.push_back(x.floats[s]);
+  else
     for (int64_t s : src) out.reals.push_back(x.reals[s]);
-  }
+  return out;
+}
+
+std::vector<float> ConstTensor::take_floats() {
+  if (f32) return std::move(floats);
+  std::vector<float> out(static_cast<size_t>(count()));
+  for (int64_t i = 0; i < count(); ++i) out[i] = static_cast<float>(real(i));
   return out;
 }
 
@@ -136,7 +143,27 @@ const std::string& Context::input_name(const onnx::NodeProto& n, int i) {
 
 const ConstTensor* Context::find_constant(const std::string& name) const {
   auto it = consts_.find(name);
-  return it == consts_.end() ? nullptr : &it->second;
+  if (it != consts_.end()) return &it->second;
+  auto init = initializers_.find(name);
+  if (init == initializers_.end()) return nullptr;
+  onnx::TensorProto* t = init->second;
+  ConstTensor c = decode(*t, "initializer");
+  std::string().swap(*t->mutable_raw_data());  // the bytes now live in c
+  t->clear_float_data();
+  t->clear_double_data();
+  t->clear_int64_data();
+  t->clear_int32_data();
+  initializers_.erase(init);
+  return &consts_.emplace(name, std::move(c)).first->second;
+}
+
+ConstTensor Context::take_constant(const onnx::NodeProto& n, int i, const char* role) {
+  const ConstTensor& c = constant(n, i, role);
+  const std::string& name = input_name(n, i);
+  if (consumers(name) > 1) return c;
+  ConstTensor out = std::move(consts_[name]);
+  consts_.erase(name);
+  return out;
 }
 
 const ConstTensor& Context::constant(const onnx::NodeProto& n, int i, const char* role) const {
@@ -147,8 +174,8 @@ const ConstTensor& Context::constant(const onnx::NodeProto& n, int i, const char
     fail_node(n, std::string("input ") + role + " ('" + name +
                      "') must be a constant initializer (weights computed at run time are not supported)");
   if (!c->integer)
-    for (size_t j = 0; j < c->reals.size(); ++j)
-      if (!std::isfinite(c->reals[j]))
+    for (int64_t j = 0; j < c->count(); ++j)
+      if (!std::isfinite(c->real(j)))
         fail(std::string("initializer '") + name + "' (" + role + " of " + node_label(n) +
              ") has a NaN or Inf value at element " + std::to_string(j));
   return *c;
@@ -158,8 +185,9 @@ std::vector<int64_t> Context::constant_ints(const onnx::NodeProto& n, int i, con
   const ConstTensor& c = constant(n, i, role);
   if (c.integer) return c.ints;
   std::vector<int64_t> v;
-  v.reserve(c.reals.size());
-  for (double d : c.reals) {
+  v.reserve(c.count());
+  for (int64_t j = 0; j < c.count(); ++j) {
+    const double d = c.real(j);
     if (d != std::trunc(d) || std::abs(d) > 9.0e15) fail_node(n, std::string("input ") + role + " must hold integers");
     v.push_back(static_cast<int64_t>(d));
   }
@@ -357,12 +385,15 @@ ConstTensor Context::decode(const onnx::TensorProto& t, const std::string& where
     fail(label + " holds " + std::to_string(have) + " values, its dims say " + std::to_string(*count) +
          " (truncated file?)");
   };
-  auto from_raw = [&](auto sample, auto& dst) {
+  auto from_raw = [&](auto sample, auto& dst) {  // element by element: no third copy of a large layer
     using S = decltype(sample);
     if (raw.size() != static_cast<size_t>(*count) * sizeof(S)) mismatch(raw.size() / sizeof(S));
-    std::vector<S> v(static_cast<size_t>(*count));
-    if (!v.empty()) std::memcpy(v.data(), raw.data(), raw.size());
-    dst.assign(v.begin(), v.end());
+    dst.resize(static_cast<size_t>(*count));
+    for (size_t i = 0; i < dst.size(); ++i) {
+      S v;
+      std::memcpy(&v, raw.data() + i * sizeof(S), sizeof(S));
+      dst[i] = v;
+    }
   };
   auto from_field = [&](const auto& field, auto& dst) {
     if (field.size() != *count) mismatch(static_cast<size_t>(field.size()));
@@ -370,7 +401,8 @@ ConstTensor Context::decode(const onnx::TensorProto& t, const std::string& where
   };
   switch (t.data_type()) {
     case onnx::TensorProto::FLOAT:
-      raw.empty() ? from_field(t.float_data(), c.reals) : from_raw(float{}, c.reals);
+      c.f32 = true;
+      raw.empty() ? from_field(t.float_data(), c.floats) : from_raw(float{}, c.floats);
       break;
     case onnx::TensorProto::DOUBLE:
       raw.empty() ? from_field(t.double_data(), c.reals) : from_raw(double{}, c.reals);

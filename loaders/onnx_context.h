@@ -31,14 +31,20 @@ constexpr size_t kMaxRank = 8;
 // Kernel sizes, strides, pads and dilations.
 constexpr int64_t kMaxWindow = int64_t(1) << 16;
 
-// A constant: float data as doubles, integer data exactly as int64.
+// A constant: float32 data as stored (weights keep 4 bytes a value), other
+// float data (float64, or computed by folding) as doubles, integers exactly as int64.
 struct ConstTensor {
   std::vector<int64_t> dims;
-  bool integer = false;
-  std::vector<double> reals;  // !integer
+  bool integer = false, f32 = false;
+  std::vector<float> floats;  // f32
+  std::vector<double> reals;  // neither integer nor f32
   std::vector<int64_t> ints;  // integer
-  int64_t count() const { return integer ? static_cast<int64_t>(ints.size()) : static_cast<int64_t>(reals.size()); }
-  double real(int64_t i) const { return integer ? static_cast<double>(ints[i]) : reals[i]; }
+  int64_t count() const {
+    return static_cast<int64_t>(integer ? ints.size() : (f32 ? floats.size() : reals.size()));
+  }
+  double real(int64_t i) const { return integer ? static_cast<double>(ints[i]) : (f32 ? floats[i] : reals[i]); }
+  // The values as float32 (the engine's weight storage).
+  std::vector<float> take_floats();
 };
 
 // Product of dims, or nullopt when a dim is negative or the product passes `limit`.
@@ -72,8 +78,13 @@ class Context {
   // Name of input i, or "" when the node has no such (or an empty) input.
   static const std::string& input_name(const onnx::NodeProto& n, int i);
   bool has_input(const onnx::NodeProto& n, int i) const { return !input_name(n, i).empty(); }
-  bool is_constant(const std::string& name) const { return consts_.count(name) > 0; }
+  bool is_constant(const std::string& name) const { return consts_.count(name) > 0 || initializers_.count(name) > 0; }
+  // Initializers are decoded when first used, and their stored bytes released
+  // then, so loading holds about one copy of the weights at a time.
+  void add_initializer(onnx::TensorProto* t) { initializers_[t->name()] = t; }
   const ConstTensor* find_constant(const std::string& name) const;
+  // Input i as constant() does, moved out when no other node reads it (a weight).
+  ConstTensor take_constant(const onnx::NodeProto& n, int i, const char* role);
   // Input i, which must be a constant with finite values; `role` names it in messages.
   const ConstTensor& constant(const onnx::NodeProto& n, int i, const char* role) const;
   // Input i of a constant as integers (shape arithmetic); fails on non-integral values.
@@ -147,7 +158,8 @@ class Context {
 
  private:
   std::string path_;
-  std::map<std::string, ConstTensor> consts_;
+  mutable std::map<std::string, ConstTensor> consts_;
+  mutable std::map<std::string, onnx::TensorProto*> initializers_;  // not decoded yet
   std::map<std::string, int> tensors_;  // ONNX tensor name -> value id
   std::map<int, int> producer_;         // value id -> node index in graph
   std::set<std::string> channels_last_;

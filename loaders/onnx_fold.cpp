@@ -88,7 +88,7 @@ ConstTensor fold_constant_of_shape(Context& ctx, const onnx::NodeProto& n) {
     if (v.integer)
       out.ints.assign(count, v.ints[0]);
     else
-      out.reals.assign(count, v.reals[0]);
+      out.reals.assign(count, v.real(0));
   } else {
     out.reals.assign(count, 0.0);
   }
@@ -118,11 +118,14 @@ ConstTensor fold_cast(Context& ctx, const onnx::NodeProto& n) {
     case onnx::TensorProto::UINT64:
     case onnx::TensorProto::BOOL:
       if (!x.integer) {
-        for (double v : x.reals) {
+        for (int64_t i = 0; i < x.count(); ++i) {
+          const double v = x.real(i);
           if (std::abs(v) >= 9.2e18) ctx.fail_node(n, "a value does not fit the integer type it is cast to");
           x.ints.push_back(to == onnx::TensorProto::BOOL ? v != 0.0 : static_cast<int64_t>(std::trunc(v)));
         }
         x.reals.clear();
+        x.floats.clear();
+        x.f32 = false;
         x.integer = true;
       } else if (to == onnx::TensorProto::BOOL) {
         for (int64_t& v : x.ints) v = v != 0;

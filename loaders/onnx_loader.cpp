@@ -190,9 +190,9 @@ Graph Importer::run() {
       used.insert(in);
     }
   ctx_.consumer_count[ctx_.graph_output_name]++;
-  // Only the initializers the needed nodes read are decoded.
-  for (const auto& t : gp.initializer())
-    if (used.count(t.name())) ctx_.set_constant(t.name(), ctx_.decode(t, "initializer"));
+  // Only the initializers the needed nodes read are decoded, each when first used.
+  for (auto& t : *model.mutable_graph()->mutable_initializer())
+    if (used.count(t.name())) ctx_.add_initializer(&t);
   add_input(gp);
 
   std::map<std::string, std::string> module_last_output;  // module path -> output of its last tensor node

@@ -107,7 +107,7 @@ void op_conv(Context& ctx, const onnx::NodeProto& n) {
   Node node = node_for(n, OpKind::Conv);
   const auto pad = take_pad(ctx, n);
   const int x = rank3_input(ctx, n, pad ? pad->input : ctx.activation(n, 0));
-  const ConstTensor& w = ctx.constant(n, 1, "W");
+  ConstTensor w = ctx.take_constant(n, 1, "W");
   if (w.dims.size() != 4) ctx.fail_unsupported(n, "only 2-D convolution (4-D weight) is supported");
   for (int64_t d : w.dims)
     if (d < 1) ctx.fail_node(n, "the weight has an empty dimension");
@@ -128,8 +128,7 @@ void op_conv(Context& ctx, const onnx::NodeProto& n) {
   if (w.dims[1] * groups != cin)
     ctx.fail_node(n, "weight expects " + std::to_string(w.dims[1] * groups) + " input channels, input has " +
                          std::to_string(cin));
-  node.weight = w.reals;
-  if (w.integer) node.weight.assign(w.ints.begin(), w.ints.end());
+  node.kernel = w.take_floats();
   if (ctx.has_input(n, 2)) {
     const ConstTensor& b = ctx.constant(n, 2, "B");
     if (b.count() != w.dims[0]) ctx.fail_node(n, "B needs one value per output channel (" + std::to_string(w.dims[0]) + ")");
@@ -217,9 +216,9 @@ void channels_last_matmul(Context& ctx, const onnx::NodeProto& n) {
     ctx.fail_node(n, "B must be [" + std::to_string(c) + ", out] for the channels-last input " + ctx.shape_of(x).str());
   Node node = node_for(n, OpKind::Conv);
   const int64_t out = b.dims[1];
-  node.weight.resize(c * out);
+  node.kernel.resize(c * out);
   for (int64_t o = 0; o < out; ++o)
-    for (int64_t i = 0; i < c; ++i) node.weight[o * c + i] = b.real(i * out + o);
+    for (int64_t i = 0; i < c; ++i) node.kernel[o * c + i] = static_cast<float>(b.real(i * out + o));
   node.inputs = {x};
   ctx.emit(std::move(node), n.output(0));
   ctx.set_channels_last(n.output(0), true);
@@ -230,7 +229,7 @@ void op_linear(Context& ctx, const onnx::NodeProto& n) {
   if (!gemm && ctx.channels_last(Context::input_name(n, 0))) return channels_last_matmul(ctx, n);
   const int x = ctx.activation(n, 0);
   const int64_t k = ctx.shape_of(x).numel();
-  const ConstTensor& b = ctx.constant(n, 1, "B");
+  ConstTensor b = ctx.take_constant(n, 1, "B");
   if (b.dims.size() != 2) ctx.fail_unsupported(n, "B must be a 2-D constant");
   const bool trans_b = gemm && ctx.attr_int(n, "transB", 0);
   if (gemm && ctx.attr_int(n, "transA", 0)) ctx.fail_attr(n, "transA", "only transA=0 is supported");
@@ -240,10 +239,14 @@ void op_linear(Context& ctx, const onnx::NodeProto& n) {
   if (in_dim != k)
     ctx.fail_node(n, "B expects " + std::to_string(in_dim) + " input features, the input has " + std::to_string(k));
   Node node = node_for(n, OpKind::Linear);
-  node.weight.resize(in_dim * out_dim);
-  for (int64_t o = 0; o < out_dim; ++o)
-    for (int64_t i = 0; i < in_dim; ++i)
-      node.weight[o * in_dim + i] = alpha * b.real(trans_b ? o * in_dim + i : i * out_dim + o);
+  if (trans_b) {
+    node.kernel = b.take_floats();  // already [out, in]: no second copy of a large layer
+  } else {
+    node.kernel.resize(in_dim * out_dim);
+    for (int64_t o = 0; o < out_dim; ++o)
+      for (int64_t i = 0; i < in_dim; ++i) node.kernel[o * in_dim + i] = static_cast<float>(b.real(i * out_dim + o));
+  }
+  if (alpha != 1.0) node.kernel_scale.assign(out_dim, alpha);
   if (gemm && ctx.has_input(n, 2)) {
     const ConstTensor& c = ctx.constant(n, 2, "C");
     if (c.count() != out_dim && c.count() != 1) ctx.fail_node(n, "C must hold one value per output feature");

@@ -19,11 +19,10 @@ bool fold_affine_into_conv(Context& ctx, int x, const std::vector<double>& s, co
   if (p < 0 || x == ctx.graph.input) return false;
   Node& conv = ctx.graph.nodes[p];
   if (conv.kind != OpKind::Conv || ctx.consumers(ctx.graph.values[x].name) != 1) return false;
-  // conv(x)*s + t == conv with W*s and bias b*s + t.
+  // conv(x)*s + t == conv with W*s and bias b*s + t; the scale stays apart from the float32 kernel.
   const int64_t c = static_cast<int64_t>(s.size());
-  const int64_t per_out = static_cast<int64_t>(conv.weight.size()) / c;
-  for (int64_t co = 0; co < c; ++co)
-    for (int64_t j = 0; j < per_out; ++j) conv.weight[co * per_out + j] *= s[co];
+  if (conv.kernel_scale.empty()) conv.kernel_scale.assign(c, 1.0);
+  for (int64_t co = 0; co < c; ++co) conv.kernel_scale[co] *= s[co];
   if (conv.bias.empty()) conv.bias.assign(c, 0.0);
   for (int64_t co = 0; co < c; ++co) conv.bias[co] = conv.bias[co] * s[co] + t[co];
   ctx.rename(x, out_name);

@@ -32,7 +32,8 @@ class NetBuilder {
     n.win.dh = n.win.dw = dil;
     const int64_t cin = shape(cur_).channels();
     const int64_t fan_in = cin / groups * k * k;
-    n.weight = random(cout * fan_in, std::sqrt(2.0 / fan_in));
+    const auto w = random(cout * fan_in, std::sqrt(2.0 / fan_in));
+    n.kernel.assign(w.begin(), w.end());
     if (bias) n.bias = random(cout, 0.1);
     return push(n, {cur_});
   }
@@ -90,7 +91,8 @@ class NetBuilder {
     Node n;
     n.kind = OpKind::Linear;
     const int64_t in = shape(cur_).numel();
-    n.weight = random(out * in, std::sqrt(2.0 / in));
+    const auto w = random(out * in, std::sqrt(2.0 / in));
+    n.kernel.assign(w.begin(), w.end());
     n.bias = random(out, 0.1);
     return push(n, {cur_});
   }
