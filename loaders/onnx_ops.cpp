@@ -63,13 +63,13 @@ void op_identity(Context& ctx, const onnx::NodeProto& n) {
     ctx.set_constant(n.output(0), *c);
     return;
   }
-  ctx.pass_through(n.output(0), n.input(0), ctx.activation_any_layout(n, 0));
+  ctx.pass_through(n.output(0), Context::input_name(n, 0), ctx.activation_any_layout(n, 0));
 }
 
 // Flattening keeps the engine's layout only channels-first or with a 1x1 plane.
 int flattenable(Context& ctx, const onnx::NodeProto& n) {
   const int x = ctx.activation_any_layout(n, 0);
-  if (ctx.channels_last(n.input(0)) && ctx.shape_of(x).plane() != 1)
+  if (ctx.channels_last(Context::input_name(n, 0)) && ctx.shape_of(x).plane() != 1)
     ctx.fail_unsupported(n, "flattening a channels-last tensor is not supported");
   return x;
 }

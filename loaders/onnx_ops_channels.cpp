@@ -32,10 +32,10 @@ int64_t normalised_axis(Context& ctx, const onnx::NodeProto& n, int64_t a, size_
 void op_concat(Context& ctx, const onnx::NodeProto& n) {
   if (n.input_size() == 0) ctx.fail_node(n, "has no inputs");
   Node node = node_for(n, OpKind::Concat);
-  const std::string& first = n.input(0);
+  const std::string& first = Context::input_name(n, 0);
   for (int i = 0; i < n.input_size(); ++i) {
     node.inputs.push_back(ctx.activation_any_layout(n, i));
-    if (ctx.channels_last(n.input(i)) != ctx.channels_last(first))
+    if (ctx.channels_last(Context::input_name(n, i)) != ctx.channels_last(first))
       ctx.fail_unsupported(n, "inputs of different layouts (channels-first and channels-last)");
   }
   const int x = node.inputs[0];
@@ -49,7 +49,7 @@ void op_concat(Context& ctx, const onnx::NodeProto& n) {
 // Channels [offset, offset + count) of the input as output `name`.
 void emit_slice(Context& ctx, const onnx::NodeProto& n, int x, int64_t offset, int64_t count, const std::string& name) {
   if (offset == 0 && count == ctx.shape_of(x).channels()) {
-    ctx.pass_through(name, n.input(0), x);
+    ctx.pass_through(name, Context::input_name(n, 0), x);
     return;
   }
   Node node = node_for(n, OpKind::Slice);
@@ -58,15 +58,15 @@ void emit_slice(Context& ctx, const onnx::NodeProto& n, int x, int64_t offset, i
   node.channel_count = static_cast<int>(count);
   node.inputs = {x};
   ctx.emit(std::move(node), name);
-  ctx.set_channels_last(name, ctx.channels_last(n.input(0)));
-  ctx.set_onnx_rank(name, ctx.onnx_rank(n.input(0), x));
+  ctx.set_channels_last(name, ctx.channels_last(Context::input_name(n, 0)));
+  ctx.set_onnx_rank(name, ctx.onnx_rank(Context::input_name(n, 0), x));
 }
 
 void op_split(Context& ctx, const onnx::NodeProto& n) {
   const int x = ctx.activation_any_layout(n, 0);
-  const auto dims = onnx_dims(ctx, n.input(0), x);
+  const auto dims = onnx_dims(ctx, Context::input_name(n, 0), x);
   const int64_t axis = normalised_axis(ctx, n, ctx.attr_int(n, "axis", 0), dims.size());
-  if (axis != channel_axis(ctx, n.input(0), x)) ctx.fail_unsupported(n, "only splitting along the channels is supported");
+  if (axis != channel_axis(ctx, Context::input_name(n, 0), x)) ctx.fail_unsupported(n, "only splitting along the channels is supported");
   const int64_t c = ctx.shape_of(x).channels();
   std::vector<int64_t> sizes = ctx.has_input(n, 1) ? ctx.constant_ints(n, 1, "split") : ctx.attr_ints(n, "split");
   if (sizes.empty()) {  // equal parts, the last one smaller if need be (opset 18)
@@ -88,7 +88,7 @@ void op_split(Context& ctx, const onnx::NodeProto& n) {
 
 void op_slice(Context& ctx, const onnx::NodeProto& n) {
   const int x = ctx.activation_any_layout(n, 0);
-  const auto dims = onnx_dims(ctx, n.input(0), x);
+  const auto dims = onnx_dims(ctx, Context::input_name(n, 0), x);
   std::vector<int64_t> starts, ends, axes, steps;
   if (n.input_size() == 1) {
     starts = ctx.attr_ints(n, "starts");
@@ -103,7 +103,7 @@ void op_slice(Context& ctx, const onnx::NodeProto& n) {
   if (ends.size() != starts.size() || (!axes.empty() && axes.size() != starts.size()) ||
       (!steps.empty() && steps.size() != starts.size()))
     ctx.fail_node(n, "starts, ends, axes and steps differ in length");
-  const int64_t ch = channel_axis(ctx, n.input(0), x), c = ctx.shape_of(x).channels();
+  const int64_t ch = channel_axis(ctx, Context::input_name(n, 0), x), c = ctx.shape_of(x).channels();
   int64_t lo = 0, hi = c;
   for (size_t i = 0; i < starts.size(); ++i) {
     const int64_t ax = axes.empty() ? static_cast<int64_t>(i) : normalised_axis(ctx, n, axes[i], dims.size());
@@ -134,8 +134,8 @@ void op_transpose(Context& ctx, const onnx::NodeProto& n) {
     return;
   }
   const int x = ctx.activation_any_layout(n, 0);
-  const bool cl = ctx.channels_last(n.input(0));
-  if (ctx.onnx_rank(n.input(0), x) == 4 && ctx.shape_of(x).rank() == 3) {
+  const bool cl = ctx.channels_last(Context::input_name(n, 0));
+  if (ctx.onnx_rank(Context::input_name(n, 0), x) == 4 && ctx.shape_of(x).rank() == 3) {
     if (!cl && perm == std::vector<int64_t>{0, 2, 3, 1}) {
       ctx.alias(n.output(0), x);
       ctx.set_channels_last(n.output(0), true);
@@ -169,7 +169,7 @@ void op_reshape(Context& ctx, const onnx::NodeProto& n) {
   }
   const int x = ctx.activation_any_layout(n, 0);
   const Shape& s = ctx.shape_of(x);
-  const bool cl = ctx.channels_last(n.input(0));
+  const bool cl = ctx.channels_last(Context::input_name(n, 0));
   const int64_t per = s.numel();
   auto batch_ok = [&](int64_t d) { return d == 1 || d == -1 || d == 0; };
   // [N, -1]: flattening each sample (channels-first, or a 1x1 plane).
@@ -207,13 +207,13 @@ void op_reshape(Context& ctx, const onnx::NodeProto& n) {
 void op_squeeze(Context& ctx, const onnx::NodeProto& n) {
   const int x = ctx.activation_any_layout(n, 0);
   const Shape& s = ctx.shape_of(x);
-  const int rank = ctx.onnx_rank(n.input(0), x);
+  const int rank = ctx.onnx_rank(Context::input_name(n, 0), x);
   std::vector<int64_t> axes = ctx.has_input(n, 1) ? ctx.constant_ints(n, 1, "axes") : ctx.attr_ints(n, "axes");
   const bool unsqueeze = n.op_type() == "Unsqueeze";
   const int out_rank = unsqueeze ? rank + static_cast<int>(axes.size()) : rank - static_cast<int>(axes.size());
   for (auto& a : axes) a = normalised_axis(ctx, n, a, unsqueeze ? out_rank : rank);
   std::sort(axes.begin(), axes.end());
-  const bool ok = s.plane() == 1 && !ctx.channels_last(n.input(0)) &&
+  const bool ok = s.plane() == 1 && !ctx.channels_last(Context::input_name(n, 0)) &&
                   ((rank == 2 && out_rank == 4) || (rank == 4 && out_rank == 2)) &&
                   axes == std::vector<int64_t>{2, 3};
   if (!ok) ctx.fail_unsupported(n, "on tensors only [N, C] <-> [N, C, 1, 1] is supported");
@@ -228,7 +228,7 @@ void op_gather(Context& ctx, const onnx::NodeProto& n) {
   const int x = ctx.activation_any_layout(n, 0);
   const ConstTensor& idx = ctx.constant(n, 1, "indices");
   const std::vector<int64_t> ids = ctx.constant_ints(n, 1, "indices");
-  bool identity = ctx.onnx_rank(n.input(0), x) == 1 && ctx.attr_int(n, "axis", 0) == 0 &&
+  bool identity = ctx.onnx_rank(Context::input_name(n, 0), x) == 1 && ctx.attr_int(n, "axis", 0) == 0 &&
                   static_cast<int64_t>(ids.size()) == ctx.shape_of(x).numel();
   for (size_t i = 0; identity && i < ids.size(); ++i) identity = ids[i] == static_cast<int64_t>(i);
   if (!identity || idx.dims.empty() || idx.dims[0] != 1)
@@ -239,8 +239,8 @@ void op_gather(Context& ctx, const onnx::NodeProto& n) {
 
 void op_reduce_mean(Context& ctx, const onnx::NodeProto& n) {
   const int x = ctx.activation_any_layout(n, 0);
-  const bool cl = ctx.channels_last(n.input(0));
-  const auto dims = onnx_dims(ctx, n.input(0), x);
+  const bool cl = ctx.channels_last(Context::input_name(n, 0));
+  const auto dims = onnx_dims(ctx, Context::input_name(n, 0), x);
   std::vector<int64_t> axes = ctx.has_input(n, 1) ? ctx.constant_ints(n, 1, "axes") : ctx.attr_ints(n, "axes");
   for (auto& a : axes) a = normalised_axis(ctx, n, a, dims.size());
   std::sort(axes.begin(), axes.end());

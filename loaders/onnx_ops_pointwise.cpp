@@ -11,8 +11,8 @@ namespace ipna::onnx_import {
 namespace {
 
 void keep_layout(Context& ctx, const onnx::NodeProto& n, int value) {
-  ctx.set_channels_last(n.output(0), ctx.channels_last(n.input(0)));
-  ctx.set_onnx_rank(n.output(0), ctx.onnx_rank(n.input(0), value));
+  ctx.set_channels_last(n.output(0), ctx.channels_last(Context::input_name(n, 0)));
+  ctx.set_onnx_rank(n.output(0), ctx.onnx_rank(Context::input_name(n, 0), value));
 }
 
 void emit_activation(Context& ctx, const onnx::NodeProto& n, ActivationFn f, double alpha = 0, double beta = 0) {
@@ -90,7 +90,7 @@ void arithmetic_with_constant(Context& ctx, const onnx::NodeProto& n, bool const
   const std::string& op = n.op_type();
   const int xi = constant_first ? 1 : 0;
   const int x = ctx.activation_any_layout(n, xi);
-  const std::string& name = n.input(xi);
+  const std::string& name = Context::input_name(n, xi);
   const ConstTensor& c = ctx.constant(n, constant_first ? 0 : 1, "constant operand");
   std::vector<double> k = per_channel(ctx, c, name, x);
   if (k.empty())
@@ -146,7 +146,7 @@ void op_arithmetic(Context& ctx, const onnx::NodeProto& n) {
   if (c0 && c1) ctx.fail_unsupported(n, "arithmetic on two constants of these shapes is not supported");
   if (c0 || c1) return arithmetic_with_constant(ctx, n, c0);
   const int a = ctx.activation_any_layout(n, 0), b = ctx.activation_any_layout(n, 1);
-  const std::string &an = n.input(0), &bn = n.input(1);
+  const std::string &an = Context::input_name(n, 0), &bn = Context::input_name(n, 1);
   const Shape &sa = ctx.shape_of(a), &sb = ctx.shape_of(b);
   const bool same_layout = ctx.channels_last(an) == ctx.channels_last(bn);
   if (op == "Add") {
@@ -185,12 +185,12 @@ void op_layer_norm(Context& ctx, const onnx::NodeProto& n) {
     if (!n.output(i).empty() && ctx.consumers(n.output(i))) ctx.fail_unsupported(n, "its Mean/InvStdDev outputs are used");
   const int x = ctx.activation_any_layout(n, 0);
   const Shape& s = ctx.shape_of(x);
-  const int rank = ctx.onnx_rank(n.input(0), x);
+  const int rank = ctx.onnx_rank(Context::input_name(n, 0), x);
   const int64_t axis = ctx.attr_int(n, "axis", -1);
   const int64_t a = axis < 0 ? axis + rank : axis;
   // Over the channels: the last axis of a channels-last view, or axis 1 when nothing follows the channels.
   const bool over_channels =
-      ctx.channels_last(n.input(0)) ? a == rank - 1 : (a == 1 && (rank == 2 || s.plane() == 1));
+      ctx.channels_last(Context::input_name(n, 0)) ? a == rank - 1 : (a == 1 && (rank == 2 || s.plane() == 1));
   if (!over_channels) ctx.fail_unsupported(n, "LayerNormalization is supported over the channels only");
   const int64_t c = s.channels();
   Node node = node_for(n, OpKind::LayerNorm);

@@ -193,6 +193,7 @@ def main():
                     help="the original's two torch.save'd partial models")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-torchscript", action="store_true", help="skip the TorchScript files for the LibTorch baseline")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     if a.two_part:
@@ -222,7 +223,7 @@ def main():
         raise SystemExit("give --weights FILE.pth (this machine cannot download) or --random-init")
     model.eval()
     f1, f2 = split_stages(stages_of(model, family_of(a.model)), a.split)
-    export_split(f1, f2, (3, a.input_size, a.input_size), a.split, a.out)
+    export_split(f1, f2, (3, a.input_size, a.input_size), a.split, a.out, torchscript=not a.no_torchscript)
     print("wrote %s (split tensor '%s')" % (a.out, a.split))
 
 
