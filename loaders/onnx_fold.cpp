@@ -346,8 +346,21 @@ ConstTensor fold_arithmetic(Context& ctx, const onnx::NodeProto& n) {
     const int64_t ia = a.count() == 1 ? 0 : i, ib = b.count() == 1 ? 0 : i;
     if (out.integer) {
       const int64_t x = a.ints[ia], y = b.ints[ib];
-      if (op == "Div" && y == 0) ctx.fail_node(n, "integer division by zero");
-      out.ints.push_back(op == "Add" ? x + y : op == "Sub" ? x - y : op == "Mul" ? x * y : x / y);
+      int64_t r = 0;
+      bool overflow;
+      if (op == "Add") {
+        overflow = __builtin_add_overflow(x, y, &r);
+      } else if (op == "Sub") {
+        overflow = __builtin_sub_overflow(x, y, &r);
+      } else if (op == "Mul") {
+        overflow = __builtin_mul_overflow(x, y, &r);
+      } else {
+        if (y == 0) ctx.fail_node(n, "integer division by zero");
+        overflow = x == std::numeric_limits<int64_t>::min() && y == -1;
+        if (!overflow) r = x / y;
+      }
+      if (overflow) ctx.fail_node(n, "integer overflow in shape arithmetic");
+      out.ints.push_back(r);
     } else {
       const double x = a.real(ia), y = b.real(ib);
       out.reals.push_back(op == "Add" ? x + y : op == "Sub" ? x - y : op == "Mul" ? x * y : x / y);

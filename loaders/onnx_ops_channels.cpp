@@ -182,7 +182,8 @@ void op_reshape(Context& ctx, const onnx::NodeProto& n) {
   }
   // [N, g, C/g, H, W]: the first step of a channel shuffle.
   if (!cl && s.rank() == 3 && shape.size() == 5 && batch_ok(shape[0]) && shape[1] > 0 && shape[2] > 0 &&
-      shape[1] * shape[2] == s.dims[0] && shape[3] == s.dims[1] && shape[4] == s.dims[2]) {
+      shape[1] <= s.dims[0] && shape[2] <= s.dims[0] && shape[1] * shape[2] == s.dims[0] && shape[3] == s.dims[1] &&
+      shape[4] == s.dims[2]) {
     ctx.grouped_views[n.output(0)] = {x, static_cast<int>(shape[1]), false};
     return;
   }
