@@ -1,7 +1,9 @@
 // The fused step loop of SPEC.md "Sharing": per chunk of steps k, one saving
 // forward of f1 at x_k, f2 forward + backward there (g = dF/dh, shared by IG,
 // conductance and every box), IG's backward through f1, and per box one
-// non-saving f1 forward at the patch points x_{k-1} + d*1_S. h(x_{k-1}) is
+// non-saving f1 forward at the patch points x_{k-1} + d*1_S (difference form)
+// or one tangent pass of f1 at x_k in direction d*1_S reusing the saved masks
+// (tangent form, restricted to the box's receptive-field cone). h(x_{k-1}) is
 // the previous step's h(x_k), carried across chunks, so conductance costs no
 // extra f1 pass.
 #include "engine/attribution.h"
@@ -37,12 +39,12 @@ struct Engine {
   // The step loop's buffers and workspaces live across runs: a sweep of many
   // runs allocates (and page-faults) once, and nothing is allocated inside the loop.
   struct StepBuffers {
-    DeviceBuffer points, dx, h, h_masked, dh, h_prev, h_patch, logits, dlogits, fval, ig_acc, cond_acc, carry;
+    DeviceBuffer points, dx, h, h_masked, dh, h_prev, h_patch, logits, dlogits, fval, ig_acc, cond_acc, carry, zeros;
     std::vector<DeviceBuffer> ipna_acc;  // one per box
     template <typename F>
     void each(F&& f) {
       for (DeviceBuffer* b : {&points, &dx, &h, &h_masked, &dh, &h_prev, &h_patch, &logits, &dlogits, &fval, &ig_acc,
-                              &cond_acc, &carry})
+                              &cond_acc, &carry, &zeros})
         f(*b);
       for (DeviceBuffer& b : ipna_acc) f(b);
     }
@@ -53,7 +55,9 @@ struct Engine {
   size_t held_bytes() {
     size_t b = 0;
     buffers.each([&](DeviceBuffer& d) { b += d.bytes(); });
-    for (const auto* ws : {&ws1, &ws2}) b += ws->forward_arena.bytes() + ws->backward_arena.bytes() + ws->saved.bytes();
+    for (const auto* ws : {&ws1, &ws2})
+      b += ws->forward_arena.bytes() + ws->backward_arena.bytes() + ws->saved.bytes() + ws->window_in.bytes() +
+           ws->window_out.bytes();
     return b;
   }
   // `b` with room for `count` elements, grown (never shrunk) as needed.
@@ -159,11 +163,21 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     check_finite(req.split_mask, "the pruning mask");
   }
   const bool ig = req.integrated_gradients, path = req.conductance || !req.boxes.empty();
+  const bool tangent = !req.boxes.empty() && req.ipna_form == IpnaForm::Tangent;
+  const bool keep_f1 = ig || tangent;  // what f1's backward (or tangent pass) needs, saved by its forward
+  std::vector<Cone> cones;
+  int64_t cone_window = 0;
+  if (tangent && req.receptive_field_cones)
+    for (const Box& b : req.boxes) {
+      cones.push_back(f1.cone(b));
+      cone_window = std::max(cone_window, cones.back().window_elems);
+    }
   const bool masked = !req.split_mask.empty();
 
   // --- chunk of steps from the memory budget ---
   const size_t t = sizeof(T);
-  size_t per_step = f1.bytes_per_sample(ig) + f2.bytes_per_sample(true) + 2 * xn * t /* points, dx */ +
+  size_t per_step = f1.bytes_per_sample(keep_f1) + f2.bytes_per_sample(true) + 2 * xn * t /* points, dx */ +
+                    2 * cone_window * t /* a convolution's cone window, in and out */ +
                     (3 + (masked ? 1 : 0)) * hn * t /* h, h_prev, h_patch, masked h */ + hn * t /* dh */ +
                     2 * classes * t + 2 * t;
   const size_t available = be->memory_available() + held_bytes();
@@ -189,7 +203,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   for (int64_t j = 0; j < xn; ++j) d[j] = (x[j] - x0[j]) / m;
   DeviceBuffer x0_dev = upload(x0), d_dev = upload(d);
   DeviceBuffer mask_dev = masked ? upload(req.split_mask) : DeviceBuffer();
-  f1.reserve(ws1, chunk, ig);
+  f1.reserve(ws1, chunk, keep_f1);
   f2.reserve(ws2, chunk, true);
   StepBuffers& B = buffers;
   T* pts = grow(B.points, chunk * xn);
@@ -205,6 +219,8 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   T* ig_acc = ig ? grow(B.ig_acc, xn) : nullptr;
   T* cond_acc = req.conductance ? grow(B.cond_acc, hn) : nullptr;
   T* carry = path ? grow(B.carry, hn) : nullptr;
+  T* zeros = tangent ? grow(B.zeros, xn) : nullptr;
+  if (tangent) be->zero(zeros, xn * t);
   if (B.ipna_acc.size() < req.boxes.size()) B.ipna_acc.resize(req.boxes.size());
   std::vector<T*> ipna_acc;
   for (size_t b = 0; b < req.boxes.size(); ++b) {
@@ -245,7 +261,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     PointBatch cur;
     for (int i = 0; i < c; ++i) cur.k.push_back(k0 + i);
     be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), cur, pts);
-    f1.forward(c, pts, h_cur, ws1, ig);
+    f1.forward(c, pts, h_cur, ws1, keep_f1);
     T* f2_in = h_cur;
     if (masked) {
       be->copy_on_device(h_f2, h_cur, c * hn * t);
@@ -272,12 +288,18 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
         PointBatch patch;
         patch.boxes = req.boxes;
         for (int i = 0; i < c; ++i) {
-          patch.k.push_back(k0 + i - 1);
+          patch.k.push_back(tangent ? 0 : k0 + i - 1);
           patch.box_index.push_back(static_cast<int>(b));
         }
-        be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), patch, pts);
-        f1.forward(c, pts, h_patch, ws1, false);
-        be->accumulate_path_product(hn, c, dh, h_patch, h_prev, ipna_acc[b]);
+        if (tangent) {  // IPNA^t += g(x_k) * J_h(x_k) (d * 1_S)
+          be->make_points(in_shape, zeros, d_dev.as<T>(), patch, pts);  // d * 1_S
+          f1.tangent(c, pts, h_patch, ws1, cones.empty() ? nullptr : &cones[b]);
+          be->accumulate_path_product(hn, c, dh, h_patch, nullptr, ipna_acc[b]);
+        } else {        // IPNA += g(x_k) * (h(x_{k-1} + d * 1_S) - h(x_{k-1}))
+          be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), patch, pts);
+          f1.forward(c, pts, h_patch, ws1, false);
+          be->accumulate_path_product(hn, c, dh, h_patch, h_prev, ipna_acc[b]);
+        }
       }
     }
     if (req.progress) req.progress(k0 + c - 1, m);
@@ -421,6 +443,19 @@ std::vector<double> black_baseline(const Shape& shape, std::vector<double> mean,
   std::vector<double> out(shape.numel());
   for (int64_t i = 0; i < c; ++i)
     for (int64_t j = 0; j < plane; ++j) out[i * plane + j] = (0.0 - mean[i]) / std[i];
+  return out;
+}
+
+std::vector<Box> grid_boxes(int h, int w, int rows, int cols) {
+  if (rows < 1 || cols < 1 || rows > h || cols > w)
+    throw Error("a grid of " + std::to_string(rows) + "x" + std::to_string(cols) + " boxes needs 1.." +
+                std::to_string(h) + " rows and 1.." + std::to_string(w) + " columns of boxes for a " +
+                std::to_string(h) + "x" + std::to_string(w) + " input");
+  const int bh = h / rows, bw = w / cols;
+  std::vector<Box> out;
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j)
+      out.push_back({i * bh, j * bw, i + 1 == rows ? h : (i + 1) * bh, j + 1 == cols ? w : (j + 1) * bw});
   return out;
 }
 

@@ -14,6 +14,12 @@ namespace ipna {
 
 enum class Precision { F32, F64 };
 
+// IPNA as the original computes it (SPEC.md): g(x_k) * (h(x_{k-1} + d*1_S) - h(x_{k-1})),
+// or in tangent form (SPEC.md "IPNA, tangent form"): g(x_k) * J_h(x_k) (d*1_S), a
+// forward-mode pass reusing the masks of the pass at x_k. The tangent form sums
+// to IG inside the box at every m, and is linear in the box.
+enum class IpnaForm { Difference, Tangent };
+
 struct AttributionRequest {
   int target_class = -1;
   TargetKind target = TargetKind::Probability;
@@ -21,6 +27,10 @@ struct AttributionRequest {
   bool integrated_gradients = false;
   bool conductance = false;
   std::vector<Box> boxes;           // one IPNA map per box
+  IpnaForm ipna_form = IpnaForm::Difference;
+  // Patch passes compute each layer only on the box's receptive-field cone
+  // (tangent form); false runs them on whole planes, for comparison.
+  bool receptive_field_cones = true;
   // Pruned model: h is multiplied by this mask (one value per split neuron)
   // before f2. Empty: the model as it is.
   std::vector<double> split_mask;
@@ -91,6 +101,9 @@ std::vector<double> prune_mask(const std::vector<double>& neuron_scores, const S
 // for 3 channels, zeros otherwise.
 std::vector<double> black_baseline(const Shape& input_shape, std::vector<double> mean = {},
                                    std::vector<double> std = {});
+
+// A grid of rows x cols boxes over an h x w plane; the last row and column take the remainder.
+std::vector<Box> grid_boxes(int h, int w, int rows, int cols);
 
 // Sums of a C,H,W map inside and outside a box.
 double sum_in_box(const std::vector<double>& map, const Shape& shape, const Box& box);

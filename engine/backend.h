@@ -127,8 +127,9 @@ class Backend : public Device {
   // src (from its channel src_c0 of src_c) to dst (from its channel dst_c0 of dst_c).
   virtual void copy_channels(int n, int64_t plane, int channels, const T* src, int src_c, int src_c0, T* dst,
                              int dst_c, int dst_c0, bool accumulate) = 0;
-  // y = a * b, b of a's shape or one value per channel (broadcast over the plane).
-  virtual void mul_forward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, T* y) = 0;
+  // y (+)= a * b, b of a's shape or one value per channel (broadcast over the plane).
+  virtual void mul_forward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, T* y,
+                           bool accumulate) = 0;
   // da (+)= dy * b and db (+)= dy * a (summed over the plane for a per-channel b);
   // da or db may be null. Also the backward of Activation: dx = dy * derivative.
   virtual void mul_backward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, const T* dy,
@@ -150,6 +151,19 @@ class Backend : public Device {
   virtual void channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const T* x, T* y, bool inverse,
                                bool accumulate) = 0;
 
+  // --- forward-mode (tangent) pieces; the other ops' tangents are their forward without bias, or
+  // their backward (a mask, a scale, a derivative) applied forwards ---
+  // ty[o] = tx[argmax[o]]: a max-pool routes tangents as its forward routed values.
+  virtual void maxpool_tangent(const PoolDesc& d, const int32_t* argmax, const T* tx, T* ty, int n) = 0;
+  // ty = gamma * rstd * (tx - mean_c(tx) - x_hat * mean_c(tx * x_hat)), at the saved point.
+  virtual void layernorm_tangent(int n, int c, int64_t plane, const T* gamma, const T* xhat, const T* rstd,
+                                 const T* tx, T* ty) = 0;
+  // Per sample and channel: the h x w window at (dst_r, dst_c) of dst's plane (dst_h x dst_w) gets the
+  // window at (src_r, src_c) of src's plane (src_h x src_w); source positions outside the plane read as
+  // zero (so a window may hang over the border as padding).
+  virtual void copy_window(int n, int channels, const T* src, int src_h, int src_w, int src_r, int src_c, T* dst,
+                           int dst_h, int dst_w, int dst_r, int dst_c, int h, int w) = 0;
+
   // --- attribution kernels ---
   // out[b] = x0 + k[b]*d (+ d inside box) for each point of the batch.
   virtual void make_points(const Shape& shape, const T* x0, const T* d, const PointBatch& pts, T* out) = 0;
@@ -161,7 +175,7 @@ class Backend : public Device {
                                        int n) = 0;
   // acc[j] += sum_b x[b, j]
   virtual void sum_batch(int64_t per_sample, int n, const T* x, T* acc) = 0;
-  // acc[j] += sum_b g[b, j] * (a[b, j] - b[b, j])
+  // acc[j] += sum_b g[b, j] * (a[b, j] - b[b, j]); b may be null (zero)
   virtual void accumulate_path_product(int64_t per_sample, int n, const T* g, const T* a, const T* b, T* acc) = 0;
 };
 

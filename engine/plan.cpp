@@ -40,17 +40,6 @@ bool is_elementwise(OpKind k) {
   return k == OpKind::Clip || k == OpKind::Affine || k == OpKind::Add || k == OpKind::Activation;
 }
 
-// Runs one node's launch; a failure (an out-of-memory, a CUDA error caught by
-// IPNA_CUDA_DEBUG's synchronisation) is reported with the node it happened at.
-template <typename F>
-void at_node(const Node& node, const char* pass, F&& launch) {
-  try {
-    launch();
-  } catch (const Error& e) {
-    throw Error("node '" + node.name + "' (" + op_name(node.kind) + ", " + pass + "): " + e.what());
-  }
-}
-
 // A Conv/Linear kernel in T, each output's row times its scale (a folded BatchNorm), in double.
 template <typename T>
 DeviceBuffer upload_kernel(Backend<T>& be, const std::vector<float>& k, const std::vector<double>& scale) {
@@ -312,7 +301,7 @@ void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save) co
             be_.copy_on_device(saved_a + n * st.count, in1,
                                sizeof(T) * n * graph_.values[node.inputs[1]].shape.numel());
           }
-          be_.mul_forward(n, static_cast<int>(sa.channels()), sa.plane(), per_channel, in0, in1, out);
+          be_.mul_forward(n, static_cast<int>(sa.channels()), sa.plane(), per_channel, in0, in1, out, false);
           break;
         }
         case OpKind::Activation:

@@ -11,9 +11,22 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/error.h"
 #include "engine/graph.h"
 
 namespace ipna {
+
+// A receptive-field cone: a rectangle of each value's plane (the whole plane
+// after a global op), and which convolutions compute only their cone window.
+struct Cone {
+  struct Rect {
+    int r0 = 0, r1 = 0, c0 = 0, c1 = 0;
+    int64_t area() const { return static_cast<int64_t>(r1 - r0) * (c1 - c0); }
+  };
+  std::vector<Rect> rect;      // per value
+  std::vector<bool> windowed;  // per launch
+  int64_t window_elems = 0;    // per sample: the largest cone window, in or out
+};
 
 template <typename T>
 class GraphPlan {
@@ -25,6 +38,7 @@ class GraphPlan {
   struct Workspace {
     int capacity = 0;
     DeviceBuffer forward_arena, backward_arena, saved;
+    DeviceBuffer window_in, window_out;  // a convolution's cone window, in and out (tangent passes)
   };
   Workspace make_workspace(int capacity, bool with_backward) const;
   // Grows ws to hold `capacity` samples (and backward state) only when it is
@@ -35,6 +49,17 @@ class GraphPlan {
   void forward(int n, const T* x, T* y, Workspace& ws, bool save) const;
   // dx = (d graph / d x)^T dy at the points of the last saving forward.
   void backward(int n, const T* dy, T* dx, Workspace& ws) const;
+
+  // Where the tangent of each value can be nonzero when the input's is nonzero
+  // only inside `box` (rows r0:r1, cols c0:c1 of the input plane).
+  Cone cone(const Box& box) const;
+  // Forward mode: ty_i = J(x_i) tx_i, the directional derivative at the points
+  // of the last saving forward of n samples (linear ops without their bias,
+  // Clip gated by its mask, MaxPool routed by its argmax, smooth activations,
+  // products and LayerNorm linearised at the saved point). It uses the forward
+  // arena and the saved state, not the backward arena. With a cone, each
+  // windowed convolution runs on its cone window only.
+  void tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone* cone = nullptr) const;
 
   const Graph& graph() const { return graph_; }
   int64_t input_numel() const { return graph_.values[graph_.input].shape.numel(); }
@@ -51,6 +76,16 @@ class GraphPlan {
     PoolDesc pool;
     int64_t count = 0;  // per-sample elements of the output
   };
+  // Runs one node's launch; a failure (an out-of-memory, a CUDA error caught by
+  // IPNA_CUDA_DEBUG's synchronisation) is reported with the node it happened at.
+  template <typename F>
+  static void at_node(const Node& node, const char* pass, F&& launch) {
+    try {
+      launch();
+    } catch (const Error& e) {
+      throw Error("node '" + node.name + "' (" + op_name(node.kind) + ", " + pass + "): " + e.what());
+    }
+  }
   T* value_ptr(int v, int n, const T* x, T* y, T* arena) const;
   T* grad_ptr(int v, int n, const T* dy, T* dx, T* arena) const;
   size_t saved_size(int launch, int n) const;    // bytes backward needs of the launch

@@ -64,9 +64,12 @@ __global__ void activation_kernel(ActivationFn f, int64_t count, float alpha, fl
   if (deriv) deriv[i] = d;
 }
 
-__global__ void mul_kernel(int64_t total, int64_t plane, bool per_channel, const float* a, const float* b, float* y) {
+__global__ void mul_kernel(int64_t total, int64_t plane, bool per_channel, const float* a, const float* b, float* y,
+                           bool acc) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < total) y[i] = a[i] * b[per_channel ? i / plane : i];
+  if (i >= total) return;
+  const float v = a[i] * b[per_channel ? i / plane : i];
+  y[i] = acc ? y[i] + v : v;
 }
 
 // out (+)= dy * f, f indexed per element or per channel.
@@ -102,9 +105,9 @@ void activation_forward(ActivationFn f, int64_t count, float alpha, float beta, 
 }
 
 void mul_forward(int n, int c, int64_t plane, bool b_per_channel, const float* a, const float* b, float* y,
-                 cudaStream_t s) {
+                 bool accumulate, cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(n) * c * plane;
-  launch_1d("mul_forward", total, s, mul_kernel, total, plane, b_per_channel, a, b, y);
+  launch_1d("mul_forward", total, s, mul_kernel, total, plane, b_per_channel, a, b, y, accumulate);
 }
 
 void mul_backward(int n, int c, int64_t plane, bool b_per_channel, const float* a, const float* b, const float* dy,

@@ -43,7 +43,26 @@ __global__ void channel_mean_backward_kernel(int64_t total, int64_t plane, int c
   dx[i] = acc ? dx[i] + g : g;
 }
 
+__global__ void copy_window_kernel(int64_t total, const float* src, int src_h, int src_w, int src_r, int src_c,
+                                   float* dst, int dst_h, int dst_w, int dst_r, int dst_c, int h, int w) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= total) return;
+  const int c = static_cast<int>(i % w), r = static_cast<int>((i / w) % h);
+  const int64_t p = i / (static_cast<int64_t>(w) * h);
+  const int sr = src_r + r, sc = src_c + c;
+  const bool inside = sr >= 0 && sr < src_h && sc >= 0 && sc < src_w;
+  dst[(p * dst_h + dst_r + r) * dst_w + dst_c + c] =
+      inside ? src[(p * src_h + sr) * static_cast<int64_t>(src_w) + sc] : 0.f;
+}
+
 }  // namespace
+
+void copy_window(int n, int channels, const float* src, int src_h, int src_w, int src_r, int src_c, float* dst,
+                 int dst_h, int dst_w, int dst_r, int dst_c, int h, int w, cudaStream_t s) {
+  const int64_t total = static_cast<int64_t>(n) * channels * h * w;
+  launch_1d("copy_window", total, s, copy_window_kernel, total, src, src_h, src_w, src_r, src_c, dst, dst_h, dst_w,
+            dst_r, dst_c, h, w);
+}
 
 void copy_channels(int n, int64_t plane, int channels, const float* src, int src_c, int src_c0, float* dst, int dst_c,
                    int dst_c0, bool accumulate, cudaStream_t s) {

@@ -36,6 +36,7 @@ void maxpool_backward(const PoolDesc& d, int n, const int32_t* argmax, const flo
                       cudaStream_t s);
 void avgpool_forward(const PoolDesc& d, int n, const float* x, float* y, cudaStream_t s);
 void avgpool_backward(const PoolDesc& d, int n, const float* dy, float* dx, bool accumulate, cudaStream_t s);
+void maxpool_tangent(const PoolDesc& d, int n, const int32_t* argmax, const float* tx, float* ty, cudaStream_t s);
 
 // channels.cu
 void copy_channels(int n, int64_t plane, int channels, const float* src, int src_c, int src_c0, float* dst, int dst_c,
@@ -44,12 +45,14 @@ void channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const flo
                      bool accumulate, cudaStream_t s);
 void channel_mean_forward(int n, int c, int64_t plane, const float* x, float* y, cudaStream_t s);
 void channel_mean_backward(int n, int c, int64_t plane, const float* dy, float* dx, bool accumulate, cudaStream_t s);
+void copy_window(int n, int channels, const float* src, int src_h, int src_w, int src_r, int src_c, float* dst,
+                 int dst_h, int dst_w, int dst_r, int dst_c, int h, int w, cudaStream_t s);
 
 // activation.cu
 void activation_forward(ActivationFn f, int64_t count, float alpha, float beta, const float* x, float* y,
                         float* derivative, cudaStream_t s);
 void mul_forward(int n, int c, int64_t plane, bool b_per_channel, const float* a, const float* b, float* y,
-                 cudaStream_t s);
+                 bool accumulate, cudaStream_t s);
 void mul_backward(int n, int c, int64_t plane, bool b_per_channel, const float* a, const float* b, const float* dy,
                   float* da, bool accumulate_a, float* db, bool accumulate_b, cudaStream_t s);
 
@@ -58,6 +61,8 @@ void layernorm_forward(int n, int c, int64_t plane, float eps, const float* gamm
                        float* y, float* xhat, float* rstd, cudaStream_t s);
 void layernorm_backward(int n, int c, int64_t plane, const float* gamma, const float* xhat, const float* rstd,
                         const float* dy, float* dx, bool accumulate, cudaStream_t s);
+void layernorm_tangent(int n, int c, int64_t plane, const float* gamma, const float* xhat, const float* rstd,
+                       const float* tx, float* ty, cudaStream_t s);
 
 // path.cu
 struct DeviceBox {

@@ -48,7 +48,31 @@ __global__ void layernorm_backward_kernel(int64_t total, int c, int64_t plane, c
   }
 }
 
+__global__ void layernorm_tangent_kernel(int64_t total, int c, int64_t plane, const float* gamma, const float* xhat,
+                                         const float* rstd, const float* tx, float* ty) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= total) return;
+  const int64_t base = (i / plane) * c * plane + i % plane;
+  float m1 = 0.f, m2 = 0.f;
+  for (int k = 0; k < c; ++k) {
+    m1 += tx[base + k * plane];
+    m2 += tx[base + k * plane] * xhat[base + k * plane];
+  }
+  m1 /= static_cast<float>(c);
+  m2 /= static_cast<float>(c);
+  for (int k = 0; k < c; ++k) {
+    const int64_t at = base + k * plane;
+    ty[at] = gamma[k] * rstd[i] * (tx[at] - m1 - xhat[at] * m2);
+  }
+}
+
 }  // namespace
+
+void layernorm_tangent(int n, int c, int64_t plane, const float* gamma, const float* xhat, const float* rstd,
+                       const float* tx, float* ty, cudaStream_t s) {
+  const int64_t total = static_cast<int64_t>(n) * plane;
+  launch_1d("layernorm_tangent", total, s, layernorm_tangent_kernel, total, c, plane, gamma, xhat, rstd, tx, ty);
+}
 
 void layernorm_forward(int n, int c, int64_t plane, float eps, const float* gamma, const float* beta, const float* x,
                        float* y, float* xhat, float* rstd, cudaStream_t s) {

@@ -84,7 +84,7 @@ __global__ void path_product_kernel(int64_t per, int n, const float* g, const fl
   float s = 0;
   for (int i = 0; i < n; ++i) {
     const int64_t at = i * per + j;
-    s += g[at] * (a[at] - b[at]);
+    s += g[at] * (b ? a[at] - b[at] : a[at]);
   }
   acc[j] += s;
 }

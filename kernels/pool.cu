@@ -92,7 +92,18 @@ __global__ void avgpool_backward_kernel(PoolDesc d, int64_t total, const float* 
   }
   dx[i] = acc ? dx[i] + s : s;
 }
+__global__ void maxpool_tangent_kernel(PoolDesc d, int64_t total, const int32_t* argmax, const float* tx, float* ty) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= total) return;
+  const int64_t plane = i / (static_cast<int64_t>(d.ho) * d.wo);
+  ty[i] = argmax[i] >= 0 ? tx[plane * d.h * d.w + argmax[i]] : 0.f;
+}
 }  // namespace
+
+void maxpool_tangent(const PoolDesc& d, int n, const int32_t* argmax, const float* tx, float* ty, cudaStream_t s) {
+  const int64_t total = static_cast<int64_t>(n) * d.c * d.ho * d.wo;
+  launch_1d("maxpool_tangent", total, s, maxpool_tangent_kernel, d, total, argmax, tx, ty);
+}
 
 void maxpool_forward(const PoolDesc& d, int n, const float* x, float* y, int32_t* argmax, cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(n) * d.c * d.ho * d.wo;

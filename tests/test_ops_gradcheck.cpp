@@ -54,3 +54,57 @@ INSTANTIATE_TEST_SUITE_P(Ops, GradCheck, ::testing::ValuesIn(op_graph_names()),
 
 }  // namespace
 }  // namespace ipna::test
+
+namespace ipna::test {
+namespace {
+
+// The tangent pass: ty = J(x) tx against central differences of the forward
+// along tx, and with a direction nonzero only in a box, the cone-restricted
+// pass equal to the full one.
+class TangentCheck : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TangentCheck, ForwardModeMatchesCentralDifferences) {
+  const Graph g = op_graph(GetParam());
+  CpuBackend<double> be;
+  GraphPlan<double> plan(g, be);
+  const int n = 2;
+  const Shape& in = g.values[g.input].shape;
+  const int64_t xn = plan.input_numel(), yn = plan.output_numel();
+  const std::vector<double> x = random_vector(n * xn, 21);
+  std::vector<double> v = random_vector(n * xn, 22);
+  const Box box{1, 1, std::max<int>(2, static_cast<int>(in.height()) / 2), std::max<int>(2, static_cast<int>(in.width()) / 2)};
+  if (in.rank() == 3)  // the patch direction: zero outside the box
+    for (int64_t i = 0; i < n * xn; ++i) {
+      const int64_t r = (i / in.width()) % in.height(), c = i % in.width();
+      if (!box.contains(static_cast<int>(r), static_cast<int>(c))) v[i] = 0;
+    }
+  auto ws = plan.make_workspace(n, true);
+  std::vector<double> y(n * yn), ty(n * yn), ty_cone(n * yn);
+  plan.forward(n, x.data(), y.data(), ws, true);
+  plan.tangent(n, v.data(), ty.data(), ws);
+  auto eval = [&](double eps) {
+    std::vector<double> xe(x), ye(n * yn);
+    for (int64_t i = 0; i < n * xn; ++i) xe[i] += eps * v[i];
+    auto w2 = plan.make_workspace(n, false);
+    plan.forward(n, xe.data(), ye.data(), w2, false);
+    return ye;
+  };
+  const double eps = 1e-6;
+  const auto yp = eval(eps), ym = eval(-eps);
+  std::vector<double> fd(n * yn);
+  for (int64_t i = 0; i < n * yn; ++i) fd[i] = (yp[i] - ym[i]) / (2 * eps);
+  EXPECT_LT(rel_err(ty, fd), 1e-7) << GetParam();
+  if (in.rank() == 3) {
+    const Cone cone = plan.cone(box);
+    if (GetParam() == "ConvDensePadded" || GetParam() == "ConvWinogradPadded" || GetParam() == "ConvStridedDilated")
+      EXPECT_TRUE(cone.windowed[0]) << GetParam() << ": the conv should run on its cone window only";
+    plan.tangent(n, v.data(), ty_cone.data(), ws, &cone);
+    EXPECT_LT(rel_err(ty_cone, ty), 1e-13) << GetParam() << ": cone-restricted tangent differs";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, TangentCheck, ::testing::ValuesIn(op_graph_names()),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace ipna::test

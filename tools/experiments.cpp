@@ -81,6 +81,18 @@ void InputArgs::load(const Shape& shape, std::vector<double>& x, std::vector<dou
     x0 = read_sample(baseline, shape, "the baseline");
 }
 
+std::pair<int, int> parse_grid(const std::string& spec) {
+  const size_t x = spec.find('x');
+  if (x == std::string::npos) throw UsageError("--grid: expected ROWSxCOLS such as 7x7, got '" + spec + "'");
+  return {parse_int(spec.substr(0, x), "--grid rows"), parse_int(spec.substr(x + 1), "--grid columns")};
+}
+
+IpnaForm ipna_form_of(const std::string& form) {
+  if (form == "difference") return IpnaForm::Difference;
+  if (form == "tangent") return IpnaForm::Tangent;
+  throw UsageError("--ipna-form: expected difference or tangent, got '" + form + "'");
+}
+
 std::vector<Box> parse_boxes(const std::vector<int>& flat) {
   if (flat.size() % 4) throw Error("a box takes four numbers: X1 Y1 X2 Y2 (rows X1:X2, columns Y1:Y2)");
   std::vector<Box> out;
@@ -123,7 +135,21 @@ AttributionRequest base_request(const AttributeArgs& a, const std::vector<Box>& 
   req.chunk = a.chunk;
   req.memory_budget = static_cast<size_t>(a.memory_budget_mb * (1 << 20));
   req.boxes = boxes;
+  req.ipna_form = ipna_form_of(a.ipna_form);
+  req.receptive_field_cones = !a.full_patch_forward;
   return req;
+}
+
+// --box boxes, then the --grid's.
+std::vector<Box> all_boxes(const AttributeArgs& a, const Shape& in_shape) {
+  std::vector<Box> boxes = parse_boxes(a.boxes);
+  if (!a.grid.empty()) {
+    if (in_shape.rank() != 3) throw Error("--grid needs an image input (C,H,W); the model input is " + in_shape.str());
+    const auto [rows, cols] = parse_grid(a.grid);
+    const auto g = grid_boxes(static_cast<int>(in_shape.height()), static_cast<int>(in_shape.width()), rows, cols);
+    boxes.insert(boxes.end(), g.begin(), g.end());
+  }
+  return boxes;
 }
 Image with_boxes(Image img, const std::vector<Box>& boxes) {
   for (const Box& b : boxes) render::draw_box(img, b, render::kYellow);
@@ -140,7 +166,8 @@ json run_attribute(const AttributeArgs& a) {
   Image crop;
   a.input.load(in_shape, x, x0, &crop);
   const bool have_image = !a.input.image.empty();
-  const std::vector<Box> boxes = parse_boxes(a.boxes);
+  const std::vector<Box> boxes = all_boxes(a, in_shape);
+  const int grid_first = static_cast<int>(a.boxes.size() / 4);  // the grid's boxes follow the --box ones
   const bool prune = a.prune_percent >= 0;
   if (prune && a.prune_percent > 100) throw Error("--prune-percent must be in [0, 100]");
   if (a.ranking != "ipna" && a.ranking != "conductance") throw Error("--ranking must be ipna or conductance");
@@ -184,7 +211,32 @@ json run_attribute(const AttributeArgs& a) {
       }
       rep["boxes"].push_back(j);
     }
+    if (!a.grid.empty()) {
+      // Additivity over the grid's partition: in tangent form the IPNA sums add up to IG's total
+      // exactly, and neuron by neuron equal any other partition's; in difference form they approach
+      // conductance as m grows.
+      const auto [rows, cols] = parse_grid(a.grid);
+      std::vector<double> sum(r.ipna[grid_first].size(), 0.0);
+      double total = 0;
+      for (size_t b = grid_first; b < boxes.size(); ++b) {
+        total += r.ipna_sum[b];
+        for (size_t j = 0; j < sum.size(); ++j) sum[j] += r.ipna[b][j];
+      }
+      json gj = {{"rows", rows}, {"cols", cols}, {"first_box", grid_first}, {"ipna_total", total}};
+      if (req.integrated_gradients) gj["ipna_total_minus_ig_total"] = total - r.ig_sum;
+      if (req.conductance) {
+        double num = 0, den = 0;
+        for (size_t j = 0; j < sum.size(); ++j) {
+          num += (sum[j] - r.conductance[j]) * (sum[j] - r.conductance[j]);
+          den += r.conductance[j] * r.conductance[j];
+        }
+        gj["neuronwise_distance_to_conductance"] = den > 0 ? std::sqrt(num / den) : 0.0;
+      }
+      rep["grid"] = gj;
+    }
   }
+  rep["ipna_form"] = a.ipna_form;
+  rep["receptive_field_cones"] = !a.full_patch_forward;
   AttributionResult p;
   if (prune) {
     const auto& scores = a.ranking == "ipna" ? r.ipna[0] : r.conductance;
@@ -261,6 +313,39 @@ json run_attribute(const AttributeArgs& a) {
       for (auto& im : panels) im = render::upscale(im, 224 / static_cast<int>(in_shape.height()));
     save("figure.png", render::grid(panels, captions, static_cast<int>(panels.size())));
   }
+  if (!a.grid.empty() && r.split_shape.rank() == 3) {
+    // Which patch drives which channel: per channel, the grid of its IPNA sums over the channel's
+    // plane, for the channels with the largest total over the grid.
+    const auto [rows, cols] = parse_grid(a.grid);
+    const int64_t channels = r.split_shape.channels(), plane = r.split_shape.plane();
+    std::vector<std::vector<double>> cell(channels, std::vector<double>(static_cast<size_t>(rows) * cols, 0.0));
+    std::vector<double> total(channels, 0.0);
+    for (int64_t ch = 0; ch < channels; ++ch)
+      for (int g = 0; g < rows * cols; ++g) {
+        const auto& map = r.ipna[grid_first + g];
+        for (int64_t p = 0; p < plane; ++p) cell[ch][g] += map[ch * plane + p];
+        total[ch] += cell[ch][g];
+      }
+    std::vector<int64_t> order(channels);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t p, int64_t q) { return total[p] > total[q]; });
+    order.resize(std::min<int64_t>(channels, 8));
+    double scale = 0;
+    for (int64_t ch : order)
+      for (double v : cell[ch]) scale = std::max(scale, std::abs(v));
+    std::vector<Image> panels;
+    std::vector<std::string> captions;
+    const int px = std::max(8, 160 / std::max(rows, cols));
+    for (int64_t ch : order) {
+      panels.push_back(render::heatmap(cell[ch], rows, cols, px, scale));
+      char cap[64];
+      std::snprintf(cap, sizeof cap, "channel %lld: %.3g", static_cast<long long>(ch), total[ch]);
+      captions.push_back(cap);
+    }
+    write_png(out.path("grid_channels.png"), render::grid(panels, captions, 4));
+    files.push_back("grid_channels.png");
+    rep["grid"]["top_channels"] = order;
+  }
   rep["files"] = files;
   write_text(out.path("report.json"), rep.dump(1) + "\n");
   out.commit();
@@ -276,6 +361,7 @@ json run_curve(const CurveArgs& a) {
   a.base.input.load(in_shape, x, x0, nullptr);
   const std::vector<Box> boxes = parse_boxes(b.boxes);
   if (boxes.size() != 1) throw Error("curve needs exactly one --box");
+  if (!b.grid.empty()) throw UsageError("--grid: curve prunes by one box's IPNA; give one --box");
   if (a.fractions.empty()) throw Error("--fractions is empty");
   for (double f : a.fractions)
     if (!(f >= 0 && f <= 1)) throw Error("--fractions must lie in [0, 1], got " + std::to_string(f));
@@ -375,6 +461,7 @@ json run_class_window(const ClassWindowArgs& a) {
   req.integrated_gradients = true;
   req.conductance = true;
   req.boxes = {win};
+  req.ipna_form = ipna_form_of(a.ipna_form);
   req.progress = [](int, int) { check_interrupt(); };
   const int k_levels = a.k_max + 1, rankings = 2 + a.random_draws;
   const int total = n + k_levels * rankings * n;

@@ -38,6 +38,9 @@ struct AttributeArgs {
   std::string target = "prob", ranking = "ipna", granularity = "neuron";
   double prune_percent = -1, memory_budget_mb = 0;
   bool no_ig = false, no_conductance = false, quiet = false;
+  std::string ipna_form = "difference";  // or tangent
+  std::string grid;                      // "RxC": a grid of boxes over the input, after any --box
+  bool full_patch_forward = false;       // patch passes on whole planes instead of receptive-field cones
   std::string out;
   bool overwrite = false;  // replace an existing --out folder that ipna-fast did not write
 };
@@ -51,6 +54,7 @@ nlohmann::json run_curve(const CurveArgs& a);
 
 struct ClassWindowArgs {
   ModelArgs model;
+  std::string ipna_form = "difference";
   std::string data = "/usr/share/datasets/fashion-mnist";
   int cls = 0, images = 100, k_max = 16, steps = 64, random_draws = 5, seed = 1;
   std::vector<int> window{0, 0, 14, 14};
@@ -62,6 +66,9 @@ struct ClassWindowArgs {
 nlohmann::json run_class_window(const ClassWindowArgs& a);
 
 std::vector<Box> parse_boxes(const std::vector<int>& flat);
+// "7x7" -> rows 7, cols 7.
+std::pair<int, int> parse_grid(const std::string& spec);
+IpnaForm ipna_form_of(const std::string& form);
 std::string default_model_path(const std::string& file);  // models/ beside the executable or the source tree
 
 }  // namespace ipna::cli

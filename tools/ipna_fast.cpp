@@ -76,13 +76,26 @@ void print_attribute(const json& r) {
     std::printf("conductance: sum %.6g (completeness gap %.3g)\n", r["conductance"]["sum"].get<double>(),
                 r["conductance"]["completeness_gap"].get<double>());
   if (r.contains("boxes"))
-    for (const auto& b : r["boxes"]) {
+    for (size_t i = 0; i < r["boxes"].size(); ++i) {
+      const auto& b = r["boxes"][i];
+      if (r["boxes"].size() > 8 && i == 4) {
+        std::printf("... and %zu more boxes (report.json has them all)\n", r["boxes"].size() - 4);
+        break;
+      }
       std::printf("box %s: IPNA sum %.6g", b["box"].dump().c_str(), b["ipna_sum"].get<double>());
       if (b.contains("ig_inside"))
         std::printf(", IG inside %.6g, outside %.6g (patch completeness gap %.3g)", b["ig_inside"].get<double>(),
                     b["ig_outside"].get<double>(), b["patch_completeness_gap"].get<double>());
       std::printf("\n");
     }
+  if (r.contains("grid")) {
+    const auto& g = r["grid"];
+    std::printf("grid %dx%d (%s form): IPNA total %.6g", g["rows"].get<int>(), g["cols"].get<int>(),
+                r["ipna_form"].get<std::string>().c_str(), g["ipna_total"].get<double>());
+    if (g.contains("ipna_total_minus_ig_total"))
+      std::printf(", minus IG's total %.3g", g["ipna_total_minus_ig_total"].get<double>());
+    std::printf("\n");
+  }
   if (r.contains("pruned")) {
     const auto& p = r["pruned"];
     std::printf("after pruning the top %g%% (%lld neurons) by %s: confidence %.6g, IG sum %.6g",
@@ -160,6 +173,16 @@ void add_attribute_options(CLI::App* app, AttributeArgs& a) {
                   "224x224 crop for --image, as in the original; repeat for more boxes (all in one pass)")
       ->expected(4)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app->add_option("--grid", a.grid,
+                  "ROWSxCOLS: IPNA for a grid of boxes over the input (the last row and column take the remainder), "
+                  "in the same pass as any --box; writes grid_channels.png");
+  app->add_option("--ipna-form", a.ipna_form,
+                  "difference (the original's: h(x_{k-1} + d 1_S) - h(x_{k-1})) or tangent (J_h(x_k) d 1_S: sums to "
+                  "IG inside the box at every step count, additive over boxes)")
+      ->check(CLI::IsMember({"difference", "tangent"}))
+      ->capture_default_str();
+  app->add_flag("--full-patch-forward", a.full_patch_forward,
+                "Run the tangent passes on whole planes instead of each box's receptive-field cone (for comparison)");
   app->add_option("-n,--steps", a.steps, "Riemann steps m")->capture_default_str();
   app->add_option("--target", a.target, "prob (softmax probability) or logit")
       ->check(CLI::IsMember({"prob", "logit"}))
@@ -214,6 +237,9 @@ int main(int argc, char** argv) {
               "ONNX models; same outputs as `attribute`, in --out, default ipna_out)");
   main_cmd->add_option("args", main_pos, "IMAGE Y MODEL1 MODEL2 X1 Y1 X2 Y2")->expected(8)->required();
   main_cmd->add_option("-n,--num-steps", mn.steps, "Riemann steps")->capture_default_str();
+  main_cmd->add_option("--ipna-form", mn.ipna_form, "difference (the original's) or tangent")
+      ->check(CLI::IsMember({"difference", "tangent"}))
+      ->capture_default_str();
   main_cmd->add_option("-p,--percent", mn.prune_percent, "Prune percent")->check(CLI::Range(0.0, 100.0));
   main_cmd->add_option("--ranking", mn.ranking, "ipna or conductance")
       ->check(CLI::IsMember({"ipna", "conductance"}))
@@ -248,6 +274,9 @@ int main(int argc, char** argv) {
   class_window->add_option("--images", cw.images, "Images of the class to average over")->capture_default_str();
   class_window->add_option("--k-max", cw.k_max, "Prune up to K neurons")->capture_default_str();
   class_window->add_option("-n,--steps", cw.steps, "Riemann steps")->capture_default_str();
+  class_window->add_option("--ipna-form", cw.ipna_form, "difference (the original's) or tangent")
+      ->check(CLI::IsMember({"difference", "tangent"}))
+      ->capture_default_str();
   class_window->add_option("--random-draws", cw.random_draws, "Random rankings to average")->capture_default_str();
   class_window->add_option("--seed", cw.seed, "Seed of the random rankings")->capture_default_str();
   add_out_option(class_window, cw.out, cw.overwrite, true);

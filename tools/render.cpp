@@ -155,6 +155,19 @@ int text_width(const std::string& s, int scale) {
   return stb_easy_font_width(copy.data()) * scale;
 }
 
+Image heatmap(const std::vector<double>& values, int rows, int cols, int cell, double scale) {
+  Image out = blank(cols * cell, rows * cell, kBlack);
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) {
+      const double v = values[static_cast<size_t>(i) * cols + j];
+      const auto level = static_cast<uint8_t>(std::lround(255 * std::min(1.0, std::abs(v) / (scale > 0 ? scale : 1))));
+      const Rgb c = v >= 0 ? Rgb{0, level, 0} : Rgb{level, 0, 0};
+      for (int y = i * cell; y < (i + 1) * cell - 1; ++y)  // a one-pixel black seam between cells
+        for (int x = j * cell; x < (j + 1) * cell - 1; ++x) put(out, x, y, c);
+    }
+  return out;
+}
+
 Image grid(const std::vector<Image>& panels, const std::vector<std::string>& captions, int cols) {
   int cw = 0, ch = 0;
   for (const Image& p : panels) {

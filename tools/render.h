@@ -38,6 +38,10 @@ int text_width(const std::string& s, int scale = 2);
 // Panels side by side in rows of `cols`, each with a caption under it.
 Image grid(const std::vector<Image>& panels, const std::vector<std::string>& captions, int cols);
 
+// A rows x cols map of signed values as cells of `cell` pixels: green for
+// positive, red for negative, brightness |v| / scale (clipped at 1).
+Image heatmap(const std::vector<double>& values, int rows, int cols, int cell, double scale);
+
 struct Series {
   std::string label;
   std::vector<double> x, y;

@@ -73,17 +73,15 @@ void CpuBackend<T>::activation_forward(ActivationFn f, int64_t count, T alpha, T
 }
 
 template <typename T>
-void CpuBackend<T>::mul_forward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, T* y) {
+void CpuBackend<T>::mul_forward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, T* y,
+                                bool accumulate) {
 #pragma omp parallel for schedule(static)
   for (int64_t sc = 0; sc < static_cast<int64_t>(n) * c; ++sc) {
     const T* ai = a + sc * plane;
     T* yi = y + sc * plane;
-    if (b_per_channel) {
-      const T g = b[sc];
-      for (int64_t i = 0; i < plane; ++i) yi[i] = ai[i] * g;
-    } else {
-      const T* bi = b + sc * plane;
-      for (int64_t i = 0; i < plane; ++i) yi[i] = ai[i] * bi[i];
+    for (int64_t i = 0; i < plane; ++i) {
+      const T v = ai[i] * (b_per_channel ? b[sc] : b[sc * plane + i]);
+      yi[i] = accumulate ? yi[i] + v : v;
     }
   }
 }
@@ -121,7 +119,7 @@ void CpuBackend<T>::mul_backward(int n, int c, int64_t plane, bool b_per_channel
 
 #define IPNA_ACTIVATION(T)                                                                                      \
   template void CpuBackend<T>::activation_forward(ActivationFn, int64_t, T, T, const T*, T*, T*);              \
-  template void CpuBackend<T>::mul_forward(int, int, int64_t, bool, const T*, const T*, T*);                   \
+  template void CpuBackend<T>::mul_forward(int, int, int64_t, bool, const T*, const T*, T*, bool);             \
   template void CpuBackend<T>::mul_backward(int, int, int64_t, bool, const T*, const T*, const T*, T*, bool, T*, \
                                             bool);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_ACTIVATION)

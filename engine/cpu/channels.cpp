@@ -62,11 +62,34 @@ void CpuBackend<T>::channel_mean_backward(int n, int c, int64_t plane, const T* 
   }
 }
 
+template <typename T>
+void CpuBackend<T>::copy_window(int n, int channels, const T* src, int src_h, int src_w, int src_r, int src_c, T* dst,
+                                int dst_h, int dst_w, int dst_r, int dst_c, int h, int w) {
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < static_cast<int64_t>(n) * channels; ++p) {
+    const T* s = src + p * src_h * src_w;
+    T* d = dst + p * dst_h * dst_w;
+    for (int r = 0; r < h; ++r) {
+      const int sr = src_r + r;
+      T* row = d + static_cast<int64_t>(dst_r + r) * dst_w + dst_c;
+      if (sr < 0 || sr >= src_h) {
+        std::memset(row, 0, sizeof(T) * w);
+        continue;
+      }
+      for (int c = 0; c < w; ++c) {
+        const int sc = src_c + c;
+        row[c] = sc < 0 || sc >= src_w ? T(0) : s[static_cast<int64_t>(sr) * src_w + sc];
+      }
+    }
+  }
+}
+
 #define IPNA_CHANNELS(T)                                                                                         \
   template void CpuBackend<T>::copy_channels(int, int64_t, int, const T*, int, int, T*, int, int, bool);       \
   template void CpuBackend<T>::channel_shuffle(int, int, int64_t, const int32_t*, const T*, T*, bool, bool);   \
   template void CpuBackend<T>::channel_mean_forward(int, int, int64_t, const T*, T*);                          \
-  template void CpuBackend<T>::channel_mean_backward(int, int, int64_t, const T*, T*, bool);
+  template void CpuBackend<T>::channel_mean_backward(int, int, int64_t, const T*, T*, bool);                   \
+  template void CpuBackend<T>::copy_window(int, int, const T*, int, int, int, int, T*, int, int, int, int, int, int);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_CHANNELS)
 
 }  // namespace ipna

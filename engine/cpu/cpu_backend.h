@@ -39,7 +39,8 @@ class CpuBackend final : public Backend<T> {
   void accumulate(int64_t count, const T* src, T* dst, bool accumulate) override;
   void copy_channels(int n, int64_t plane, int channels, const T* src, int src_c, int src_c0, T* dst, int dst_c,
                      int dst_c0, bool accumulate) override;
-  void mul_forward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, T* y) override;
+  void mul_forward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, T* y,
+                   bool accumulate) override;
   void mul_backward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, const T* dy, T* da,
                     bool accumulate_a, T* db, bool accumulate_b) override;
   void activation_forward(ActivationFn f, int64_t count, T alpha, T beta, const T* x, T* y, T* derivative) override;
@@ -51,6 +52,11 @@ class CpuBackend final : public Backend<T> {
                           T* dx, bool accumulate) override;
   void channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const T* x, T* y, bool inverse,
                        bool accumulate) override;
+  void maxpool_tangent(const PoolDesc& d, const int32_t* argmax, const T* tx, T* ty, int n) override;
+  void layernorm_tangent(int n, int c, int64_t plane, const T* gamma, const T* xhat, const T* rstd, const T* tx,
+                         T* ty) override;
+  void copy_window(int n, int channels, const T* src, int src_h, int src_w, int src_r, int src_c, T* dst, int dst_h,
+                   int dst_w, int dst_r, int dst_c, int h, int w) override;
 
   void make_points(const Shape& shape, const T* x0, const T* d, const PointBatch& pts, T* out) override;
   void scale_by_mask(int64_t per_sample, int n, const T* mask, T* x) override;

@@ -65,9 +65,32 @@ void CpuBackend<T>::layernorm_backward(int n, int c, int64_t plane, const T* gam
   }
 }
 
+template <typename T>
+void CpuBackend<T>::layernorm_tangent(int n, int c, int64_t plane, const T* gamma, const T* xhat, const T* rstd,
+                                      const T* tx, T* ty) {
+#pragma omp parallel for schedule(static)
+  for (int s = 0; s < n; ++s) {
+    const int64_t base = static_cast<int64_t>(s) * c * plane;
+    T* m1 = cpu::scratch<T>(2 * plane);
+    T* m2 = m1 + plane;
+    for (int64_t i = 0; i < 2 * plane; ++i) m1[i] = 0;
+    for (int k = 0; k < c; ++k)
+      for (int64_t i = 0; i < plane; ++i) {
+        m1[i] += tx[base + k * plane + i];
+        m2[i] += tx[base + k * plane + i] * xhat[base + k * plane + i];
+      }
+    for (int k = 0; k < c; ++k)
+      for (int64_t i = 0; i < plane; ++i) {
+        const int64_t at = base + k * plane + i;
+        ty[at] = gamma[k] * rstd[s * plane + i] * (tx[at] - m1[i] / T(c) - xhat[at] * m2[i] / T(c));
+      }
+  }
+}
+
 #define IPNA_LAYERNORM(T)                                                                                       \
   template void CpuBackend<T>::layernorm_forward(int, int, int64_t, T, const T*, const T*, const T*, T*, T*, T*); \
-  template void CpuBackend<T>::layernorm_backward(int, int, int64_t, const T*, const T*, const T*, const T*, T*, bool);
+  template void CpuBackend<T>::layernorm_backward(int, int, int64_t, const T*, const T*, const T*, const T*, T*, bool); \
+  template void CpuBackend<T>::layernorm_tangent(int, int, int64_t, const T*, const T*, const T*, const T*, T*);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_LAYERNORM)
 
 }  // namespace ipna

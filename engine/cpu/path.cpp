@@ -72,7 +72,7 @@ void CpuBackend<T>::accumulate_path_product(int64_t per_sample, int n, const T* 
     T s = 0;
     for (int i = 0; i < n; ++i) {
       const int64_t at = i * per_sample + j;
-      s += g[at] * (a[at] - b[at]);
+      s += g[at] * (b ? a[at] - b[at] : a[at]);
     }
     acc[j] += s;
   }

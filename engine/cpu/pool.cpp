@@ -131,11 +131,24 @@ void CpuBackend<T>::avgpool_backward(const PoolDesc& d, const T* dy, T* dx, int 
   }
 }
 
+template <typename T>
+void CpuBackend<T>::maxpool_tangent(const PoolDesc& d, const int32_t* argmax, const T* tx, T* ty, int n) {
+  const int64_t planes = static_cast<int64_t>(n) * d.c, out = static_cast<int64_t>(d.ho) * d.wo;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    const T* t = tx + p * d.h * d.w;
+    const int32_t* ap = argmax + p * out;
+    T* y = ty + p * out;
+    for (int64_t i = 0; i < out; ++i) y[i] = ap[i] >= 0 ? t[ap[i]] : T(0);
+  }
+}
+
 #define IPNA_POOL(T)                                                                                      \
   template void CpuBackend<T>::maxpool_forward(const PoolDesc&, const T*, T*, int32_t*, int);             \
   template void CpuBackend<T>::maxpool_backward(const PoolDesc&, const int32_t*, const T*, T*, int, bool); \
   template void CpuBackend<T>::avgpool_forward(const PoolDesc&, const T*, T*, int);                       \
-  template void CpuBackend<T>::avgpool_backward(const PoolDesc&, const T*, T*, int, bool);
+  template void CpuBackend<T>::avgpool_backward(const PoolDesc&, const T*, T*, int, bool);                \
+  template void CpuBackend<T>::maxpool_tangent(const PoolDesc&, const int32_t*, const T*, T*, int);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_POOL)
 
 }  // namespace ipna

@@ -336,8 +336,8 @@ void CudaBackend::copy_channels(int n, int64_t plane, int channels, const float*
   after("copy_channels");
 }
 void CudaBackend::mul_forward(int n, int c, int64_t plane, bool b_per_channel, const float* a, const float* b,
-                              float* y) {
-  kernels::mul_forward(n, c, plane, b_per_channel, a, b, y, stream_);
+                              float* y, bool accumulate) {
+  kernels::mul_forward(n, c, plane, b_per_channel, a, b, y, accumulate, stream_);
   after("mul_forward");
 }
 void CudaBackend::mul_backward(int n, int c, int64_t plane, bool b_per_channel, const float* a, const float* b,
@@ -372,6 +372,21 @@ void CudaBackend::channel_shuffle(int n, int c, int64_t plane, const int32_t* pe
                                   bool inverse, bool accumulate) {
   kernels::channel_shuffle(n, c, plane, perm, x, y, inverse, accumulate, stream_);
   after("channel_shuffle");
+}
+
+void CudaBackend::maxpool_tangent(const PoolDesc& d, const int32_t* argmax, const float* tx, float* ty, int n) {
+  kernels::maxpool_tangent(d, n, argmax, tx, ty, stream_);
+  after("maxpool_tangent");
+}
+void CudaBackend::layernorm_tangent(int n, int c, int64_t plane, const float* gamma, const float* xhat,
+                                    const float* rstd, const float* tx, float* ty) {
+  kernels::layernorm_tangent(n, c, plane, gamma, xhat, rstd, tx, ty, stream_);
+  after("layernorm_tangent");
+}
+void CudaBackend::copy_window(int n, int channels, const float* src, int src_h, int src_w, int src_r, int src_c,
+                              float* dst, int dst_h, int dst_w, int dst_r, int dst_c, int h, int w) {
+  kernels::copy_window(n, channels, src, src_h, src_w, src_r, src_c, dst, dst_h, dst_w, dst_r, dst_c, h, w, stream_);
+  after("copy_window");
 }
 
 void CudaBackend::make_points(const Shape& shape, const float* x0, const float* d, const PointBatch& pts, float* out) {

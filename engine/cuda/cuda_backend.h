@@ -60,7 +60,8 @@ class CudaBackend final : public Backend<float> {
   void accumulate(int64_t count, const float* src, float* dst, bool accumulate) override;
   void copy_channels(int n, int64_t plane, int channels, const float* src, int src_c, int src_c0, float* dst,
                      int dst_c, int dst_c0, bool accumulate) override;
-  void mul_forward(int n, int c, int64_t plane, bool b_per_channel, const float* a, const float* b, float* y) override;
+  void mul_forward(int n, int c, int64_t plane, bool b_per_channel, const float* a, const float* b, float* y,
+                   bool accumulate) override;
   void mul_backward(int n, int c, int64_t plane, bool b_per_channel, const float* a, const float* b, const float* dy,
                     float* da, bool accumulate_a, float* db, bool accumulate_b) override;
   void activation_forward(ActivationFn f, int64_t count, float alpha, float beta, const float* x, float* y,
@@ -73,6 +74,11 @@ class CudaBackend final : public Backend<float> {
                           const float* dy, float* dx, bool accumulate) override;
   void channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const float* x, float* y, bool inverse,
                        bool accumulate) override;
+  void maxpool_tangent(const PoolDesc& d, const int32_t* argmax, const float* tx, float* ty, int n) override;
+  void layernorm_tangent(int n, int c, int64_t plane, const float* gamma, const float* xhat, const float* rstd,
+                         const float* tx, float* ty) override;
+  void copy_window(int n, int channels, const float* src, int src_h, int src_w, int src_r, int src_c, float* dst,
+                   int dst_h, int dst_w, int dst_r, int dst_c, int h, int w) override;
   void make_points(const Shape& shape, const float* x0, const float* d, const PointBatch& pts, float* out) override;
   void scale_by_mask(int64_t per_sample, int n, const float* mask, float* x) override;
   void target_forward_backward(TargetKind kind, int classes, int y, const float* logits, float* value,

@@ -1,0 +1,208 @@
+// The tangent (forward-mode) pass of a plan and the receptive-field cones that
+// restrict it. The tangent of IPNA's patch direction d * 1_S is zero outside
+// the cone of S, so a convolution needs to run only on its cone window: the
+// window of the input tangent its output window reads is copied out (positions
+// beyond the plane read as zero, which is the padding), the convolution runs
+// unpadded on it, and the result is written back into a zeroed output. Every
+// other op is cheap next to the convolutions and runs on the whole plane, so
+// every tangent buffer holds exact values (zero outside its cone) everywhere.
+#include <algorithm>
+
+#include "engine/error.h"
+#include "engine/plan.h"
+
+namespace ipna {
+
+namespace {
+
+using Rect = Cone::Rect;
+
+Rect full(const Shape& s) { return {0, static_cast<int>(s.height()), 0, static_cast<int>(s.width())}; }
+
+Rect unite(const Rect& a, const Rect& b) {
+  return {std::min(a.r0, b.r0), std::max(a.r1, b.r1), std::min(a.c0, b.c0), std::max(a.c1, b.c1)};
+}
+
+int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// Output positions [lo, hi) of one axis whose window taps o*s - p + t*d meet input positions [a, b).
+void window_out(int a, int b, int k, int s, int p, int d, int out, int& lo, int& hi) {
+  const int span = (k - 1) * d;
+  lo = std::max(0, -floor_div(-(a + p - span), s));  // ceil((a + p - span) / s)
+  hi = std::min(out, floor_div(b - 1 + p, s) + 1);
+  if (hi < lo) hi = lo;
+}
+
+}  // namespace
+
+template <typename T>
+Cone GraphPlan<T>::cone(const Box& box) const {
+  Cone c;
+  c.rect.resize(graph_.values.size());
+  c.windowed.assign(launches_.size(), false);
+  const Shape& in = graph_.values[graph_.input].shape;
+  if (in.rank() != 3) throw Error("receptive-field cones need a C,H,W input, got " + in.str());
+  c.rect[graph_.input] = {std::max(box.r0, 0), std::min<int>(box.r1, static_cast<int>(in.height())),
+                          std::max(box.c0, 0), std::min<int>(box.c1, static_cast<int>(in.width()))};
+  for (size_t li = 0; li < launches_.size(); ++li) {
+    const NodeLaunch& st = launches_[li];
+    const Node& node = graph_.nodes[st.node];
+    const Shape& so = graph_.values[node.output].shape;
+    Rect& out = c.rect[node.output];
+    const Rect& x = c.rect[node.inputs[0]];
+    if (so.rank() != 3 || so.plane() == 1) {  // global: the whole (often 1x1) plane
+      out = full(so);
+      continue;
+    }
+    switch (node.kind) {
+      case OpKind::Conv:
+      case OpKind::MaxPool:
+      case OpKind::AvgPool: {
+        const Window& w = node.win;
+        window_out(x.r0, x.r1, w.kh, w.sh, w.pad_top, w.dh, static_cast<int>(so.height()), out.r0, out.r1);
+        window_out(x.c0, x.c1, w.kw, w.sw, w.pad_left, w.dw, static_cast<int>(so.width()), out.c0, out.c1);
+        if (node.kind == OpKind::Conv && out.area() * 10 < so.plane() * 8) {  // below 80% of the plane: worth it
+          c.windowed[li] = true;
+          const int64_t hr = (out.r1 - out.r0 - 1) * w.sh + (w.kh - 1) * w.dh + 1;
+          const int64_t wr = (out.c1 - out.c0 - 1) * w.sw + (w.kw - 1) * w.dw + 1;
+          c.window_elems = std::max({c.window_elems, st.conv.cin * hr * wr, st.conv.cout * out.area()});
+        }
+        break;
+      }
+      case OpKind::Mul:  // a gate's tangent (from a global pool) spreads over the whole plane
+        out = graph_.values[node.inputs[1]].shape != so ? full(so) : unite(x, c.rect[node.inputs[1]]);
+        break;
+      case OpKind::Add:
+      case OpKind::Concat:
+        out = x;
+        for (int v : node.inputs) out = unite(out, c.rect[v]);
+        break;
+      default:  // elementwise, per position, or whole channels: the input's cone
+        out = x;
+    }
+  }
+  return c;
+}
+
+template <typename T>
+void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone* cone) const {
+  if (n > ws.capacity || (!ws.saved.bytes() && saved_bytes(n)))
+    throw Error("internal: tangent pass without the saved state of a forward of " + std::to_string(n) + " samples");
+  T* arena = ws.forward_arena.template as<T>();
+  const auto* saved = ws.saved.template as<uint8_t>();
+  if (cone) {  // grown once per cone size: the step loop reuses them
+    const size_t bytes = static_cast<size_t>(cone->window_elems) * n * sizeof(T);
+    if (ws.window_in.bytes() < bytes) ws.window_in = DeviceBuffer(be_, bytes);
+    if (ws.window_out.bytes() < bytes) ws.window_out = DeviceBuffer(be_, bytes);
+  }
+  for (size_t si = 0; si < launches_.size(); ++si) {
+    const NodeLaunch& st = launches_[si];
+    const Node& node = graph_.nodes[st.node];
+    const T* in0 = value_ptr(node.inputs[0], n, tx, ty, arena);
+    T* out = value_ptr(node.output, n, tx, ty, arena);
+    const T* w = weights_[st.node].template as<T>();
+    const void* keep = saved + saved_offset(static_cast<int>(si), n);
+    at_node(node, "tangent", [&] {
+      switch (node.kind) {
+        case OpKind::Conv:
+          if (cone && cone->windowed[si]) {
+            const Rect& o = cone->rect[node.output];
+            const Window& win = node.win;
+            ConvDesc d = st.conv;
+            d.h = (o.r1 - o.r0 - 1) * win.sh + (win.kh - 1) * win.dh + 1;
+            d.w = (o.c1 - o.c0 - 1) * win.sw + (win.kw - 1) * win.dw + 1;
+            d.ho = o.r1 - o.r0;
+            d.wo = o.c1 - o.c0;
+            d.win.pad_top = d.win.pad_left = d.win.pad_bottom = d.win.pad_right = 0;
+            T* sub_in = ws.window_in.template as<T>();
+            T* sub_out = ws.window_out.template as<T>();
+            be_.copy_window(n, d.cin, in0, st.conv.h, st.conv.w, o.r0 * win.sh - win.pad_top,
+                            o.c0 * win.sw - win.pad_left, sub_in, d.h, d.w, 0, 0, d.h, d.w);
+            be_.conv2d_forward(d, w, nullptr, sub_in, sub_out, n);
+            be_.zero(out, sizeof(T) * n * st.count);
+            be_.copy_window(n, d.cout, sub_out, d.ho, d.wo, 0, 0, out, st.conv.ho, st.conv.wo, o.r0, o.c0, d.ho, d.wo);
+          } else {
+            be_.conv2d_forward(st.conv, w, nullptr, in0, out, n);
+          }
+          break;
+        case OpKind::Linear:
+          be_.linear_forward(static_cast<int>(graph_.values[node.inputs[0]].shape.numel()), static_cast<int>(st.count),
+                             w, nullptr, in0, out, n);
+          break;
+        case OpKind::Affine: {  // scale * t, as its backward
+          const Shape& s = graph_.values[node.output].shape;
+          be_.affine_backward(static_cast<int>(s.channels()), s.plane(), w, in0, out, n, false);
+          break;
+        }
+        case OpKind::Clip:  // gated by the saved mask, as its backward
+          be_.clip_backward(st.count * n, static_cast<const uint64_t*>(keep), in0, out, false);
+          break;
+        case OpKind::MaxPool:
+          be_.maxpool_tangent(st.pool, static_cast<const int32_t*>(keep), in0, out, n);
+          break;
+        case OpKind::AvgPool:
+          be_.avgpool_forward(st.pool, in0, out, n);
+          break;
+        case OpKind::Add:
+          be_.add_forward(st.count * n, in0, value_ptr(node.inputs[1], n, tx, ty, arena), out);
+          break;
+        case OpKind::Concat: {
+          const Shape& so = graph_.values[node.output].shape;
+          int at = 0;
+          for (int v : node.inputs) {
+            const int c = static_cast<int>(graph_.values[v].shape.channels());
+            be_.copy_channels(n, so.plane(), c, value_ptr(v, n, tx, ty, arena), c, 0, out,
+                              static_cast<int>(so.channels()), at, false);
+            at += c;
+          }
+          break;
+        }
+        case OpKind::Slice: {
+          const Shape& si_ = graph_.values[node.inputs[0]].shape;
+          be_.copy_channels(n, si_.plane(), node.channel_count, in0, static_cast<int>(si_.channels()),
+                            node.channel_offset, out, node.channel_count, 0, false);
+          break;
+        }
+        case OpKind::Mul: {  // t_a * b + a * t_b, with a and b saved by the forward
+          const Shape& sa = graph_.values[node.inputs[0]].shape;
+          const bool per_channel = graph_.values[node.inputs[1]].shape != sa;
+          const T* a = static_cast<const T*>(keep);
+          const T* b = a + n * st.count;
+          const int c = static_cast<int>(sa.channels());
+          be_.mul_forward(n, c, sa.plane(), per_channel, in0, b, out, false);
+          be_.mul_forward(n, c, sa.plane(), per_channel, a, value_ptr(node.inputs[1], n, tx, ty, arena), out, true);
+          break;
+        }
+        case OpKind::Activation:  // f'(x) * t
+          be_.mul_backward(1, 1, st.count * n, false, nullptr, static_cast<const T*>(keep), in0, out, false, nullptr,
+                           false);
+          break;
+        case OpKind::ChannelMean: {
+          const Shape& si_ = graph_.values[node.inputs[0]].shape;
+          be_.channel_mean_forward(n, static_cast<int>(si_.channels()), si_.plane(), in0, out);
+          break;
+        }
+        case OpKind::LayerNorm: {
+          const Shape& so = graph_.values[node.output].shape;
+          const T* xhat = static_cast<const T*>(keep);
+          be_.layernorm_tangent(n, static_cast<int>(so.channels()), so.plane(), w, xhat, xhat + n * st.count, in0,
+                                out);
+          break;
+        }
+        case OpKind::ChannelShuffle: {
+          const Shape& so = graph_.values[node.output].shape;
+          be_.channel_shuffle(n, static_cast<int>(so.channels()), so.plane(),
+                              permutations_[st.node].template as<int32_t>(), in0, out, false, false);
+          break;
+        }
+      }
+    });
+  }
+}
+
+template Cone GraphPlan<float>::cone(const Box&) const;
+template Cone GraphPlan<double>::cone(const Box&) const;
+template void GraphPlan<float>::tangent(int, const float*, float*, Workspace&, const Cone*) const;
+template void GraphPlan<double>::tangent(int, const double*, double*, Workspace&, const Cone*) const;
+
+}  // namespace ipna

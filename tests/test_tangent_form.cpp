@@ -1,0 +1,132 @@
+// IPNA in tangent form (SPEC.md "IPNA, tangent form") and the receptive-field
+// cones: patch completeness and additivity at every m, the two forms meeting
+// as m grows, and the cone-restricted passes equal to whole-plane passes on
+// every reference model, box shapes at corners and over the whole image, in
+// both precisions.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <numeric>
+
+#include "engine/attribution.h"
+#include "loaders/onnx_loader.h"
+#include "tests/fixtures.h"
+#include "tests/net_builder.h"
+
+namespace ipna::test {
+namespace {
+
+// f1: conv-relu-maxpool-conv-relu, a squeeze-excitation gate and a residual add; f2: conv-relu-gap-linear.
+SplitModel net(unsigned seed = 13) {
+  NetBuilder b(Shape{3, 16, 16}, seed);
+  b.conv(6, 3, 1, 1);
+  b.relu();
+  b.pool(OpKind::MaxPool, 2, 2);
+  const int x = b.conv(8, 3, 1, 1);
+  b.global_avg();
+  b.conv(8, 1);
+  const int gate = b.activation(ActivationFn::Sigmoid);
+  const int se = b.mul(x, gate);
+  b.set_current(se);
+  b.conv(8, 3, 1, 1);
+  b.activation(ActivationFn::SiLU);
+  const int split = b.add(se, b.current());
+  b.conv(8, 3, 1, 1);
+  b.relu();
+  b.global_avg();
+  b.linear(5);
+  Graph g = b.finish();
+  return split_graph(g, g.values[split].name);
+}
+
+AttributionResult run(const SplitModel& m, int steps, std::vector<Box> boxes, IpnaForm form, bool cones = true,
+                      Precision p = Precision::F64) {
+  Attributor a(m, p);
+  AttributionRequest r;
+  r.target_class = 2;
+  r.steps = steps;
+  r.integrated_gradients = true;
+  r.conductance = true;
+  r.boxes = std::move(boxes);
+  r.ipna_form = form;
+  r.receptive_field_cones = cones;
+  return a.run(random_vector(3 * 16 * 16, 21), black_baseline(Shape{3, 16, 16}), r);
+}
+
+TEST(TangentForm, PatchCompletenessHoldsAtEveryStepCount) {
+  const SplitModel m = net();
+  const std::vector<Box> boxes{{2, 3, 9, 12}, {0, 0, 16, 16}, {12, 12, 16, 16}};
+  for (int steps : {1, 3, 8}) {
+    AttributionResult r = run(m, steps, boxes, IpnaForm::Tangent);
+    for (size_t b = 0; b < boxes.size(); ++b)
+      EXPECT_NEAR(r.ipna_sum[b], r.ig_in_box[b], 1e-12 * std::abs(r.ig_in_box[b])) << "m=" << steps << " box " << b;
+    // The whole image: the tangent sum is IG's total.
+    EXPECT_NEAR(r.ipna_sum[1], r.ig_sum, 1e-12 * std::abs(r.ig_sum));
+  }
+}
+
+TEST(TangentForm, AdditiveOverEveryPartition) {
+  // Linear in the box: a 2x2 and a 4x1 grid give the same neuron-wise sums, whose total is IG's.
+  const SplitModel m = net();
+  auto sum_over = [&](const std::vector<Box>& grid) {
+    AttributionResult r = run(m, 8, grid, IpnaForm::Tangent);
+    std::vector<double> s(r.ipna[0].size(), 0.0);
+    for (const auto& map : r.ipna)
+      for (size_t j = 0; j < map.size(); ++j) s[j] += map[j];
+    EXPECT_NEAR(std::accumulate(s.begin(), s.end(), 0.0), r.ig_sum, 1e-12 * std::abs(r.ig_sum));
+    return s;
+  };
+  const auto a = sum_over(grid_boxes(16, 16, 2, 2)), b = sum_over(grid_boxes(16, 16, 4, 1));
+  EXPECT_LT(rel_err(a, b), 1e-12);
+}
+
+TEST(TangentForm, TheTwoFormsMeetAsStepsGrow) {
+  // Both are Riemann sums of the same integral: their distance shrinks with m.
+  const SplitModel m = net();
+  const std::vector<Box> box{{2, 3, 9, 12}};
+  std::vector<double> dist;
+  for (int steps : {16, 256, 4096}) {
+    AttributionResult d = run(m, steps, box, IpnaForm::Difference), t = run(m, steps, box, IpnaForm::Tangent);
+    dist.push_back(rel_err(d.ipna[0], t.ipna[0]));
+    std::printf("m=%5d  |IPNA - IPNA^t| / |IPNA^t| = %.3e\n", steps, dist.back());
+  }
+  EXPECT_LT(dist[1], dist[0] / 4);
+  EXPECT_LT(dist[2], dist[1] / 4);
+  EXPECT_LT(dist[2], 1e-3);
+}
+
+TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
+  if (!fixtures_present()) return;
+  for (const char* name : {"lenet", "vgg_avg", "resnet18", "mbv2_block", "tiny224", "mobilenet_v3_small",
+                           "efficientnet_b0", "densenet121", "shufflenet_v2_x0_5", "convnext_tiny"}) {
+    const std::string dir = fixture_dir() + "/" + name;
+    if (!std::ifstream(dir + "/meta.json")) {
+      ADD_FAILURE() << "missing fixture " << name;
+      continue;
+    }
+    const auto meta = read_json(dir + "/meta.json");
+    const SplitModel m = load_split_model(dir + "/model.onnx", meta["split"].get<std::string>());
+    const int H = static_cast<int>(m.input_shape().height()), W = static_cast<int>(m.input_shape().width());
+    const std::vector<Box> boxes{{0, 0, 3, 4}, {H - 5, W - 2, H, W}, {H / 3, W / 4, H / 2, W / 2}, {0, 0, H, W}};
+    for (Precision p : {Precision::F64, Precision::F32}) {
+      Attributor a(m, p);
+      AttributionRequest r;
+      r.target_class = meta["class"];
+      r.steps = 4;
+      r.boxes = boxes;
+      r.ipna_form = IpnaForm::Tangent;
+      const auto x = npy(dir + "/x.npy"), x0 = npy(dir + "/baseline.npy");
+      r.receptive_field_cones = true;
+      AttributionResult cone = a.run(x, x0, r);
+      r.receptive_field_cones = false;
+      AttributionResult whole = a.run(x, x0, r);
+      for (size_t b = 0; b < boxes.size(); ++b)
+        EXPECT_LT(rel_err(cone.ipna[b], whole.ipna[b]), p == Precision::F64 ? 1e-12 : 1e-5)
+            << name << " box " << b << (p == Precision::F64 ? " f64" : " f32");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ipna::test
