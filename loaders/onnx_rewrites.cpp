@@ -135,12 +135,12 @@ class Matcher {
     for (const auto& o : g.output()) readers_[o.name()].push_back(-1);  // a graph output: never fused away
   }
   const onnx::NodeProto& node(int i) const { return g_.node(i); }
-  // The one node reading `name`, when it is of op `op` (and not removed); -1 otherwise.
+  // The one node reading `name`, when it is of op `op`, has one output and is not removed; -1 otherwise.
   int only_reader(const std::string& name, const char* op) const {
     auto it = readers_.find(name);
     if (it == readers_.end() || it->second.size() != 1 || it->second[0] < 0) return -1;
     const int r = it->second[0];
-    return node(r).op_type() == op && !removed_.count(r) ? r : -1;
+    return node(r).op_type() == op && node(r).output_size() == 1 && !removed_.count(r) ? r : -1;
   }
   const std::vector<int>& readers(const std::string& name) const {
     static const std::vector<int> kNone;
@@ -211,7 +211,7 @@ onnx::NodeProto make_node(const std::string& op, const std::string& name, std::v
 void fuse_layer_norms(Matcher& m, int r1) {
   const onnx::NodeProto& n1 = m.node(r1);
   const auto axes = m.reduce_axes(n1);
-  if (!axes || axes->size() != 1 || n1.output_size() != 1) return;
+  if (!axes || axes->size() != 1 || n1.input_size() < 1 || n1.output_size() != 1) return;
   const std::string& x = n1.input(0);
   const int sub = m.only_reader(n1.output(0), "Sub");
   if (sub < 0 || m.node(sub).input_size() != 2 || m.node(sub).input(0) != x || m.node(sub).input(1) != n1.output(0))
@@ -221,7 +221,7 @@ void fuse_layer_norms(Matcher& m, int r1) {
   if (rd.size() != 2 || rd[0] < 0 || rd[1] < 0) return;
   const int pow = m.node(rd[0]).op_type() == "Pow" ? rd[0] : rd[1], div = pow == rd[0] ? rd[1] : rd[0];
   if (m.node(pow).op_type() != "Pow" || m.node(div).op_type() != "Div" || m.node(pow).input_size() != 2 ||
-      m.node(div).input_size() != 2 || m.node(pow).input(0) != d || !m.scalar_is(m.node(pow).input(1), 2.0, 0) ||
+      m.node(div).input_size() != 2 || m.node(pow).output_size() != 1 || m.node(div).output_size() != 1 || m.node(pow).input(0) != d || !m.scalar_is(m.node(pow).input(1), 2.0, 0) ||
       m.node(div).input(0) != d)
     return;
   const int r2 = m.only_reader(m.node(pow).output(0), "ReduceMean");
@@ -264,7 +264,7 @@ void fuse_layer_norms(Matcher& m, int r1) {
 // (TorchScript exports (x * (1 + erf)) * 0.5, the dynamo exporter x * (0.5 * (1 + erf))).
 void fuse_gelu(Matcher& m, int dv) {
   const onnx::NodeProto& d = m.node(dv);
-  if (d.input_size() != 2 || !m.scalar_is(d.input(1), std::sqrt(2.0), 1e-5)) return;
+  if (d.input_size() != 2 || d.output_size() != 1 || !m.scalar_is(d.input(1), std::sqrt(2.0), 1e-5)) return;
   const std::string& x = d.input(0);
   const int erf = m.only_reader(d.output(0), "Erf");
   if (erf < 0) return;
