@@ -39,12 +39,13 @@ struct Engine {
   // The step loop's buffers and workspaces live across runs: a sweep of many
   // runs allocates (and page-faults) once, and nothing is allocated inside the loop.
   struct StepBuffers {
-    DeviceBuffer points, dx, h, h_masked, dh, h_prev, h_patch, logits, dlogits, fval, ig_acc, cond_acc, carry, zeros;
+    DeviceBuffer points, dx, h, h_masked, dh, h_prev, h_patch, logits, dlogits, fval, ig_acc, cond_acc, carry, zeros,
+        conv_store;
     std::vector<DeviceBuffer> ipna_acc;  // one per box
     template <typename F>
     void each(F&& f) {
       for (DeviceBuffer* b : {&points, &dx, &h, &h_masked, &dh, &h_prev, &h_patch, &logits, &dlogits, &fval, &ig_acc,
-                              &cond_acc, &carry, &zeros})
+                              &cond_acc, &carry, &zeros, &conv_store})
         f(*b);
       for (DeviceBuffer& b : ipna_acc) f(b);
     }
@@ -57,7 +58,7 @@ struct Engine {
     buffers.each([&](DeviceBuffer& d) { b += d.bytes(); });
     for (const auto* ws : {&ws1, &ws2})
       b += ws->forward_arena.bytes() + ws->backward_arena.bytes() + ws->saved.bytes() + ws->window_in.bytes() +
-           ws->window_out.bytes();
+           ws->window_out.bytes() + ws->window_base.bytes();
     return b;
   }
   // `b` with room for `count` elements, grown (never shrunk) as needed.
@@ -165,9 +166,12 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   const bool ig = req.integrated_gradients, path = req.conductance || !req.boxes.empty();
   const bool tangent = !req.boxes.empty() && req.ipna_form == IpnaForm::Tangent;
   const bool keep_f1 = ig || tangent;  // what f1's backward (or tangent pass) needs, saved by its forward
+  // The difference form on cones starts each patch point's convolutions from the base point's outputs.
+  const bool patch_cones = !req.boxes.empty() && req.receptive_field_cones;
+  const bool conv_store = patch_cones && !tangent;
   std::vector<Cone> cones;
   int64_t cone_window = 0;
-  if (tangent && req.receptive_field_cones)
+  if (patch_cones)
     for (const Box& b : req.boxes) {
       cones.push_back(f1.cone(b));
       cone_window = std::max(cone_window, cones.back().window_elems);
@@ -177,7 +181,8 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   // --- chunk of steps from the memory budget ---
   const size_t t = sizeof(T);
   size_t per_step = f1.bytes_per_sample(keep_f1) + f2.bytes_per_sample(true) + 2 * xn * t /* points, dx */ +
-                    2 * cone_window * t /* a convolution's cone window, in and out */ +
+                    3 * cone_window * t /* a convolution's cone window: in, out, the base point's */ +
+                    (conv_store ? f1.conv_store_elems() * t : 0) /* the base points' convolution inputs and outputs */ +
                     (3 + (masked ? 1 : 0)) * hn * t /* h, h_prev, h_patch, masked h */ + hn * t /* dh */ +
                     2 * classes * t + 2 * t;
   const size_t available = be->memory_available() + held_bytes();
@@ -220,6 +225,8 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   T* cond_acc = req.conductance ? grow(B.cond_acc, hn) : nullptr;
   T* carry = path ? grow(B.carry, hn) : nullptr;
   T* zeros = tangent ? grow(B.zeros, xn) : nullptr;
+  typename GraphPlan<T>::ConvStore store;  // slot 0: the carried base point, slots 1..chunk: this chunk's
+  if (conv_store) store = {grow(B.conv_store, f1.conv_store_elems() * (chunk + 1)), chunk + 1, 0};
   if (tangent) be->zero(zeros, xn * t);
   if (B.ipna_acc.size() < req.boxes.size()) B.ipna_acc.resize(req.boxes.size());
   std::vector<T*> ipna_acc;
@@ -253,7 +260,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     PointBatch p0;
     p0.k = {0.0};
     be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), p0, pts);
-    f1.forward(1, pts, carry, ws1, false);
+    f1.forward(1, pts, carry, ws1, false, store);  // store slot 0
   }
 
   for (int k0 = 1; k0 <= m; k0 += chunk) {
@@ -261,7 +268,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     PointBatch cur;
     for (int i = 0; i < c; ++i) cur.k.push_back(k0 + i);
     be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), cur, pts);
-    f1.forward(c, pts, h_cur, ws1, keep_f1);
+    f1.forward(c, pts, h_cur, ws1, keep_f1, {store.data, store.slots, 1});
     T* f2_in = h_cur;
     if (masked) {
       be->copy_on_device(h_f2, h_cur, c * hn * t);
@@ -297,10 +304,14 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
           be->accumulate_path_product(hn, c, dh, h_patch, nullptr, ipna_acc[b]);
         } else {        // IPNA += g(x_k) * (h(x_{k-1} + d * 1_S) - h(x_{k-1}))
           be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), patch, pts);
-          f1.forward(c, pts, h_patch, ws1, false);
+          if (conv_store)
+            f1.patched_forward(c, pts, h_patch, ws1, cones[b], store);  // base x_{k-1}: store slot i
+          else
+            f1.forward(c, pts, h_patch, ws1, false);
           be->accumulate_path_product(hn, c, dh, h_patch, h_prev, ipna_acc[b]);
         }
       }
+      if (conv_store) f1.carry_store(store, c);  // x_{k0+c-1}, the next chunk's first base point
     }
     if (req.progress) req.progress(k0 + c - 1, m);
   }

@@ -28,8 +28,10 @@ struct AttributionRequest {
   bool conductance = false;
   std::vector<Box> boxes;           // one IPNA map per box
   IpnaForm ipna_form = IpnaForm::Difference;
-  // Patch passes compute each layer only on the box's receptive-field cone
-  // (tangent form); false runs them on whole planes, for comparison.
+  // Patch passes compute each convolution only on the box's receptive-field
+  // cone (the difference form starting from the base point's outputs, kept by
+  // its forward and counted in the memory budget); false runs them on whole
+  // planes, for comparison.
   bool receptive_field_cones = true;
   // Pruned model: h is multiplied by this mask (one value per split neuron)
   // before f2. Empty: the model as it is.

@@ -121,6 +121,8 @@ class Backend : public Device {
   virtual void avgpool_forward(const PoolDesc& d, const T* x, T* y, int n) = 0;
   virtual void avgpool_backward(const PoolDesc& d, const T* dy, T* dx, int n, bool accumulate) = 0;
   virtual void add_forward(int64_t count, const T* a, const T* b, T* y) = 0;
+  // y = a - b; y may alias a (a patch's change on a cone window).
+  virtual void subtract(int64_t count, const T* a, const T* b, T* y) = 0;
   // dst = src, or dst += src.
   virtual void accumulate(int64_t count, const T* src, T* dst, bool accumulate) = 0;
   // Concat and Slice: per sample, `channels` channels of `plane` elements from

@@ -96,6 +96,16 @@ GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g.without_
     permutations_.push_back(std::move(perm));
   }
 
+  conv_store_in_.assign(nn, -1);
+  conv_store_out_.assign(nn, -1);
+  for (int i = 0; i < nn; ++i)
+    if (graph_.nodes[i].kind == OpKind::Conv) {
+      conv_store_in_[i] = conv_store_elems_;
+      conv_store_elems_ += graph_.values[graph_.nodes[i].inputs[0]].shape.numel();
+      conv_store_out_[i] = conv_store_elems_;
+      conv_store_elems_ += launches_[i].count;
+    }
+
   // Forward liveness: a value lives from its node to its last reader.
   std::vector<int> last_use(nv, -1);
   for (int i = 0; i < nn; ++i)
@@ -233,99 +243,110 @@ T* GraphPlan<T>::grad_ptr(int v, int n, const T* dy, T* dx, T* arena) const {
 }
 
 template <typename T>
-void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save) const {
+void GraphPlan<T>::launch_forward(size_t si, int n, const T* x, T* y, T* arena, void* keep) const {
+  const NodeLaunch& st = launches_[si];
+  const Node& node = graph_.nodes[st.node];
+  const T* in0 = value_ptr(node.inputs[0], n, x, y, arena);
+  T* out = value_ptr(node.output, n, x, y, arena);
+  const T* w = weights_[st.node].template as<T>();
+  const T* b = biases_[st.node].template as<T>();
+  switch (node.kind) {
+    case OpKind::Conv:
+      be_.conv2d_forward(st.conv, w, b, in0, out, n);
+      break;
+    case OpKind::Linear:
+      be_.linear_forward(static_cast<int>(graph_.values[node.inputs[0]].shape.numel()), static_cast<int>(st.count), w,
+                         b, in0, out, n);
+      break;
+    case OpKind::Affine: {
+      const Shape& s = graph_.values[node.output].shape;
+      be_.affine_forward(static_cast<int>(s.channels()), s.plane(), w, b, in0, out, n);
+      break;
+    }
+    case OpKind::Clip:
+      be_.clip_forward(st.count * n, static_cast<T>(node.lo), static_cast<T>(node.hi), in0, out,
+                       static_cast<uint64_t*>(keep));
+      break;
+    case OpKind::MaxPool:
+      be_.maxpool_forward(st.pool, in0, out, static_cast<int32_t*>(keep), n);
+      break;
+    case OpKind::AvgPool:
+      be_.avgpool_forward(st.pool, in0, out, n);
+      break;
+    case OpKind::Add:
+      be_.add_forward(st.count * n, in0, value_ptr(node.inputs[1], n, x, y, arena), out);
+      break;
+    case OpKind::Concat: {
+      const Shape& so = graph_.values[node.output].shape;
+      int at = 0;
+      for (int v : node.inputs) {
+        const int c = static_cast<int>(graph_.values[v].shape.channels());
+        be_.copy_channels(n, so.plane(), c, value_ptr(v, n, x, y, arena), c, 0, out, static_cast<int>(so.channels()),
+                          at, false);
+        at += c;
+      }
+      break;
+    }
+    case OpKind::Slice: {
+      const Shape& si = graph_.values[node.inputs[0]].shape;
+      be_.copy_channels(n, si.plane(), node.channel_count, in0, static_cast<int>(si.channels()), node.channel_offset,
+                        out, node.channel_count, 0, false);
+      break;
+    }
+    case OpKind::Mul: {
+      const Shape& sa = graph_.values[node.inputs[0]].shape;
+      const T* in1 = value_ptr(node.inputs[1], n, x, y, arena);
+      const bool per_channel = graph_.values[node.inputs[1]].shape != sa;
+      if (keep) {  // both factors, for backward
+        T* saved_a = static_cast<T*>(keep);
+        be_.copy_on_device(saved_a, in0, sizeof(T) * n * st.count);
+        be_.copy_on_device(saved_a + n * st.count, in1, sizeof(T) * n * graph_.values[node.inputs[1]].shape.numel());
+      }
+      be_.mul_forward(n, static_cast<int>(sa.channels()), sa.plane(), per_channel, in0, in1, out, false);
+      break;
+    }
+    case OpKind::Activation:
+      be_.activation_forward(node.activation, st.count * n, static_cast<T>(node.alpha), static_cast<T>(node.beta), in0,
+                             out, static_cast<T*>(keep));
+      break;
+    case OpKind::ChannelMean: {
+      const Shape& si = graph_.values[node.inputs[0]].shape;
+      be_.channel_mean_forward(n, static_cast<int>(si.channels()), si.plane(), in0, out);
+      break;
+    }
+    case OpKind::LayerNorm: {
+      const Shape& so = graph_.values[node.output].shape;
+      T* xhat = static_cast<T*>(keep);
+      be_.layernorm_forward(n, static_cast<int>(so.channels()), so.plane(), static_cast<T>(node.eps), w, b, in0, out,
+                            xhat, xhat ? xhat + n * st.count : nullptr);
+      break;
+    }
+    case OpKind::ChannelShuffle: {
+      const Shape& so = graph_.values[node.output].shape;
+      be_.channel_shuffle(n, static_cast<int>(so.channels()), so.plane(), permutations_[st.node].template as<int32_t>(),
+                          in0, out, false, false);
+      break;
+    }
+  }
+}
+
+template <typename T>
+void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, ConvStore store) const {
   if (n > ws.capacity) throw Error("internal: batch of " + std::to_string(n) + " exceeds workspace");
   if (save && !ws.saved.bytes() && saved_bytes(n))
     throw Error("internal: forward with save needs a workspace made with_backward");
   T* arena = ws.forward_arena.template as<T>();
   auto* saved = ws.saved.template as<uint8_t>();
   for (size_t si = 0; si < launches_.size(); ++si) {
-    const NodeLaunch& st = launches_[si];
-    const Node& node = graph_.nodes[st.node];
-    const T* in0 = value_ptr(node.inputs[0], n, x, y, arena);
-    T* out = value_ptr(node.output, n, x, y, arena);
-    const T* w = weights_[st.node].template as<T>();
-    const T* b = biases_[st.node].template as<T>();
-    void* keep = save ? saved + saved_offset(static_cast<int>(si), n) : nullptr;
+    const Node& node = graph_.nodes[launches_[si].node];
     at_node(node, "forward", [&] {
-      switch (node.kind) {
-        case OpKind::Conv:
-          be_.conv2d_forward(st.conv, w, b, in0, out, n);
-          break;
-        case OpKind::Linear:
-          be_.linear_forward(static_cast<int>(graph_.values[node.inputs[0]].shape.numel()), static_cast<int>(st.count),
-                             w, b, in0, out, n);
-          break;
-        case OpKind::Affine: {
-          const Shape& s = graph_.values[node.output].shape;
-          be_.affine_forward(static_cast<int>(s.channels()), s.plane(), w, b, in0, out, n);
-          break;
-        }
-        case OpKind::Clip:
-          be_.clip_forward(st.count * n, static_cast<T>(node.lo), static_cast<T>(node.hi), in0, out,
-                           static_cast<uint64_t*>(keep));
-          break;
-        case OpKind::MaxPool:
-          be_.maxpool_forward(st.pool, in0, out, static_cast<int32_t*>(keep), n);
-          break;
-        case OpKind::AvgPool:
-          be_.avgpool_forward(st.pool, in0, out, n);
-          break;
-        case OpKind::Add:
-          be_.add_forward(st.count * n, in0, value_ptr(node.inputs[1], n, x, y, arena), out);
-          break;
-        case OpKind::Concat: {
-          const Shape& so = graph_.values[node.output].shape;
-          int at = 0;
-          for (int v : node.inputs) {
-            const int c = static_cast<int>(graph_.values[v].shape.channels());
-            be_.copy_channels(n, so.plane(), c, value_ptr(v, n, x, y, arena), c, 0, out,
-                              static_cast<int>(so.channels()), at, false);
-            at += c;
-          }
-          break;
-        }
-        case OpKind::Slice: {
-          const Shape& si = graph_.values[node.inputs[0]].shape;
-          be_.copy_channels(n, si.plane(), node.channel_count, in0, static_cast<int>(si.channels()),
-                            node.channel_offset, out, node.channel_count, 0, false);
-          break;
-        }
-        case OpKind::Mul: {
-          const Shape& sa = graph_.values[node.inputs[0]].shape;
-          const T* in1 = value_ptr(node.inputs[1], n, x, y, arena);
-          const bool per_channel = graph_.values[node.inputs[1]].shape != sa;
-          if (keep) {  // both factors, for backward
-            T* saved_a = static_cast<T*>(keep);
-            be_.copy_on_device(saved_a, in0, sizeof(T) * n * st.count);
-            be_.copy_on_device(saved_a + n * st.count, in1,
-                               sizeof(T) * n * graph_.values[node.inputs[1]].shape.numel());
-          }
-          be_.mul_forward(n, static_cast<int>(sa.channels()), sa.plane(), per_channel, in0, in1, out, false);
-          break;
-        }
-        case OpKind::Activation:
-          be_.activation_forward(node.activation, st.count * n, static_cast<T>(node.alpha), static_cast<T>(node.beta),
-                                 in0, out, static_cast<T*>(keep));
-          break;
-        case OpKind::ChannelMean: {
-          const Shape& si = graph_.values[node.inputs[0]].shape;
-          be_.channel_mean_forward(n, static_cast<int>(si.channels()), si.plane(), in0, out);
-          break;
-        }
-        case OpKind::LayerNorm: {
-          const Shape& so = graph_.values[node.output].shape;
-          T* xhat = static_cast<T*>(keep);
-          be_.layernorm_forward(n, static_cast<int>(so.channels()), so.plane(), static_cast<T>(node.eps), w, b, in0,
-                                out, xhat, xhat ? xhat + n * st.count : nullptr);
-          break;
-        }
-        case OpKind::ChannelShuffle: {
-          const Shape& so = graph_.values[node.output].shape;
-          be_.channel_shuffle(n, static_cast<int>(so.channels()), so.plane(),
-                              permutations_[st.node].template as<int32_t>(), in0, out, false, false);
-          break;
-        }
+      launch_forward(si, n, x, y, arena, save ? saved + saved_offset(static_cast<int>(si), n) : nullptr);
+      if (store.data && node.kind == OpKind::Conv) {
+        const int64_t in_count = graph_.values[node.inputs[0]].shape.numel(), out_count = launches_[si].count;
+        be_.copy_on_device(stored(store, conv_store_in_[si], in_count, store.first_slot),
+                           value_ptr(node.inputs[0], n, x, y, arena), sizeof(T) * n * in_count);
+        be_.copy_on_device(stored(store, conv_store_out_[si], out_count, store.first_slot),
+                           value_ptr(node.output, n, x, y, arena), sizeof(T) * n * out_count);
       }
     });
   }

@@ -38,7 +38,8 @@ class GraphPlan {
   struct Workspace {
     int capacity = 0;
     DeviceBuffer forward_arena, backward_arena, saved;
-    DeviceBuffer window_in, window_out;  // a convolution's cone window, in and out (tangent passes)
+    // A convolution's cone window: in, out, and the base point's (the difference form's patch passes).
+    DeviceBuffer window_in, window_out, window_base;
   };
   Workspace make_workspace(int capacity, bool with_backward) const;
   // Grows ws to hold `capacity` samples (and backward state) only when it is
@@ -46,7 +47,25 @@ class GraphPlan {
   void reserve(Workspace& ws, int capacity, bool with_backward) const;
 
   // y = graph(x) for n samples. With `save`, keeps the masks backward needs in ws.
-  void forward(int n, const T* x, T* y, Workspace& ws, bool save) const;
+  // With a convolution store (see patched_forward), also copies each
+  // convolution's input and output there, samples going to slots first_slot.. of `slots`.
+  struct ConvStore {
+    T* data = nullptr;
+    int slots = 0, first_slot = 0;
+  };
+  void forward(int n, const T* x, T* y, Workspace& ws, bool save, ConvStore store = {}) const;
+  // Per-sample elements of every convolution's input and output, the size of one store slot.
+  int64_t conv_store_elems() const { return conv_store_elems_; }
+  // The difference form of IPNA on a cone: y_i = graph(x_i) where x_i differs
+  // from a base point only inside the cone's box, with the base point's
+  // convolution inputs and outputs in store slot i. A windowed convolution's
+  // output is the base output plus the convolution (no bias) of the input's
+  // change on the cone window: where the change is zero, the output is the base
+  // output bit for bit, as in the whole-plane pass; every other op runs on
+  // whole planes, as in forward.
+  void patched_forward(int n, const T* x, T* y, Workspace& ws, const Cone& cone, const ConvStore& store) const;
+  // Moves store slot `from` of every convolution to slot 0 (the next chunk's first base point).
+  void carry_store(const ConvStore& store, int from) const;
   // dx = (d graph / d x)^T dy at the points of the last saving forward.
   void backward(int n, const T* dy, T* dx, Workspace& ws) const;
 
@@ -87,6 +106,12 @@ class GraphPlan {
     }
   }
   T* value_ptr(int v, int n, const T* x, T* y, T* arena) const;
+  // One node of the forward pass (forward and patched_forward share it); keep: its saved state or null.
+  void launch_forward(size_t launch, int n, const T* x, T* y, T* arena, void* keep) const;
+  // A convolution (no bias) on its cone window only, written into that window of `out`
+  // (plan_tangent.cpp). With a base point: of in - base_in, plus base_out.
+  void conv_window(size_t launch, int n, const T* in, const T* base_in, T* out, const T* base_out, Workspace& ws,
+                   const Cone& cone) const;
   T* grad_ptr(int v, int n, const T* dy, T* dx, T* arena) const;
   size_t saved_size(int launch, int n) const;    // bytes backward needs of the launch
   size_t saved_offset(int launch, int n) const;  // bytes into ws.saved
@@ -97,6 +122,13 @@ class GraphPlan {
   std::vector<NodeLaunch> launches_;
   std::vector<DeviceBuffer> weights_, biases_, permutations_;
   std::vector<int64_t> fwd_offset_, bwd_offset_;  // per value, per-sample elements; -1 = external
+  // Per launch (convolutions; -1 otherwise): where its input and its output start in a store slot.
+  std::vector<int64_t> conv_store_in_, conv_store_out_;
+  int64_t conv_store_elems_ = 0;
+  // Sample `slot`'s copy of the stored tensor of `count` elements at `offset`.
+  static T* stored(const ConvStore& s, int64_t offset, int64_t count, int slot) {
+    return s.data + offset * s.slots + slot * count;
+  }
   int64_t fwd_peak_ = 0, bwd_peak_ = 0;
   // Backward: whether the step writes each input's gradient fresh or adds to it.
   std::vector<std::vector<bool>> bwd_accumulate_;

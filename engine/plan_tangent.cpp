@@ -1,11 +1,14 @@
-// The tangent (forward-mode) pass of a plan and the receptive-field cones that
-// restrict it. The tangent of IPNA's patch direction d * 1_S is zero outside
-// the cone of S, so a convolution needs to run only on its cone window: the
-// window of the input tangent its output window reads is copied out (positions
+// The receptive-field cones of IPNA's patch passes, and the two passes that
+// use them: the tangent (forward-mode) pass, and the difference form's
+// forward at the patch point. A patch changes (and its tangent is nonzero in)
+// the cone of S only, so a convolution needs to run only on its cone window:
+// the window of the input its output window reads is copied out (positions
 // beyond the plane read as zero, which is the padding), the convolution runs
-// unpadded on it, and the result is written back into a zeroed output. Every
-// other op is cheap next to the convolutions and runs on the whole plane, so
-// every tangent buffer holds exact values (zero outside its cone) everywhere.
+// unpadded on it, and the result is written into an output that holds the
+// rest already (zero for a tangent; the base point's output, kept by its
+// forward, for a patch point). Every other op is cheap next to the
+// convolutions and runs on the whole plane, so every buffer holds exact
+// values everywhere.
 #include <algorithm>
 
 #include "engine/error.h"
@@ -85,16 +88,72 @@ Cone GraphPlan<T>::cone(const Box& box) const {
 }
 
 template <typename T>
+void GraphPlan<T>::conv_window(size_t si, int n, const T* in, const T* base_in, T* out, const T* base_out,
+                               Workspace& ws, const Cone& cone) const {
+  const NodeLaunch& st = launches_[si];
+  const Node& node = graph_.nodes[st.node];
+  const Cone::Rect& o = cone.rect[node.output];
+  const Window& win = node.win;
+  ConvDesc d = st.conv;  // the window as its own unpadded convolution
+  d.h = (o.r1 - o.r0 - 1) * win.sh + (win.kh - 1) * win.dh + 1;
+  d.w = (o.c1 - o.c0 - 1) * win.sw + (win.kw - 1) * win.dw + 1;
+  d.ho = o.r1 - o.r0;
+  d.wo = o.c1 - o.c0;
+  d.win.pad_top = d.win.pad_left = d.win.pad_bottom = d.win.pad_right = 0;
+  const size_t bytes = static_cast<size_t>(cone.window_elems) * n * sizeof(T);
+  for (DeviceBuffer* b : {&ws.window_in, &ws.window_out, &ws.window_base})  // grown once per cone size
+    if ((b != &ws.window_base || base_in) && b->bytes() < bytes) *b = DeviceBuffer(be_, bytes);
+  T* sub_in = ws.window_in.template as<T>();
+  T* sub_out = ws.window_out.template as<T>();
+  T* sub_base = ws.window_base.template as<T>();
+  const int r0 = o.r0 * win.sh - win.pad_top, c0 = o.c0 * win.sw - win.pad_left;
+  be_.copy_window(n, d.cin, in, st.conv.h, st.conv.w, r0, c0, sub_in, d.h, d.w, 0, 0, d.h, d.w);
+  if (base_in) {  // the input's change, zero bit for bit where the patch does not reach
+    be_.copy_window(n, d.cin, base_in, st.conv.h, st.conv.w, r0, c0, sub_base, d.h, d.w, 0, 0, d.h, d.w);
+    be_.subtract(static_cast<int64_t>(n) * d.cin * d.h * d.w, sub_in, sub_base, sub_in);
+  }
+  be_.conv2d_forward(d, weights_[st.node].template as<T>(), nullptr, sub_in, sub_out, n);
+  if (base_out) {
+    be_.copy_window(n, d.cout, base_out, st.conv.ho, st.conv.wo, o.r0, o.c0, sub_base, d.ho, d.wo, 0, 0, d.ho, d.wo);
+    be_.add_forward(static_cast<int64_t>(n) * d.cout * d.ho * d.wo, sub_out, sub_base, sub_out);
+  }
+  be_.copy_window(n, d.cout, sub_out, d.ho, d.wo, 0, 0, out, st.conv.ho, st.conv.wo, o.r0, o.c0, d.ho, d.wo);
+}
+
+template <typename T>
+void GraphPlan<T>::patched_forward(int n, const T* x, T* y, Workspace& ws, const Cone& cone,
+                                   const ConvStore& store) const {
+  T* arena = ws.forward_arena.template as<T>();
+  for (size_t si = 0; si < launches_.size(); ++si) {
+    const NodeLaunch& st = launches_[si];
+    const Node& node = graph_.nodes[st.node];
+    at_node(node, "patched forward", [&] {
+      if (!cone.windowed[si]) return launch_forward(si, n, x, y, arena, nullptr);
+      T* out = value_ptr(node.output, n, x, y, arena);
+      const int64_t in_count = graph_.values[node.inputs[0]].shape.numel();
+      const T* base_in = stored(store, conv_store_in_[si], in_count, store.first_slot);
+      const T* base_out = stored(store, conv_store_out_[si], st.count, store.first_slot);
+      be_.copy_on_device(out, base_out, sizeof(T) * n * st.count);  // outside the cone: the base point's output
+      conv_window(si, n, value_ptr(node.inputs[0], n, x, y, arena), base_in, out, base_out, ws, cone);
+    });
+  }
+}
+
+template <typename T>
+void GraphPlan<T>::carry_store(const ConvStore& store, int from) const {
+  for (size_t si = 0; si < launches_.size(); ++si)
+    if (conv_store_in_[si] >= 0)
+      for (auto [offset, count] : {std::pair{conv_store_in_[si], graph_.values[graph_.nodes[launches_[si].node].inputs[0]].shape.numel()},
+                                   std::pair{conv_store_out_[si], launches_[si].count}})
+        be_.copy_on_device(stored(store, offset, count, 0), stored(store, offset, count, from), sizeof(T) * count);
+}
+
+template <typename T>
 void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone* cone) const {
   if (n > ws.capacity || (!ws.saved.bytes() && saved_bytes(n)))
     throw Error("internal: tangent pass without the saved state of a forward of " + std::to_string(n) + " samples");
   T* arena = ws.forward_arena.template as<T>();
   const auto* saved = ws.saved.template as<uint8_t>();
-  if (cone) {  // grown once per cone size: the step loop reuses them
-    const size_t bytes = static_cast<size_t>(cone->window_elems) * n * sizeof(T);
-    if (ws.window_in.bytes() < bytes) ws.window_in = DeviceBuffer(be_, bytes);
-    if (ws.window_out.bytes() < bytes) ws.window_out = DeviceBuffer(be_, bytes);
-  }
   for (size_t si = 0; si < launches_.size(); ++si) {
     const NodeLaunch& st = launches_[si];
     const Node& node = graph_.nodes[st.node];
@@ -106,21 +165,8 @@ void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone*
       switch (node.kind) {
         case OpKind::Conv:
           if (cone && cone->windowed[si]) {
-            const Rect& o = cone->rect[node.output];
-            const Window& win = node.win;
-            ConvDesc d = st.conv;
-            d.h = (o.r1 - o.r0 - 1) * win.sh + (win.kh - 1) * win.dh + 1;
-            d.w = (o.c1 - o.c0 - 1) * win.sw + (win.kw - 1) * win.dw + 1;
-            d.ho = o.r1 - o.r0;
-            d.wo = o.c1 - o.c0;
-            d.win.pad_top = d.win.pad_left = d.win.pad_bottom = d.win.pad_right = 0;
-            T* sub_in = ws.window_in.template as<T>();
-            T* sub_out = ws.window_out.template as<T>();
-            be_.copy_window(n, d.cin, in0, st.conv.h, st.conv.w, o.r0 * win.sh - win.pad_top,
-                            o.c0 * win.sw - win.pad_left, sub_in, d.h, d.w, 0, 0, d.h, d.w);
-            be_.conv2d_forward(d, w, nullptr, sub_in, sub_out, n);
-            be_.zero(out, sizeof(T) * n * st.count);
-            be_.copy_window(n, d.cout, sub_out, d.ho, d.wo, 0, 0, out, st.conv.ho, st.conv.wo, o.r0, o.c0, d.ho, d.wo);
+            be_.zero(out, sizeof(T) * n * st.count);  // the tangent is zero outside the cone
+            conv_window(si, n, in0, nullptr, out, nullptr, ws, *cone);
           } else {
             be_.conv2d_forward(st.conv, w, nullptr, in0, out, n);
           }
@@ -203,6 +249,12 @@ void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone*
 template Cone GraphPlan<float>::cone(const Box&) const;
 template Cone GraphPlan<double>::cone(const Box&) const;
 template void GraphPlan<float>::tangent(int, const float*, float*, Workspace&, const Cone*) const;
+template void GraphPlan<float>::patched_forward(int, const float*, float*, Workspace&, const Cone&,
+                                                const ConvStore&) const;
+template void GraphPlan<double>::patched_forward(int, const double*, double*, Workspace&, const Cone&,
+                                                 const ConvStore&) const;
+template void GraphPlan<float>::carry_store(const ConvStore&, int) const;
+template void GraphPlan<double>::carry_store(const ConvStore&, int) const;
 template void GraphPlan<double>::tangent(int, const double*, double*, Workspace&, const Cone*) const;
 
 }  // namespace ipna

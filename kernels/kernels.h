@@ -20,6 +20,7 @@ void affine_forward(int c, int64_t plane, int n, const float* scale, const float
 void affine_backward(int c, int64_t plane, int n, const float* scale, const float* dy, float* dx, bool accumulate,
                      cudaStream_t s);
 void add(int64_t count, const float* a, const float* b, float* y, cudaStream_t s);
+void subtract(int64_t count, const float* a, const float* b, float* y, cudaStream_t s);
 void accumulate(int64_t count, const float* src, float* dst, bool accumulate, cudaStream_t s);
 void scale_by_mask(int64_t per_sample, int n, const float* mask, float* x, cudaStream_t s);
 void channel_bias(int c, int64_t plane, int n, const float* bias, float* y, cudaStream_t s);  // y += bias[c]

@@ -53,6 +53,11 @@ __global__ void add_kernel(int64_t count, const float* a, const float* b, float*
   if (i < count) y[i] = a[i] + b[i];
 }
 
+__global__ void subtract_kernel(int64_t count, const float* a, const float* b, float* y) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < count) y[i] = a[i] - b[i];
+}
+
 __global__ void accumulate_kernel(int64_t count, const float* src, float* dst, bool acc) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < count) dst[i] = acc ? dst[i] + src[i] : src[i];
@@ -112,6 +117,9 @@ void affine_backward(int c, int64_t plane, int n, const float* scale, const floa
 }
 void add(int64_t count, const float* a, const float* b, float* y, cudaStream_t s) {
   launch_1d("add", count, s, add_kernel, count, a, b, y);
+}
+void subtract(int64_t count, const float* a, const float* b, float* y, cudaStream_t s) {
+  launch_1d("subtract", count, s, subtract_kernel, count, a, b, y);
 }
 void accumulate(int64_t count, const float* src, float* dst, bool acc, cudaStream_t s) {
   if (src != dst || acc) launch_1d("accumulate", count, s, accumulate_kernel, count, src, dst, acc);

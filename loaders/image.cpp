@@ -216,12 +216,16 @@ Image resize_bilinear_antialias(const Image& in, int width, int height) {
 }
 
 Image resize_shorter_side(const Image& in, int size) {
-  if (in.width <= in.height) {
-    const int h = static_cast<int>(static_cast<int64_t>(size) * in.height / in.width);
-    return resize_bilinear_antialias(in, size, h);
-  }
-  const int w = static_cast<int>(static_cast<int64_t>(size) * in.width / in.height);
-  return resize_bilinear_antialias(in, w, size);
+  const int64_t shorter = std::min(in.width, in.height), longer = std::max(in.width, in.height);
+  if (shorter < 1) throw Error("cannot resize an empty image");
+  // A sliver (a 1-pixel-high strip) would grow to size x (size * its length) pixels: gigabytes.
+  if (longer > kMaxAspectRatio * shorter)
+    throw Error("image of " + std::to_string(in.width) + "x" + std::to_string(in.height) +
+                " pixels is more than " + std::to_string(kMaxAspectRatio) + " times longer than wide; " +
+                "resizing its shorter side to " + std::to_string(size) + " is refused");
+  const int other = static_cast<int>(size * longer / shorter);
+  return in.width <= in.height ? resize_bilinear_antialias(in, size, other)
+                               : resize_bilinear_antialias(in, other, size);
 }
 
 Image center_crop(const Image& in, int size) {

@@ -29,6 +29,8 @@ Image load_image_rgb(const std::string& path, int64_t max_pixels = kMaxImagePixe
 // horizontal then vertical pass, 22-bit fixed-point weights, 8-bit between passes.
 Image resize_bilinear_antialias(const Image& in, int width, int height);
 // torchvision Resize(256): the shorter side to `size`, the other scaled (truncated), as torchvision does.
+// Images whose longer side exceeds kMaxAspectRatio times the shorter are refused.
+constexpr int64_t kMaxAspectRatio = 256;
 Image resize_shorter_side(const Image& in, int size);
 // torchvision CenterCrop(size): offsets rounded half to even, as Python's round().
 Image center_crop(const Image& in, int size);

@@ -125,24 +125,86 @@ TEST(CudaHost, NoDeviceGivesAClearError) {
 // --- per op: forward and input-gradient backward of each single-op graph ---
 
 struct OpRun {
-  std::vector<double> y, dx;
+  // forward, backward, tangent (whole plane and on the cone of a box), and the
+  // difference form's patched forward on that cone
+  std::vector<double> y, dx, ty, ty_cone, y_patched;
 };
 
+constexpr Box kOpBox{1, 1, 3, 3};
+
+// v restricted to kOpBox: the direction d * 1_S of a patch pass (unchanged for inputs without a plane).
+std::vector<double> in_box(const Graph& g, std::vector<double> v) {
+  const Shape& in = g.values[g.input].shape;
+  if (in.rank() != 3) return v;
+  for (int64_t i = 0; i < static_cast<int64_t>(v.size()); ++i) {
+    const int64_t pos = i % in.plane(), row = pos / in.width(), col = pos % in.width();
+    if (row < kOpBox.r0 || row >= kOpBox.r1 || col < kOpBox.c0 || col >= kOpBox.c1) v[i] = 0;
+  }
+  return v;
+}
+
 template <typename T>
-OpRun run_op(const Graph& g, Backend<T>& be, const std::vector<double>& x, const std::vector<double>& r, int n) {
+OpRun run_op(const Graph& g, Backend<T>& be, const std::vector<double>& x, const std::vector<double>& r,
+             const std::vector<double>& tx, int n) {  // tx: zero outside kOpBox
   GraphPlan<T> plan(g, be);
   auto ws = plan.make_workspace(n, true);
   const int64_t xn = plan.input_numel(), yn = plan.output_numel();
-  std::vector<T> xt(x.begin(), x.end()), rt(r.begin(), r.end()), y(n * yn), dx(n * xn);
-  DeviceBuffer xd(be, xt.size() * sizeof(T)), rd(be, rt.size() * sizeof(T)), yd(be, y.size() * sizeof(T)),
-      dxd(be, dx.size() * sizeof(T));
-  be.copy_to_device(xd.as<void>(), xt.data(), xt.size() * sizeof(T));
-  be.copy_to_device(rd.as<void>(), rt.data(), rt.size() * sizeof(T));
+  auto upload = [&](const std::vector<double>& v) {
+    std::vector<T> t(v.begin(), v.end());
+    DeviceBuffer d(be, t.size() * sizeof(T));
+    be.copy_to_device(d.as<void>(), t.data(), t.size() * sizeof(T));
+    return d;
+  };
+  auto download = [&](const DeviceBuffer& d, int64_t count) {
+    std::vector<T> t(count);
+    be.copy_to_host(t.data(), d.as<void>(), t.size() * sizeof(T));
+    return std::vector<double>(t.begin(), t.end());
+  };
+  DeviceBuffer xd = upload(x), rd = upload(r), txd = upload(tx), yd(be, n * yn * sizeof(T)), dxd(be, n * xn * sizeof(T));
+  OpRun out;
   plan.forward(n, xd.as<T>(), yd.as<T>(), ws, true);
   plan.backward(n, rd.as<T>(), dxd.as<T>(), ws);
-  be.copy_to_host(y.data(), yd.as<void>(), y.size() * sizeof(T));
-  be.copy_to_host(dx.data(), dxd.as<void>(), dx.size() * sizeof(T));
-  return {{y.begin(), y.end()}, {dx.begin(), dx.end()}};
+  out.y = download(yd, n * yn);
+  out.dx = download(dxd, n * xn);
+  plan.tangent(n, txd.as<T>(), yd.as<T>(), ws);
+  out.ty = download(yd, n * yn);
+  const Shape& in = g.values[g.input].shape;
+  if (in.rank() != 3) return out;
+  const Cone cone = plan.cone(kOpBox);
+  plan.tangent(n, txd.as<T>(), yd.as<T>(), ws, &cone);
+  out.ty_cone = download(yd, n * yn);
+  // x + tx (inside the box), against the base point x whose convolution inputs and outputs are stored
+  std::vector<double> xp = x;
+  for (int64_t i = 0; i < n * xn; ++i) xp[i] += tx[i];
+  DeviceBuffer store(be, std::max<int64_t>(1, plan.conv_store_elems()) * n * sizeof(T)), xpd = upload(xp);
+  const typename GraphPlan<T>::ConvStore slots{store.as<T>(), n, 0};
+  plan.forward(n, xd.as<T>(), yd.as<T>(), ws, false, slots);
+  plan.patched_forward(n, xpd.as<T>(), yd.as<T>(), ws, cone, slots);
+  out.y_patched = download(yd, n * yn);
+  return out;
+}
+
+// The cone passes the GPU check compares, first on the CPU in float64: on every op, the tangent on a
+// cone and the patched forward equal their whole-plane passes (the forward at the patched point).
+TEST(OpCones, ConePassesEqualWholePlanePassesOnEveryOp) {
+  const int n = 3;
+  CpuBackend<double> cpu64;
+  int with_cones = 0;
+  for (const std::string& name : op_graph_names()) {
+    const Graph g = op_graph(name);
+    GraphPlan<double> shape_only(g, cpu64);
+    const auto x = random_vector(n * shape_only.input_numel(), 21),
+               tx = in_box(g, random_vector(n * shape_only.input_numel(), 22));
+    const OpRun run = run_op<double>(g, cpu64, x, random_vector(n * shape_only.output_numel(), 23), tx, n);
+    if (run.ty_cone.empty()) continue;
+    ++with_cones;
+    EXPECT_LT(rel_err(run.ty_cone, run.ty), 1e-13) << name;
+    std::vector<double> xp = x;  // the patched point, through the plain forward
+    for (size_t i = 0; i < x.size(); ++i) xp[i] += tx[i];
+    const OpRun at_patch = run_op<double>(g, cpu64, xp, random_vector(n * shape_only.output_numel(), 23), tx, n);
+    EXPECT_LT(rel_err(run.y_patched, at_patch.y), 1e-13) << name;
+  }
+  EXPECT_GE(with_cones, 10);
 }
 
 class CudaDeviceOp : public ::testing::TestWithParam<std::string> {};
@@ -154,17 +216,20 @@ TEST_P(CudaDeviceOp, ForwardAndBackwardMatchTheCpu) {
   CpuBackend<double> cpu64;
   CpuBackend<float> cpu32;
   GraphPlan<double> shape_only(g, cpu64);
-  const auto x = random_vector(n * shape_only.input_numel(), 11), r = random_vector(n * shape_only.output_numel(), 12);
-  const OpRun ref = run_op<double>(g, cpu64, x, r, n), c32 = run_op<float>(g, cpu32, x, r, n);
+  const auto x = random_vector(n * shape_only.input_numel(), 11), r = random_vector(n * shape_only.output_numel(), 12),
+             tx = in_box(g, random_vector(n * shape_only.input_numel(), 13));
+  const OpRun ref = run_op<double>(g, cpu64, x, r, tx, n), c32 = run_op<float>(g, cpu32, x, r, tx, n);
   for (const char* dev : {"cuda:0/fp32", "cuda:0/tf32"}) {
     const GpuMath math = parse_device(dev).math;
     auto gpu = make_backend<float>(dev);
-    const OpRun got = run_op<float>(g, *gpu, x, r, n);
-    const double ty = tolerance(rel_err(c32.y, ref.y), math), tdx = tolerance(rel_err(c32.dx, ref.dx), math);
-    EXPECT_LE(rel_err(got.y, ref.y), ty) << GetParam() << " " << dev << " forward";
-    EXPECT_LE(rel_err(got.dx, ref.dx), tdx) << GetParam() << " " << dev << " backward";
-    std::printf("%-28s %-12s forward %.2e (tol %.1e)  backward %.2e (tol %.1e)\n", GetParam().c_str(), dev,
-                rel_err(got.y, ref.y), ty, rel_err(got.dx, ref.dx), tdx);
+    const OpRun got = run_op<float>(g, *gpu, x, r, tx, n);
+    for (auto [what, member] : {std::pair{"forward", &OpRun::y}, {"backward", &OpRun::dx}, {"tangent", &OpRun::ty},
+                                {"tangent on a cone", &OpRun::ty_cone}, {"patched forward", &OpRun::y_patched}}) {
+      if ((ref.*member).empty()) continue;  // no cones without an image input
+      const double err = rel_err(got.*member, ref.*member), tol = tolerance(rel_err(c32.*member, ref.*member), math);
+      EXPECT_LE(err, tol) << GetParam() << " " << dev << " " << what;
+      std::printf("%-28s %-12s %-18s %.2e (tol %.1e)\n", GetParam().c_str(), dev, what, err, tol);
+    }
   }
 }
 
@@ -179,7 +244,9 @@ struct Quantities {
 };
 
 Quantities quantities(const AttributionResult& r) {
-  Quantities q{{{"IG", r.ig}, {"conductance", r.conductance}}, r.f_input};
+  Quantities q{{}, r.f_input};
+  if (!r.ig.empty()) q.maps.push_back({"IG", r.ig});
+  if (!r.conductance.empty()) q.maps.push_back({"conductance", r.conductance});
   for (size_t b = 0; b < r.ipna.size(); ++b) q.maps.push_back({"IPNA box " + std::to_string(b), r.ipna[b]});
   return q;
 }
@@ -228,6 +295,15 @@ TEST(CudaDevice, MatchesCpuBackendOnTheReferenceModels) {
       r.target = t;
       compare_model(std::string(name) + (t == TargetKind::Logit ? "/logit" : "/prob"), m, npy(dir + "/x.npy"),
                     npy(dir + "/baseline.npy"), r);
+    }
+    // IPNA's patch passes on cones, both forms (probability target)
+    r.target = TargetKind::Probability;
+    r.integrated_gradients = r.conductance = false;
+    r.receptive_field_cones = true;
+    for (IpnaForm form : {IpnaForm::Difference, IpnaForm::Tangent}) {
+      r.ipna_form = form;
+      compare_model(std::string(name) + (form == IpnaForm::Tangent ? "/tan-cone" : "/diff-cone"), m,
+                    npy(dir + "/x.npy"), npy(dir + "/baseline.npy"), r);
     }
     ++compared;
   }

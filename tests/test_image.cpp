@@ -60,5 +60,26 @@ TEST(Image, TooSmallForTheCropIsRefused) {
   EXPECT_EQ(center_crop(resize_shorter_side(tiny, 256), 224).width, 224);
 }
 
+// A fuzz finding: a 1-pixel-high strip within the pixel cap grew to gigabytes on resize.
+TEST(Image, SliversAreRefusedBeforeTheResize) {
+  Image strip;
+  strip.width = 300;
+  strip.height = 1;
+  strip.channels = 3;
+  strip.pixels.assign(300 * 3, 9);
+  try {
+    resize_shorter_side(strip, 256);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("300x1"), std::string::npos) << e.what();
+  }
+  strip.width = 256;  // at the limit: 65536 x 256
+  strip.pixels.resize(256 * 3);
+  const Image wide = resize_shorter_side(strip, 256);
+  EXPECT_EQ(wide.width, 65536);
+  EXPECT_EQ(wide.height, 256);
+  EXPECT_EQ(wide.pixels[12345], 9);
+}
+
 }  // namespace
 }  // namespace ipna::test

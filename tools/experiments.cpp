@@ -67,7 +67,13 @@ void InputArgs::load(const Shape& shape, std::vector<double>& x, std::vector<dou
     if (shape != Shape{3, 224, 224})
       throw Error("--image needs a model with a 3x224x224 input (ImageNet preprocessing); this model takes " +
                   shape.str() + ": pass a preprocessed tensor with --input FILE.npy");
-    Image c = center_crop(resize_shorter_side(load_image_rgb(image), 256), 224);
+    Image c;
+    try {
+      c = center_crop(resize_shorter_side(load_image_rgb(image), 256), 224);
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      throw Error(what.find(image) == std::string::npos ? "'" + image + "': " + what : what);
+    }
     x = to_chw(c, m, s);
     if (crop) *crop = std::move(c);
   } else {

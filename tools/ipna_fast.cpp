@@ -182,7 +182,7 @@ void add_attribute_options(CLI::App* app, AttributeArgs& a) {
       ->check(CLI::IsMember({"difference", "tangent"}))
       ->capture_default_str();
   app->add_flag("--full-patch-forward", a.full_patch_forward,
-                "Run the tangent passes on whole planes instead of each box's receptive-field cone (for comparison)");
+                "Run the patch passes on whole planes instead of each box's receptive-field cone (for comparison)");
   app->add_option("-n,--steps", a.steps, "Riemann steps m")->capture_default_str();
   app->add_option("--target", a.target, "prob (softmax probability) or logit")
       ->check(CLI::IsMember({"prob", "logit"}))

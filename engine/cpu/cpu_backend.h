@@ -36,6 +36,7 @@ class CpuBackend final : public Backend<T> {
   void avgpool_forward(const PoolDesc& d, const T* x, T* y, int n) override;
   void avgpool_backward(const PoolDesc& d, const T* dy, T* dx, int n, bool accumulate) override;
   void add_forward(int64_t count, const T* a, const T* b, T* y) override;
+  void subtract(int64_t count, const T* a, const T* b, T* y) override;
   void accumulate(int64_t count, const T* src, T* dst, bool accumulate) override;
   void copy_channels(int n, int64_t plane, int channels, const T* src, int src_c, int src_c0, T* dst, int dst_c,
                      int dst_c0, bool accumulate) override;

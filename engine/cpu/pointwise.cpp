@@ -97,6 +97,12 @@ void CpuBackend<T>::add_forward(int64_t count, const T* a, const T* b, T* y) {
 }
 
 template <typename T>
+void CpuBackend<T>::subtract(int64_t count, const T* a, const T* b, T* y) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < count; ++i) y[i] = a[i] - b[i];
+}
+
+template <typename T>
 void CpuBackend<T>::accumulate(int64_t count, const T* src, T* dst, bool accumulate) {
   if (src == dst) {
     if (accumulate)
@@ -122,6 +128,7 @@ void CpuBackend<T>::scale_by_mask(int64_t per_sample, int n, const T* mask, T* x
   template void CpuBackend<T>::affine_forward(int, int64_t, const T*, const T*, const T*, T*, int);   \
   template void CpuBackend<T>::affine_backward(int, int64_t, const T*, const T*, T*, int, bool);      \
   template void CpuBackend<T>::add_forward(int64_t, const T*, const T*, T*);                          \
+  template void CpuBackend<T>::subtract(int64_t, const T*, const T*, T*);                             \
   template void CpuBackend<T>::accumulate(int64_t, const T*, T*, bool);                               \
   template void CpuBackend<T>::scale_by_mask(int64_t, int, const T*, T*);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_POINTWISE)

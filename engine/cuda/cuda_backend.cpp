@@ -325,6 +325,10 @@ void CudaBackend::add_forward(int64_t count, const float* a, const float* b, flo
   kernels::add(count, a, b, y, stream_);
   after("add_forward");
 }
+void CudaBackend::subtract(int64_t count, const float* a, const float* b, float* y) {
+  kernels::subtract(count, a, b, y, stream_);
+  after("subtract");
+}
 void CudaBackend::accumulate(int64_t count, const float* src, float* dst, bool accumulate) {
   kernels::accumulate(count, src, dst, accumulate, stream_);
   after("accumulate");

@@ -57,6 +57,7 @@ class CudaBackend final : public Backend<float> {
   void avgpool_forward(const PoolDesc& d, const float* x, float* y, int n) override;
   void avgpool_backward(const PoolDesc& d, const float* dy, float* dx, int n, bool accumulate) override;
   void add_forward(int64_t count, const float* a, const float* b, float* y) override;
+  void subtract(int64_t count, const float* a, const float* b, float* y) override;
   void accumulate(int64_t count, const float* src, float* dst, bool accumulate) override;
   void copy_channels(int n, int64_t plane, int channels, const float* src, int src_c, int src_c0, float* dst,
                      int dst_c, int dst_c0, bool accumulate) override;
