@@ -19,7 +19,7 @@ torch.manual_seed(0)
 import torchvision  # noqa: E402
 
 cases = []
-for name, size in (("resnet18", 112), ("resnet152", 224)):
+for name, size in (("resnet18", 112), ("resnet18", 224), ("resnet152", 224)):
     m = getattr(torchvision.models, name)()
     randomize_batchnorm(m)
     m.eval()

@@ -1,0 +1,168 @@
+// What IPNA's patch passes cost: receptive-field cones against whole-plane
+// passes, both forms, side by side in one run (float32 unless --precision).
+//
+//   build/bench/bench_patches [--repeats 5] [--steps 32] [--grid-steps 16]
+//
+// Models: the pretrained EfficientNet-Lite0 split at blocks.7 (tools/setup.sh
+// exports build/models/efficientnet_lite0.onnx) and ResNet-18 at 224 split at
+// layer2 (random weights; bench/prepare_models.py build/bench_models). Three
+// tables, medians of --repeats runs that alternate the configurations:
+//  1. one box: the time of the patch passes alone, the run with the box less
+//     the run with conductance only (the same base pass and f2), cone vs whole plane;
+//  2. a 7x7 grid, IPNA only, whole run: cones vs whole planes;
+//  3. a 7x7 grid with conductance and IG, whole run, against IG alone.
+// Memory is the engine's batch buffers (AttributionResult::workspace_bytes),
+// which the chunk is sized to.
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "engine/attribution.h"
+#include "loaders/image.h"
+#include "loaders/onnx_loader.h"
+
+using namespace ipna;
+
+namespace {
+
+struct Model {
+  std::string name;
+  SplitModel model;
+  std::vector<double> x, x0;
+};
+
+struct Timing {
+  double seconds;
+  size_t workspace;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Runs each configuration `repeats` times, alternating, and keeps the medians.
+std::map<std::string, Timing> measure(Attributor& engine, const Model& m,
+                                      const std::vector<std::pair<std::string, AttributionRequest>>& configs,
+                                      int repeats) {
+  std::map<std::string, std::vector<double>> times;
+  std::map<std::string, Timing> out;
+  for (auto& [name, req] : configs) engine.run(m.x, m.x0, req);  // warm: buffers grown, weights transformed
+  for (int r = 0; r < repeats; ++r)
+    for (auto& [name, req] : configs) {
+      const AttributionResult res = engine.run(m.x, m.x0, req);
+      times[name].push_back(res.seconds);
+      out[name].workspace = std::max(out[name].workspace, res.workspace_bytes);
+    }
+  for (auto& [name, t] : times) out[name].seconds = median(t);
+  return out;
+}
+
+double mib(size_t b) { return b / 1048576.0; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app("IPNA patch passes: receptive-field cones against whole planes");
+  std::string effnet = "build/models/efficientnet_lite0.onnx", resnet18 = "build/bench_models/resnet18_224/model.onnx",
+              image = "tests/data/traffic_light.JPEG", precision = "f32";
+  int repeats = 5, steps = 32, grid_steps = 16;
+  app.add_option("--effnet", effnet, "EfficientNet-Lite0 ONNX with the tensor blocks.7")->capture_default_str();
+  app.add_option("--resnet18", resnet18, "ResNet-18 (224x224) ONNX with the tensor layer2")->capture_default_str();
+  app.add_option("--image", image, "input image (ImageNet preprocessing)");
+  app.add_option("--repeats", repeats, "runs per configuration (medians)");
+  app.add_option("--steps", steps, "Riemann steps of the one-box table");
+  app.add_option("--grid-steps", grid_steps, "Riemann steps of the grid tables");
+  app.add_option("--precision", precision, "f32 or f64")->check(CLI::IsMember({"f32", "f64"}));
+  CLI11_PARSE(app, argc, argv);
+
+  const std::vector<double> x = imagenet_preprocess(load_image_rgb(image));
+  const std::vector<double> x0 = black_baseline(Shape{3, 224, 224});
+  std::vector<Model> models;
+  models.push_back({"EfficientNet-Lite0 (blocks.7)", load_split_model(effnet, "blocks.7"),
+                    x, x0});
+  models.push_back({"ResNet-18 224 (layer2)", load_split_model(resnet18, "layer2"), x, x0});
+  const Precision p = precision == "f64" ? Precision::F64 : Precision::F32;
+  const Box box{45, 100, 90, 130};  // rows 45..90, columns 100..130: the traffic light's right lamp
+
+  std::printf("## One box (45 100 90 130), %d steps: the patch passes alone\n\n", steps);
+  std::printf("| model | form | whole planes (s) | cones (s) | speed-up | memory whole / cones (MiB) |\n");
+  std::printf("|---|---|---:|---:|---:|---:|\n");
+  for (const Model& m : models) {
+    Attributor engine(m.model, p);
+    AttributionRequest base;
+    base.target_class = 920;
+    base.steps = steps;
+    base.integrated_gradients = false;
+    std::vector<std::pair<std::string, AttributionRequest>> configs;
+    AttributionRequest cond = base;
+    cond.conductance = true;
+    configs.push_back({"base", cond});
+    for (IpnaForm form : {IpnaForm::Difference, IpnaForm::Tangent})
+      for (bool cones : {false, true}) {
+        AttributionRequest r = cond;
+        r.boxes = {box};
+        r.ipna_form = form;
+        r.receptive_field_cones = cones;
+        configs.push_back({std::string(form == IpnaForm::Tangent ? "tangent" : "difference") + (cones ? "/cone" : "/whole"), r});
+      }
+    auto t = measure(engine, m, configs, repeats);
+    for (const char* form : {"difference", "tangent"}) {
+      const Timing& w = t[std::string(form) + "/whole"];
+      const Timing& c = t[std::string(form) + "/cone"];
+      const double pw = w.seconds - t["base"].seconds, pc = c.seconds - t["base"].seconds;
+      std::printf("| %s | %s | %.3f | %.3f | %.2fx | %.0f / %.0f |\n", m.name.c_str(), form, pw, pc, pw / pc,
+                  mib(w.workspace), mib(c.workspace));
+    }
+    std::fflush(stdout);
+  }
+
+  const Model& resnet = models[1];
+  Attributor engine(resnet.model, p);
+  const std::vector<Box> boxes = grid_boxes(224, 224, 7, 7);
+  AttributionRequest base;
+  base.target_class = 920;
+  base.steps = grid_steps;
+  base.integrated_gradients = false;
+  std::vector<std::pair<std::string, AttributionRequest>> configs;
+  for (IpnaForm form : {IpnaForm::Difference, IpnaForm::Tangent})
+    for (bool cones : {false, true})
+      for (bool all : {false, true}) {
+        AttributionRequest r = base;
+        r.boxes = boxes;
+        r.ipna_form = form;
+        r.receptive_field_cones = cones;
+        r.integrated_gradients = r.conductance = all;
+        configs.push_back({std::string(form == IpnaForm::Tangent ? "tangent" : "difference") +
+                               (cones ? "/cone" : "/whole") + (all ? "/all" : "/ipna"),
+                           r});
+      }
+  AttributionRequest ig = base;
+  ig.integrated_gradients = true;
+  configs.push_back({"ig", ig});
+  auto t = measure(engine, resnet, configs, repeats);
+
+  std::printf("\n## 7x7 grid, ResNet-18 224 split after layer2, %d steps, IPNA only: whole run\n\n", grid_steps);
+  std::printf("| form | whole planes (s) | cones (s) | speed-up | memory whole / cones (MiB) |\n|---|---:|---:|---:|---:|\n");
+  for (const char* form : {"difference", "tangent"}) {
+    const Timing& w = t[std::string(form) + "/whole/ipna"];
+    const Timing& c = t[std::string(form) + "/cone/ipna"];
+    std::printf("| %s | %.2f | %.2f | %.2fx | %.0f / %.0f |\n", form, w.seconds, c.seconds, w.seconds / c.seconds,
+                mib(w.workspace), mib(c.workspace));
+  }
+  std::printf("\n## 7x7 grid with conductance and IG, same model and steps, against IG alone (%.2f s, %.0f MiB)\n\n",
+              t["ig"].seconds, mib(t["ig"].workspace));
+  std::printf("| form | patch passes | seconds | times IG alone | memory (MiB) |\n|---|---|---:|---:|---:|\n");
+  for (const char* form : {"difference", "tangent"})
+    for (const char* where : {"whole", "cone"}) {
+      const Timing& a = t[std::string(form) + "/" + where + "/all"];
+      std::printf("| %s | %s | %.2f | %.2fx | %.0f |\n", form, where[0] == 'c' ? "cones" : "whole planes", a.seconds,
+                  a.seconds / t["ig"].seconds, mib(a.workspace));
+    }
+  return 0;
+}
