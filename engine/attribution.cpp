@@ -110,28 +110,110 @@ struct Engine {
   AttributionResult run(const std::vector<double>& x, const std::vector<double>& x0, const AttributionRequest& req);
 };
 
-double target_value(TargetKind kind, const double* z, int classes, int y) {
-  if (kind == TargetKind::Logit) return z[y];
-  double zmax = *std::max_element(z, z + classes), s = 0;
-  for (int i = 0; i < classes; ++i) s += std::exp(z[i] - zmax);
-  return std::exp(z[y] - zmax) / s;
-}
-
 void check_finite(const std::vector<double>& v, const char* what) {
   for (size_t i = 0; i < v.size(); ++i)
     if (!std::isfinite(v[i]))
       throw Error(std::string(what) + " has a NaN or Inf value at element " + std::to_string(i));
 }
 
+// The points of a run in units of d = (x - x')/m: gradients are taken at x' + t d, and s is the
+// weight there (IG) and the length of the step into it (conductance, IPNA), also in units of d.
+struct PathPoints {
+  std::vector<double> t, s;
+  bool unit = true;  // every s is 1: IG sums without weights and patches add d itself
+};
+
+PathPoints path_points(int m, std::vector<double> a, Quadrature q) {
+  PathPoints p;
+  bool uniform = true;  // a schedule of k/m is the default one, arithmetic included
+  for (size_t k = 0; k < a.size() && uniform; ++k) uniform = a[k] == static_cast<double>(k) / m;
+  if (uniform) a.clear();
+  // a_k in units of d; the uniform schedule keeps integer positions, the original's arithmetic.
+  auto at = [&](int k) { return a.empty() ? static_cast<double>(k) : m * a[k]; };
+  auto len = [&](int k) { return a.empty() ? 1.0 : m * (a[k] - a[k - 1]); };  // step k, from a_{k-1} to a_k
+  for (int k = 1; k <= m; ++k) {
+    switch (q) {
+      case Quadrature::Right: p.t.push_back(at(k)); break;
+      case Quadrature::Left: p.t.push_back(at(k - 1)); break;
+      case Quadrature::Middle: p.t.push_back(a.empty() ? k - 0.5 : 0.5 * (at(k - 1) + at(k))); break;
+      case Quadrature::Trapezoid: break;
+    }
+    if (q != Quadrature::Trapezoid) p.s.push_back(len(k));
+  }
+  if (q == Quadrature::Trapezoid)  // the nodes a_0..a_m, each weighing half of each step beside it
+    for (int k = 0; k <= m; ++k) {
+      p.t.push_back(at(k));
+      p.s.push_back(0.5 * ((k > 0 ? len(k) : 0.0) + (k < m ? len(k + 1) : 0.0)));
+    }
+  for (double s : p.s) p.unit = p.unit && s == 1.0;
+  return p;
+}
+
+void check_schedule(const std::vector<double>& a, int steps) {
+  if (a.empty()) return;
+  const int m = static_cast<int>(a.size()) - 1;
+  if (m < 1) throw Error("a schedule needs at least 2 values (a_0 = 0 and a_m = 1), got " + std::to_string(a.size()));
+  if (steps != 0 && steps != m)
+    throw Error("the schedule has " + std::to_string(a.size()) + " values, so " + std::to_string(m) +
+                " steps, but " + std::to_string(steps) + " steps were asked for");
+  if (a.front() != 0.0 || a.back() != 1.0)
+    throw Error("a schedule runs from a_0 = 0 to a_m = 1; got " + std::to_string(a.front()) + " to " +
+                std::to_string(a.back()));
+  for (int k = 1; k <= m; ++k)
+    if (!(a[k] > a[k - 1]))
+      throw Error("a schedule must increase strictly: a_" + std::to_string(k) + " = " + std::to_string(a[k]) +
+                  " after a_" + std::to_string(k - 1) + " = " + std::to_string(a[k - 1]));
+}
+
+void add_box_sums(AttributionResult& r, const std::vector<Box>& boxes) {
+  r.ig_in_box.clear();
+  r.ipna_gap.clear();
+  if (r.ig.empty()) return;
+  for (size_t b = 0; b < boxes.size(); ++b) {
+    r.ig_in_box.push_back(sum_in_box(r.ig, r.input_shape, boxes[b]));
+    r.ipna_gap.push_back(r.ipna_sum[b] - r.ig_in_box.back());
+  }
+}
+
 template <typename T>
 AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector<double>& x0,
                                  const AttributionRequest& req) {
+  const bool path_quantities = req.conductance || !req.boxes.empty();
+  if (req.integrated_gradients && req.quadrature != Quadrature::Right && path_quantities) {
+    // IG at its own points; conductance and IPNA on the path's steps.
+    AttributionRequest ig_req = req, path_req = req;
+    ig_req.conductance = false;
+    ig_req.boxes.clear();
+    path_req.integrated_gradients = false;
+    path_req.quadrature = Quadrature::Right;
+    int first_total = 0;
+    if (req.progress) {
+      path_req.progress = [&](int done, int total) {
+        first_total = total;
+        req.progress(done, 2 * total);
+      };
+      ig_req.progress = [&](int done, int total) { req.progress(first_total + done, first_total + total); };
+    }
+    AttributionResult r = run(x, x0, path_req);
+    const AttributionResult g = run(x, x0, ig_req);
+    r.ig = g.ig;
+    r.ig_sum = g.ig_sum;
+    r.ig_gap = g.ig_gap;
+    add_box_sums(r, req.boxes);
+    r.evaluations += g.evaluations;
+    r.chunk = std::min(r.chunk, g.chunk);
+    r.workspace_bytes = std::max(r.workspace_bytes, g.workspace_bytes);
+    r.seconds += g.seconds;
+    r.algorithm_search_seconds += g.algorithm_search_seconds;
+    return r;
+  }
   const auto t_start = std::chrono::steady_clock::now();
   const double search_start = be->algorithm_search_seconds();
   const Shape in_shape = model.input_shape(), h_shape = model.split_shape();
   const int64_t xn = in_shape.numel(), hn = h_shape.numel();
   const int classes = model.num_classes();
-  const int m = req.steps;
+  check_schedule(req.schedule, req.steps);
+  const int m = req.schedule.empty() ? req.steps : static_cast<int>(req.schedule.size()) - 1;
 
   // --- validate everything before any work ---
   if (static_cast<int64_t>(x.size()) != xn)
@@ -163,7 +245,9 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
                   std::to_string(hn));
     check_finite(req.split_mask, "the pruning mask");
   }
-  const bool ig = req.integrated_gradients, path = req.conductance || !req.boxes.empty();
+  const bool ig = req.integrated_gradients, path = path_quantities;
+  const PathPoints P = path_points(m, req.schedule, req.quadrature);
+  const int npoints = static_cast<int>(P.t.size());
   const bool tangent = !req.boxes.empty() && req.ipna_form == IpnaForm::Tangent;
   const bool keep_f1 = ig || tangent;  // what f1's backward (or tangent pass) needs, saved by its forward
   // The difference form on cones starts each patch point's convolutions from the base point's outputs.
@@ -190,9 +274,9 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   if (chunk <= 0) {
     size_t budget = req.memory_budget;
     if (!budget) budget = be->default_memory_budget(available);
-    chunk = static_cast<int>(std::clamp<size_t>(budget / per_step, 1, static_cast<size_t>(m)));
+    chunk = static_cast<int>(std::clamp<size_t>(budget / per_step, 1, static_cast<size_t>(npoints)));
   }
-  chunk = std::min(chunk, m);
+  chunk = std::min(chunk, npoints);
   // cuDNN's legacy descriptors and the kernels' launch sizes count elements in
   // 32 bits: no tensor of a batch may reach 2^31 elements.
   const int64_t widest = std::max({f1.max_value_numel(), f2.max_value_numel(), xn, hn});
@@ -243,6 +327,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   r.split_shape = h_shape;
   r.chunk = chunk;
   r.workspace_bytes = workspace;
+  r.evaluations = npoints;
 
   // F(x) and F(x') on the same path arithmetic as the steps.
   {
@@ -263,10 +348,12 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     f1.forward(1, pts, carry, ws1, false, store);  // store slot 0
   }
 
-  for (int k0 = 1; k0 <= m; k0 += chunk) {
-    const int c = std::min(chunk, m - k0 + 1);
+  for (int first = 0; first < npoints; first += chunk) {  // this chunk's points: x_k, k = first + 1 + i
+    const int c = std::min(chunk, npoints - first);
     PointBatch cur;
-    for (int i = 0; i < c; ++i) cur.k.push_back(k0 + i);
+    cur.k.assign(P.t.begin() + first, P.t.begin() + first + c);
+    std::vector<double> step;  // s_k of the chunk's points (empty: all 1)
+    if (!P.unit) step.assign(P.s.begin() + first, P.s.begin() + first + c);
     be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), cur, pts);
     f1.forward(c, pts, h_cur, ws1, keep_f1, {store.data, store.slots, 1});
     T* f2_in = h_cur;
@@ -282,10 +369,10 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     if (masked) be->scale_by_mask(hn, c, mask_dev.as<T>(), dh);
     if (ig) {
       f1.backward(c, dh, dx, ws1);
-      be->sum_batch(xn, c, dx, ig_acc);
+      be->sum_batch(xn, c, dx, step, ig_acc);
     }
     if (path) {
-      // h_prev[i] = h(x_{k0+i-1}): the carry, then this chunk's h shifted by one.
+      // h_prev[i] = h(x_{k-1}) of the chunk's point i: the carry, then this chunk's h shifted by one.
       be->copy_on_device(h_prev, carry, hn * t);
       if (c > 1) be->copy_on_device(h_prev + hn, h_cur, (c - 1) * hn * t);
       be->copy_on_device(carry, h_cur + (c - 1) * hn, hn * t);
@@ -294,15 +381,16 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
       for (size_t b = 0; b < req.boxes.size(); ++b) {
         PointBatch patch;
         patch.boxes = req.boxes;
+        patch.patch_scale = step;
         for (int i = 0; i < c; ++i) {
-          patch.k.push_back(tangent ? 0 : k0 + i - 1);
+          patch.k.push_back(tangent || first + i == 0 ? 0 : P.t[first + i - 1]);
           patch.box_index.push_back(static_cast<int>(b));
         }
-        if (tangent) {  // IPNA^t += g(x_k) * J_h(x_k) (d * 1_S)
-          be->make_points(in_shape, zeros, d_dev.as<T>(), patch, pts);  // d * 1_S
+        if (tangent) {  // IPNA^t += g(x_k) * J_h(x_k) (d_k * 1_S)
+          be->make_points(in_shape, zeros, d_dev.as<T>(), patch, pts);  // d_k * 1_S
           f1.tangent(c, pts, h_patch, ws1, cones.empty() ? nullptr : &cones[b]);
           be->accumulate_path_product(hn, c, dh, h_patch, nullptr, ipna_acc[b]);
-        } else {        // IPNA += g(x_k) * (h(x_{k-1} + d * 1_S) - h(x_{k-1}))
+        } else {        // IPNA += g(x_k) * (h(x_{k-1} + d_k * 1_S) - h(x_{k-1}))
           be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), patch, pts);
           if (conv_store)
             f1.patched_forward(c, pts, h_patch, ws1, cones[b], store);  // base x_{k-1}: store slot i
@@ -311,9 +399,9 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
           be->accumulate_path_product(hn, c, dh, h_patch, h_prev, ipna_acc[b]);
         }
       }
-      if (conv_store) f1.carry_store(store, c);  // x_{k0+c-1}, the next chunk's first base point
+      if (conv_store) f1.carry_store(store, c);  // the chunk's last point, the next chunk's first base point
     }
-    if (req.progress) req.progress(k0 + c - 1, m);
+    if (req.progress) req.progress(first + c, npoints);
   }
   be->synchronize();
 
@@ -333,11 +421,8 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   for (size_t b = 0; b < req.boxes.size(); ++b) {
     r.ipna.push_back(download(ipna_acc[b], hn));
     r.ipna_sum.push_back(std::accumulate(r.ipna.back().begin(), r.ipna.back().end(), 0.0));
-    if (ig) {
-      r.ig_in_box.push_back(sum_in_box(r.ig, in_shape, req.boxes[b]));
-      r.ipna_gap.push_back(r.ipna_sum.back() - r.ig_in_box.back());
-    }
   }
+  add_box_sums(r, req.boxes);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   r.algorithm_search_seconds = be->algorithm_search_seconds() - search_start;
   return r;
@@ -401,6 +486,13 @@ std::vector<double> Attributor::split_activations(const std::vector<double>& x) 
     check_finite(x, "the input");
     return e.split(x);
   });
+}
+
+double target_value(TargetKind kind, const double* z, int classes, int y) {
+  if (kind == TargetKind::Logit) return z[y];
+  double zmax = *std::max_element(z, z + classes), s = 0;
+  for (int i = 0; i < classes; ++i) s += std::exp(z[i] - zmax);
+  return std::exp(z[y] - zmax) / s;
 }
 
 std::vector<double> channel_scores(const std::vector<double>& s, const Shape& shape) {

@@ -20,10 +20,21 @@ enum class Precision { F32, F64 };
 // to IG inside the box at every m, and is linear in the box.
 enum class IpnaForm { Difference, Tangent };
 
+// IG's quadrature over the schedule's steps (Captum's riemann_right, riemann_left,
+// riemann_middle, riemann_trapezoid). Conductance and IPNA pair g(x_k) with the
+// step into x_k, the right rule, whatever IG uses; a run asking for them and IG
+// by another rule takes IG's gradients at its own points.
+enum class Quadrature { Right, Left, Middle, Trapezoid };
+
 struct AttributionRequest {
   int target_class = -1;
   TargetKind target = TargetKind::Probability;
   int steps = 256;                  // m of SPEC.md
+  // The path's schedule 0 = a_0 < a_1 < ... < a_m = 1, x_k = x' + a_k (x - x')
+  // (SPEC.md "Non-uniform paths"). Empty: a_k = k/m, the original's. Given,
+  // it holds m + 1 values and `steps` is m (or 0).
+  std::vector<double> schedule;
+  Quadrature quadrature = Quadrature::Right;
   bool integrated_gradients = false;
   bool conductance = false;
   std::vector<Box> boxes;           // one IPNA map per box
@@ -53,6 +64,7 @@ struct AttributionResult {
   std::vector<double> ipna_sum;            // per box
   std::vector<double> ig_in_box;           // per box, sum of IG inside it (with IG)
   std::vector<double> ipna_gap;            // per box: sum IPNA - IG inside (with IG)
+  int evaluations = 0;                     // points where F and its gradient were computed
   int chunk = 0;
   size_t workspace_bytes = 0;              // batch buffers of the pass
   double seconds = 0;                      // the whole run, algorithm search included
@@ -82,6 +94,9 @@ class Attributor {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// F from the logits z of one sample: the softmax probability of class y, or its logit.
+double target_value(TargetKind kind, const double* z, int classes, int y);
 
 // Neuron scores summed over each channel's rows and columns.
 std::vector<double> channel_scores(const std::vector<double>& neuron_scores, const Shape& split_shape);

@@ -29,12 +29,15 @@ struct Box {
   int64_t area() const { return static_cast<int64_t>(r1 - r0) * (c1 - c0); }
 };
 
-// A batch of path points: point b is x0 + k[b] * d, plus d inside box[b] when
-// box_index[b] >= 0 (the patch point x_{k-1} + d*1_S of SPEC.md).
+// A batch of path points: point b is x0 + k[b] * d, plus patch_scale[b] * d
+// inside box[b] when box_index[b] >= 0 (the patch point x_{k-1} + d_k*1_S of
+// SPEC.md, d_k = patch_scale * d). An empty patch_scale means 1 throughout (the
+// uniform schedule, whose arithmetic stays the original's).
 struct PointBatch {
   std::vector<double> k;
   std::vector<int> box_index;
   std::vector<Box> boxes;
+  std::vector<double> patch_scale;
 };
 
 enum class TargetKind { Probability, Logit };
@@ -167,7 +170,7 @@ class Backend : public Device {
                            int dst_h, int dst_w, int dst_r, int dst_c, int h, int w) = 0;
 
   // --- attribution kernels ---
-  // out[b] = x0 + k[b]*d (+ d inside box) for each point of the batch.
+  // out[b] = x0 + k[b]*d (+ patch_scale[b]*d inside box) for each point of the batch.
   virtual void make_points(const Shape& shape, const T* x0, const T* d, const PointBatch& pts, T* out) = 0;
   // x[b, j] *= mask[j]
   virtual void scale_by_mask(int64_t per_sample, int n, const T* mask, T* x) = 0;
@@ -175,8 +178,8 @@ class Backend : public Device {
   // dlogits[b, :] = dF/dlogits.
   virtual void target_forward_backward(TargetKind kind, int classes, int y, const T* logits, T* value, T* dlogits,
                                        int n) = 0;
-  // acc[j] += sum_b x[b, j]
-  virtual void sum_batch(int64_t per_sample, int n, const T* x, T* acc) = 0;
+  // acc[j] += sum_b w[b] * x[b, j], w from the host (empty: all 1, summed without multiplying)
+  virtual void sum_batch(int64_t per_sample, int n, const T* x, const std::vector<double>& w, T* acc) = 0;
   // acc[j] += sum_b g[b, j] * (a[b, j] - b[b, j]); b may be null (zero)
   virtual void accumulate_path_product(int64_t per_sample, int n, const T* g, const T* a, const T* b, T* acc) = 0;
 };

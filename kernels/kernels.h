@@ -69,12 +69,14 @@ void layernorm_tangent(int n, int c, int64_t plane, const float* gamma, const fl
 struct DeviceBox {
   int r0, c0, r1, c1;
 };
-// out[b] = x0 + k[b] * d (+ d inside boxes[box_index[b]] when >= 0); k, box_index, boxes on the device.
-void make_points(int c, int h, int w, int n, const float* x0, const float* d, const float* k, const int* box_index,
-                 const DeviceBox* boxes, float* out, cudaStream_t s);
+// out[b] = x0 + k[b] * d (+ scale[b] * d inside boxes[box_index[b]] when >= 0; scale null: 1);
+// k, scale, box_index, boxes on the device.
+void make_points(int c, int h, int w, int n, const float* x0, const float* d, const float* k, const float* scale,
+                 const int* box_index, const DeviceBox* boxes, float* out, cudaStream_t s);
 void target_forward_backward(bool logit, int classes, int y, int n, const float* logits, float* value,
                              float* dlogits, cudaStream_t s);
-void sum_batch(int64_t per_sample, int n, const float* x, float* acc, cudaStream_t s);
+// acc[j] += sum_b w[b] * x[b, j]; w null: all 1.
+void sum_batch(int64_t per_sample, int n, const float* x, const float* w, float* acc, cudaStream_t s);
 void accumulate_path_product(int64_t per_sample, int n, const float* g, const float* a, const float* b, float* acc,
                              cudaStream_t s);
 

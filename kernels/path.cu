@@ -12,7 +12,8 @@ namespace ipna::kernels {
 namespace {
 
 __global__ void make_points_kernel(int c, int h, int w, int64_t total, const float* x0, const float* d,
-                                   const float* k, const int* box_index, const DeviceBox* boxes, float* out) {
+                                   const float* k, const float* scale, const int* box_index, const DeviceBox* boxes,
+                                   float* out) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= total) return;
   const int64_t per = static_cast<int64_t>(c) * h * w;
@@ -23,7 +24,7 @@ __global__ void make_points_kernel(int c, int h, int w, int64_t total, const flo
   if (bi >= 0) {
     const int col = static_cast<int>(j % w), row = static_cast<int>((j / w) % h);
     const DeviceBox bx = boxes[bi];
-    if (row >= bx.r0 && row < bx.r1 && col >= bx.c0 && col < bx.c1) v += d[j];
+    if (row >= bx.r0 && row < bx.r1 && col >= bx.c0 && col < bx.c1) v += scale ? scale[b] * d[j] : d[j];
   }
   out[i] = v;
 }
@@ -70,11 +71,14 @@ __global__ void target_kernel(bool logit, int classes, int y, const float* logit
   if (threadIdx.x == 0) value[blockIdx.x] = py;
 }
 
-__global__ void sum_batch_kernel(int64_t per, int n, const float* x, float* acc) {
+__global__ void sum_batch_kernel(int64_t per, int n, const float* x, const float* w, float* acc) {
   const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (j >= per) return;
   float s = 0;
-  for (int b = 0; b < n; ++b) s += x[b * per + j];
+  if (w)
+    for (int b = 0; b < n; ++b) s += w[b] * x[b * per + j];
+  else
+    for (int b = 0; b < n; ++b) s += x[b * per + j];
   acc[j] += s;
 }
 
@@ -90,18 +94,18 @@ __global__ void path_product_kernel(int64_t per, int n, const float* g, const fl
 }
 }  // namespace
 
-void make_points(int c, int h, int w, int n, const float* x0, const float* d, const float* k, const int* box_index,
-                 const DeviceBox* boxes, float* out, cudaStream_t s) {
+void make_points(int c, int h, int w, int n, const float* x0, const float* d, const float* k, const float* scale,
+                 const int* box_index, const DeviceBox* boxes, float* out, cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(n) * c * h * w;
-  launch_1d("make_points", total, s, make_points_kernel, c, h, w, total, x0, d, k, box_index, boxes, out);
+  launch_1d("make_points", total, s, make_points_kernel, c, h, w, total, x0, d, k, scale, box_index, boxes, out);
 }
 void target_forward_backward(bool logit, int classes, int y, int n, const float* logits, float* value, float* dlogits,
                              cudaStream_t s) {
   launch("target_forward_backward", static_cast<unsigned>(n), kThreads, s, target_kernel, logit, classes, y, logits,
          value, dlogits);
 }
-void sum_batch(int64_t per, int n, const float* x, float* acc, cudaStream_t s) {
-  launch_1d("sum_batch", per, s, sum_batch_kernel, per, n, x, acc);
+void sum_batch(int64_t per, int n, const float* x, const float* w, float* acc, cudaStream_t s) {
+  launch_1d("sum_batch", per, s, sum_batch_kernel, per, n, x, w, acc);
 }
 void accumulate_path_product(int64_t per, int n, const float* g, const float* a, const float* b, float* acc,
                              cudaStream_t s) {

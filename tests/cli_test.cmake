@@ -33,6 +33,25 @@ if(NOT total STREQUAL total2)
   message(FATAL_ERROR "two-part form differs: ${total} vs ${total2}")
 endif()
 
+# -n auto: step control to a tolerance, on an adaptive schedule, reported.
+execute_process(COMMAND ${EXE} attribute --model ${M}/model.onnx --split split --input ${M}/x.npy --baseline zeros
+                        --class 5 --box 7 9 16 26 -n auto --schedule adaptive --tol 0.05 --precision f64 -o ${OUT}/auto
+                        --json
+                RESULT_VARIABLE rc OUTPUT_VARIABLE auto_out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "attribute -n auto failed (${rc}): ${err}")
+endif()
+string(JSON converged GET ${auto_out} step_control converged)
+string(JSON auto_steps GET ${auto_out} steps)
+string(JSON levels LENGTH ${auto_out} step_control levels)
+string(JSON auto_gap GET ${auto_out} ig completeness_gap)
+string(JSON auto_fx GET ${auto_out} confidence)
+string(JSON auto_fx0 GET ${auto_out} F_baseline)
+if(NOT converged OR auto_steps LESS 32 OR levels LESS 2)
+  message(FATAL_ERROR "-n auto: converged=${converged} steps=${auto_steps} levels=${levels}")
+endif()
+message(STATUS "-n auto: ${auto_steps} steps over ${levels} step counts, IG gap ${auto_gap} (F ${auto_fx0} -> ${auto_fx})")
+
 function(expect_failure name needle)
   execute_process(COMMAND ${EXE} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE o ERROR_VARIABLE e)
   if(rc EQUAL 0)
@@ -52,7 +71,9 @@ expect_failure(bad_split "Nearest names" attribute --model ${M}/model.onnx --spl
 expect_failure(bad_class "out of range" attribute --model ${M}/model.onnx --split split --class 10 ${COMMON})
 expect_failure(bad_box "box 0" attribute --model ${M}/model.onnx --split split --class 1 --box 0 0 30 5 ${COMMON})
 expect_failure(empty_box "box 0" attribute --model ${M}/model.onnx --split split --class 1 --box 3 3 3 5 ${COMMON})
-expect_failure(bad_steps "steps must be positive" attribute --model ${M}/model.onnx --split split --class 1 -n 0 ${COMMON})
+expect_failure(bad_steps "positive count or auto" attribute --model ${M}/model.onnx --split split --class 1 -n 0 ${COMMON})
+expect_failure(bad_steps_text "positive count or auto" attribute --model ${M}/model.onnx --split split --class 1 -n 12x ${COMMON})
+expect_failure(bad_schedule "--schedule" attribute --model ${M}/model.onnx --split split --class 1 --schedule log ${COMMON})
 expect_failure(bad_percent "prune-percent" attribute --model ${M}/model.onnx --split split --class 1 -p 120 ${COMMON})
 expect_failure(garbage_input "not a .npy" attribute --model ${M}/model.onnx --split split --class 1 --input ${M}/meta.json -o ${OUT}/bad)
 # The original's positional command line gives the same report as `attribute`.

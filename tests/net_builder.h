@@ -191,4 +191,27 @@ inline std::vector<double> random_vector(int64_t n, unsigned seed, double scale 
   return v;
 }
 
+// f1: conv-relu-maxpool-conv-relu (8x8x8 neurons), f2: conv-relu-gap-linear.
+inline SplitModel small_conv_net(bool linear_f1 = false, unsigned seed = 11) {
+  NetBuilder b(Shape{3, 16, 16}, seed);
+  b.conv(6, 3, 1, 1);
+  if (linear_f1) {
+    b.affine();
+    b.pool(OpKind::AvgPool, 2, 2);
+    b.conv(8, 3, 1, 1);
+  } else {
+    b.relu();
+    b.pool(OpKind::MaxPool, 2, 2);
+    b.conv(8, 3, 1, 1);
+    b.relu();
+  }
+  const int split = b.current();
+  b.conv(8, 3, 1, 1);
+  b.relu();
+  b.global_avg();
+  b.linear(5);
+  Graph g = b.finish();
+  return split_graph(g, g.values[split].name);
+}
+
 }  // namespace ipna::test

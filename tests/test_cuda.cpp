@@ -296,8 +296,16 @@ TEST(CudaDevice, MatchesCpuBackendOnTheReferenceModels) {
       compare_model(std::string(name) + (t == TargetKind::Logit ? "/logit" : "/prob"), m, npy(dir + "/x.npy"),
                     npy(dir + "/baseline.npy"), r);
     }
-    // IPNA's patch passes on cones, both forms (probability target)
+    // A non-uniform schedule (the patch points' and tangents' d_k) with IG by the trapezoid rule (weighted sums)
     r.target = TargetKind::Probability;
+    r.schedule = npy(dir + "/schedule.npy");
+    r.steps = 0;
+    r.quadrature = Quadrature::Trapezoid;
+    compare_model(std::string(name) + "/schedule", m, npy(dir + "/x.npy"), npy(dir + "/baseline.npy"), r);
+    r.schedule.clear();
+    r.steps = 16;
+    r.quadrature = Quadrature::Right;
+    // IPNA's patch passes on cones, both forms (probability target)
     r.integrated_gradients = r.conductance = false;
     r.receptive_field_cones = true;
     for (IpnaForm form : {IpnaForm::Difference, IpnaForm::Tangent}) {

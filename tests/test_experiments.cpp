@@ -33,7 +33,7 @@ cli::AttributeArgs tiny_args(const std::string& out) {
   a.input.image = read_json(fixture_dir() + "/images/files.json")["landscape.png"].get<std::string>();
   a.cls = 3;
   a.boxes = {45, 100, 90, 130};
-  a.steps = 16;
+  a.steps.steps = "16";
   a.prune_percent = 10;
   a.quiet = true;
   a.out = out;
@@ -113,7 +113,7 @@ TEST(ReferenceExperiments, ClassWindowAccuracyMatchesPyTorch) {
   a.cls = 6;  // Shirt: the class the model finds hardest
   a.images = 6;
   a.k_max = 3;
-  a.steps = 16;
+  a.steps.steps = "16";
   a.random_draws = 2;
   a.quiet = true;
   a.out = out;

@@ -13,31 +13,8 @@
 namespace ipna::test {
 namespace {
 
-// f1: conv-relu-maxpool-conv-relu (8x8x8 neurons), f2: conv-relu-gap-linear.
-SplitModel small_net(bool linear_f1 = false, unsigned seed = 11) {
-  NetBuilder b(Shape{3, 16, 16}, seed);
-  b.conv(6, 3, 1, 1);
-  if (linear_f1) {
-    b.affine();
-    b.pool(OpKind::AvgPool, 2, 2);
-    b.conv(8, 3, 1, 1);
-  } else {
-    b.relu();
-    b.pool(OpKind::MaxPool, 2, 2);
-    b.conv(8, 3, 1, 1);
-    b.relu();
-  }
-  const int split = b.current();
-  b.conv(8, 3, 1, 1);
-  b.relu();
-  b.global_avg();
-  b.linear(5);
-  Graph g = b.finish();
-  return split_graph(g, g.values[split].name);
-}
-
 struct Fixture {
-  SplitModel model = small_net();
+  SplitModel model = small_conv_net();
   std::vector<double> x = random_vector(3 * 16 * 16, 21);
   std::vector<double> x0 = black_baseline(Shape{3, 16, 16});
 };
@@ -108,7 +85,7 @@ TEST(Properties, CompletenessPatchCompletenessAdditivityLogit) { check_convergen
 // With f1 linear, h(x_{k-1} + d 1_S) - h(x_{k-1}) = J d 1_S: IPNA is exactly
 // linear in S, and patch completeness and additivity hold for every m.
 TEST(Properties, LinearF1IsExactForAnyM) {
-  SplitModel m = small_net(true);
+  SplitModel m = small_conv_net(true);
   auto x = random_vector(3 * 16 * 16, 5);
   auto x0 = black_baseline(Shape{3, 16, 16});
   std::vector<Box> boxes{{2, 3, 9, 7}, {2, 7, 9, 12}, {2, 3, 9, 12}, {0, 0, 16, 16}};

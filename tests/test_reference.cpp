@@ -85,6 +85,55 @@ TEST_P(Reference, MatchesPyTorchAndCaptum) {
   }
 }
 
+// A non-uniform schedule (SPEC.md "Non-uniform paths") against PyTorch on the same schedule, and IG by
+// Captum's other rules, float64 (from a baseline off the black image's max-pool ties, as the left and
+// trapezoid rules take a gradient at the baseline itself). The fixtures' trapezoid reference is
+// Captum's riemann_trapezoid with n = m + 1 points, which weighs each by 1/n rounded to float32 where
+// the rule weighs 1/m: m * float(1/n) times ours.
+TEST_P(Reference, SchedulesAndQuadratureRulesMatchPyTorchAndCaptum) {
+  if (!fixtures_present()) return;
+  Case c = load_case(GetParam());
+  const auto& cs = c.meta["cases"][0];  // the probability target
+  ASSERT_EQ(cs["target"], "prob");
+  const int m = c.meta["steps"];
+  Attributor a(c.model, Precision::F64);
+  AttributionRequest r;
+  r.target_class = c.meta["class"];
+  r.steps = 0;
+  r.schedule = npy(c.dir + "/schedule.npy");
+  r.integrated_gradients = r.conductance = true;
+  r.boxes = c.boxes;
+  const AttributionResult s = a.run(c.x, c.x0, r);
+  const auto& kappa = cs["kappa"];
+  auto tol = [](const nlohmann::json& k) { return std::max(1e-9, 16 * 0x1p-53 * k.get<double>()); };
+  EXPECT_LT(rel_err(s.ig, npy(c.dir + "/ref_ig_schedule.npy")), 1e-9) << "IG";
+  EXPECT_LT(rel_err(s.conductance, npy(c.dir + "/ref_cond_schedule.npy")), tol(kappa["cond"])) << "conductance";
+  for (size_t b = 0; b < c.boxes.size(); ++b)
+    EXPECT_LT(rel_err(s.ipna[b], npy(c.dir + "/ref_ipna" + std::to_string(b) + "_schedule.npy")),
+              tol(kappa["ipna"][b]))
+        << "IPNA box " << b;
+  EXPECT_EQ(s.evaluations, m);
+
+  r.schedule.clear();
+  r.steps = m;
+  const auto x0r = npy(c.dir + "/baseline_random.npy");
+  const AttributionResult right = a.run(c.x, x0r, r);
+  for (auto [rule, name] : {std::pair{Quadrature::Left, "left"}, {Quadrature::Middle, "middle"},
+                            {Quadrature::Trapezoid, "trapezoid"}}) {
+    r.quadrature = rule;
+    const AttributionResult q = a.run(c.x, x0r, r);
+    std::vector<double> ig = q.ig;
+    if (rule == Quadrature::Trapezoid)
+      for (double& v : ig) v *= m * static_cast<double>(static_cast<float>(1.0 / (m + 1)));
+    EXPECT_LT(rel_err(ig, npy(c.dir + "/captum_ig_" + std::string(name) + "_prob.npy")), 1e-9) << name;
+    // conductance and IPNA keep the right rule's steps; IG took its own points
+    EXPECT_EQ(q.conductance, right.conductance) << name;
+    EXPECT_EQ(q.ipna, right.ipna) << name;
+    EXPECT_EQ(q.evaluations, m + (rule == Quadrature::Trapezoid ? m + 1 : m)) << name;
+    EXPECT_NEAR(q.ipna_gap[0], q.ipna_sum[0] - sum_in_box(q.ig, q.input_shape, c.boxes[0]), 1e-12) << name;
+  }
+}
+
 TEST_P(Reference, PrunedIntegratedGradients) {
   if (!fixtures_present()) return;
   Case c = load_case(GetParam());

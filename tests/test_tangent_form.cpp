@@ -136,8 +136,8 @@ TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
       const AttributionResult whole32 = run(Precision::F32, false), cone32 = run(Precision::F32, true);
       for (size_t b = 0; b < boxes.size(); ++b) {
         const double whole32_err = rel_err(whole32.ipna[b], whole64.ipna[b]);
-        std::printf("%-19s %-11s box %zu: float32 error %.1e whole planes, %.1e cones; float64 cones vs whole %.1e\n", name,
-                    form_name, b, whole32_err, rel_err(cone32.ipna[b], whole64.ipna[b]),
+        std::printf("%-19s %-11s box %zu: float32 error %.1e whole planes, %.1e cones; float64 cones vs whole %.1e\n",
+                    name, form_name, b, whole32_err, rel_err(cone32.ipna[b], whole64.ipna[b]),
                     rel_err(cone64.ipna[b], whole64.ipna[b]));
         EXPECT_LT(rel_err(cone64.ipna[b], whole64.ipna[b]), std::max(4 * 0x1p-29 * whole32_err, 1e-12))
             << name << " box " << b << form_name << " f64 (whole-plane f32 error " << whole32_err << ")";

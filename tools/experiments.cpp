@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/step_control.h"
 #include "loaders/idx.h"
 #include "loaders/npy.h"
 #include "loaders/onnx_loader.h"
@@ -99,6 +100,88 @@ IpnaForm ipna_form_of(const std::string& form) {
   throw UsageError("--ipna-form: expected difference or tangent, got '" + form + "'");
 }
 
+int StepOptions::count() const {
+  size_t used = 0;
+  int m = 0;
+  try {
+    m = std::stoi(steps, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != steps.size() || m < 1) throw UsageError("--steps: expected a positive count or auto, got '" + steps + "'");
+  return m;
+}
+
+void StepOptions::check() const {
+  if (!automatic()) count();
+  if (schedule != "uniform" && schedule != "adaptive")
+    throw UsageError("--schedule: expected uniform or adaptive, got '" + schedule + "'");
+  if (quadrature != "right" && quadrature != "left" && quadrature != "middle" && quadrature != "trapezoid")
+    throw UsageError("--quadrature: expected right, left, middle or trapezoid, got '" + quadrature + "'");
+  if (!(tolerance > 0)) throw UsageError("--tol must be positive");
+  if (max_steps < 16) throw UsageError("--max-steps must be at least 16 (auto starts there)");
+}
+
+namespace {
+Quadrature quadrature_of(const std::string& q) {
+  return q == "left" ? Quadrature::Left
+                     : q == "middle" ? Quadrature::Middle : q == "trapezoid" ? Quadrature::Trapezoid : Quadrature::Right;
+}
+}  // namespace
+
+StepRun run_with_steps(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
+                       AttributionRequest req, const StepOptions& s) {
+  s.check();
+  req.quadrature = quadrature_of(s.quadrature);
+  StepRun out;
+  out.quadrature = req.quadrature;
+  const bool adaptive = s.schedule == "adaptive";
+  json rep = {{"schedule", s.schedule}, {"quadrature", s.quadrature}};
+  if (s.automatic()) {
+    StepControl c;
+    c.tolerance = s.tolerance;
+    c.max_steps = s.max_steps;
+    c.adaptive = adaptive;
+    ControlledResult cr = run_to_tolerance(engine, x, x0, req, c);
+    const std::string summary = cr.summary();
+    out.result = std::move(cr.result);
+    out.steps = cr.levels.back().steps;
+    out.schedule = cr.schedule;
+    json levels = json::array();
+    for (const StepLevel& l : cr.levels) {
+      json j = {{"steps", l.steps}, {"evaluations", l.evaluations}, {"ig_gap", l.ig_gap}, {"seconds", l.seconds}};
+      if (req.conductance) j["conductance_gap"] = l.conductance_gap;
+      if (!l.patch_gap.empty()) j["patch_gaps"] = l.patch_gap;
+      if (std::isfinite(l.change)) j["change"] = l.change;
+      levels.push_back(j);
+    }
+    rep.update({{"mode", "auto"}, {"tolerance", s.tolerance}, {"max_steps", s.max_steps}, {"converged", cr.converged},
+                {"evaluations", cr.evaluations}, {"pilot_forwards", cr.pilot_forwards}, {"levels", levels},
+                {"summary", summary}});
+  } else {
+    const int m = s.count();
+    if (adaptive) {
+      req.schedule = adaptive_warp(engine, x, x0, req, PilotSpec{}).schedule(m);
+      rep["pilot_forwards"] = PilotSpec{}.intervals + 1;
+    }
+    req.steps = m;
+    out.result = engine.run(x, x0, req);
+    out.steps = m;
+    out.schedule = req.schedule;
+    rep.update({{"mode", "fixed"}, {"evaluations", out.result.evaluations}});
+  }
+  rep["steps"] = out.steps;
+  out.report = rep;
+  return out;
+}
+
+AttributionRequest on_path(AttributionRequest req, const StepRun& run) {
+  req.steps = run.steps;
+  req.schedule = run.schedule;
+  req.quadrature = run.quadrature;
+  return req;
+}
+
 std::vector<Box> parse_boxes(const std::vector<int>& flat) {
   if (flat.size() % 4) throw Error("a box takes four numbers: X1 Y1 X2 Y2 (rows X1:X2, columns Y1:Y2)");
   std::vector<Box> out;
@@ -137,7 +220,6 @@ AttributionRequest base_request(const AttributeArgs& a, const std::vector<Box>& 
   AttributionRequest req;
   req.target_class = a.cls;
   req.target = target_of(a.target);
-  req.steps = a.steps;
   req.chunk = a.chunk;
   req.memory_budget = static_cast<size_t>(a.memory_budget_mb * (1 << 20));
   req.boxes = boxes;
@@ -186,10 +268,12 @@ json run_attribute(const AttributeArgs& a) {
   req.conductance = !a.no_conductance || (prune && a.ranking == "conductance");
   Progress bar("attribution", !a.quiet);
   req.progress = std::ref(bar);
-  AttributionResult r = engine.run(x, x0, req);
+  const StepRun run = run_with_steps(engine, x, x0, req, a.steps);
+  const AttributionResult& r = run.result;
 
   json rep = {{"model", a.model.files}, {"split", model.split_name}, {"split_shape", r.split_shape.dims},
-              {"device", engine.device_name()}, {"class", a.cls}, {"target", a.target}, {"steps", a.steps},
+              {"device", engine.device_name()}, {"class", a.cls}, {"target", a.target}, {"steps", run.steps},
+              {"step_control", run.report},
               {"baseline", a.input.baseline}, {"input", have_image ? a.input.image : a.input.npy},
               {"confidence", r.f_input}, {"F_baseline", r.f_baseline}, {"chunk", r.chunk},
               {"workspace_bytes", r.workspace_bytes}, {"seconds", {{"attribution", r.seconds}}}};
@@ -248,7 +332,7 @@ json run_attribute(const AttributeArgs& a) {
     const auto& scores = a.ranking == "ipna" ? r.ipna[0] : r.conductance;
     auto mask = prune_mask(scores, r.split_shape,
                            {a.prune_percent, -1, a.granularity == "channel" ? Granularity::Channel : Granularity::Neuron});
-    AttributionRequest pr = req;
+    AttributionRequest pr = on_path(req, run);  // IG of the pruned model on the same path
     pr.integrated_gradients = true;
     pr.conductance = false;
     pr.boxes.clear();
@@ -378,9 +462,10 @@ json run_curve(const CurveArgs& a) {
   req.conductance = true;
   Progress bar0("IPNA and conductance", !b.quiet);
   req.progress = std::ref(bar0);
-  AttributionResult r = engine.run(x, x0, req);
+  const StepRun run = run_with_steps(engine, x, x0, req, b.steps);
+  const AttributionResult& r = run.result;
 
-  AttributionRequest ig_req = req;
+  AttributionRequest ig_req = on_path(req, run);
   ig_req.conductance = false;
   ig_req.boxes.clear();
   ig_req.progress = [](int, int) { check_interrupt(); };
@@ -416,7 +501,8 @@ json run_curve(const CurveArgs& a) {
   }
   write_text(out.path("curve.csv"), csv);
   write_png(out.path("curve.png"), render::plot(panels));
-  json rep = {{"model", b.model.files}, {"split", model.split_name}, {"class", b.cls}, {"steps", b.steps},
+  json rep = {{"model", b.model.files}, {"split", model.split_name}, {"class", b.cls}, {"steps", run.steps},
+              {"step_control", run.report},
               {"box", box_json(boxes[0])}, {"confidence", r.f_input}, {"ig_sum", r.ig_sum},
               {"ig_inside", r.ig_in_box[0]}, {"rows", rows}, {"files", {"curve.csv", "curve.png"}}};
   write_text(out.path("report.json"), rep.dump(1) + "\n");
@@ -442,7 +528,7 @@ json run_class_window(const ClassWindowArgs& a) {
     throw Error("--window must satisfy 0 <= X1 < X2 <= " + std::to_string(rows) + " and 0 <= Y1 < Y2 <= " +
                 std::to_string(cols));
   if (a.images < 1) throw Error("--images must be at least 1");
-  if (a.steps < 1) throw Error("--steps must be positive");
+  a.steps.check();
   if (a.random_draws < 0) throw Error("--random-draws must be >= 0");
   const int64_t units = model.split_shape().numel();
   if (a.k_max < 0 || a.k_max > units)
@@ -463,7 +549,6 @@ json run_class_window(const ClassWindowArgs& a) {
   AttributionRequest req;
   req.target_class = a.cls;
   req.target = target_of(a.target);
-  req.steps = a.steps;
   req.integrated_gradients = true;
   req.conductance = true;
   req.boxes = {win};
@@ -474,8 +559,13 @@ json run_class_window(const ClassWindowArgs& a) {
   Progress bar("class-window", !a.quiet);
   int done = 0;
   std::vector<double> avg_ipna(units, 0.0), avg_cond(units, 0.0);
+  std::vector<StepRun> paths;  // each image's path, for IG of the pruned models
+  json step_reports = json::array();
   for (int i = 0; i < n; ++i) {
-    AttributionResult r = engine.run(image(i), x0, req);
+    StepRun run = run_with_steps(engine, image(i), x0, req, a.steps);
+    const AttributionResult r = std::move(run.result);
+    step_reports.push_back(run.report);
+    paths.push_back(std::move(run));
     for (int64_t j = 0; j < units; ++j) {
       avg_ipna[j] += r.ipna[0][j] / n;
       avg_cond[j] += r.conductance[j] / n;
@@ -519,7 +609,7 @@ json run_class_window(const ClassWindowArgs& a) {
       ig_req.split_mask = mask;
       Level lv{0, 0, 0};
       for (int i = 0; i < n; ++i) {
-        AttributionResult p = engine.run(image(i), x0, ig_req);
+        AttributionResult p = engine.run(image(i), x0, on_path(ig_req, paths[i]));
         const double inside = sum_in_box(p.ig, in_shape, win);
         lv.inside += inside / n;
         lv.outside += (p.ig_sum - inside) / n;
@@ -597,7 +687,8 @@ json run_class_window(const ClassWindowArgs& a) {
     write_png(out.path("window_example.png"), big);
   }
   json rep = {{"model", a.model.files}, {"split", model.split_name}, {"class", a.cls}, {"images", n},
-              {"class_test_images", n_class}, {"window", box_json(win)}, {"steps", a.steps}, {"k_max", a.k_max},
+              {"class_test_images", n_class}, {"window", box_json(win)}, {"steps", a.steps.steps},
+              {"step_control", step_reports}, {"k_max", a.k_max},
               {"random_draws", a.random_draws}, {"seed", a.seed}, {"table", table},
               {"files", {"class_window.csv", "class_window.png", "avg_ipna.npy", "avg_conductance.npy",
                          "window_example.png"}}};

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/attribution.h"
+#include "loaders/idx.h"
 #include "loaders/image.h"
 #include "tools/cli_util.h"
 
@@ -30,10 +31,38 @@ struct InputArgs {
   void load(const Shape& input_shape, std::vector<double>& x, std::vector<double>& x0, Image* crop) const;
 };
 
+// The path's steps: a fixed count m on a uniform or adaptive schedule, or "auto":
+// step control to a tolerance (engine/step_control.h).
+struct StepOptions {
+  std::string steps = "256";  // a count, or auto
+  std::string schedule = "uniform";  // uniform, or adaptive (steps placed where F changes)
+  std::string quadrature = "right";  // IG's rule: right, left, middle, trapezoid
+  double tolerance = 0.01;
+  int max_steps = 4096;
+  bool automatic() const { return steps == "auto"; }
+  int count() const;  // the fixed m
+  void check() const;
+};
+
+// A run under StepOptions: the result, the schedule of its path (to rerun the
+// same path on a pruned model; empty: uniform), and the report's "steps" block.
+struct StepRun {
+  AttributionResult result;
+  int steps = 0;
+  std::vector<double> schedule;
+  Quadrature quadrature = Quadrature::Right;
+  nlohmann::json report;
+};
+StepRun run_with_steps(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
+                       AttributionRequest req, const StepOptions& s);
+// req on the path of an earlier run (its m, schedule and IG rule).
+AttributionRequest on_path(AttributionRequest req, const StepRun& run);
+
 struct AttributeArgs {
   ModelArgs model;
   InputArgs input;
-  int cls = -1, steps = 256, chunk = 0;
+  StepOptions steps;
+  int cls = -1, chunk = 0;
   std::vector<int> boxes;  // flattened x1 y1 x2 y2
   std::string target = "prob", ranking = "ipna", granularity = "neuron";
   double prune_percent = -1, memory_budget_mb = 0;
@@ -55,8 +84,9 @@ nlohmann::json run_curve(const CurveArgs& a);
 struct ClassWindowArgs {
   ModelArgs model;
   std::string ipna_form = "difference";
-  std::string data = "/usr/share/datasets/fashion-mnist";
-  int cls = 0, images = 100, k_max = 16, steps = 64, random_draws = 5, seed = 1;
+  std::string data = kFashionMnistDir;
+  StepOptions steps{"64"};
+  int cls = 0, images = 100, k_max = 16, random_draws = 5, seed = 1;
   std::vector<int> window{0, 0, 14, 14};
   std::string target = "prob";
   bool quiet = false;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
+#include "engine/step_control.h"
 #include "loaders/onnx_loader.h"
 #include "tools/cli_util.h"
 #include "tools/experiments.h"
@@ -67,6 +68,10 @@ void print_attribute(const json& r) {
               Shape(r["split_shape"].get<std::vector<int64_t>>()).str().c_str(),
               r["device"].get<std::string>().c_str(), r["class"].get<int>(), r["steps"].get<int>(),
               r["chunk"].get<int>());
+  const auto& sc = r["step_control"];
+  if (sc["mode"] == "auto")
+    std::printf("steps auto (tolerance %g, %s schedule): %s\n", sc["tolerance"].get<double>(),
+                sc["schedule"].get<std::string>().c_str(), sc["summary"].get<std::string>().c_str());
   std::printf("confidence F(x) = %.6g   F(baseline) = %.6g\n", r["confidence"].get<double>(),
               r["F_baseline"].get<double>());
   if (r.contains("ig"))
@@ -108,9 +113,9 @@ void print_attribute(const json& r) {
 }
 
 void print_class_window(const json& r, const std::string& out) {
-  std::printf("class %d, window %s, mean over %d test images (accuracy over all %d of the class), %d steps\n",
+  std::printf("class %d, window %s, mean over %d test images (accuracy over all %d of the class), %s steps\n",
               r["class"].get<int>(), r["window"].dump().c_str(), r["images"].get<int>(),
-              r["class_test_images"].get<int>(), r["steps"].get<int>());
+              r["class_test_images"].get<int>(), r["steps"].get<std::string>().c_str());
   std::printf("%4s | %-30s | %-30s | %-36s\n", "k", "IPNA ranking", "conductance ranking", "random (mean +- std)");
   std::printf("%4s | %9s %9s %9s | %9s %9s %9s | %11s %11s %11s\n", "", "IG in", "IG out", "acc", "IG in", "IG out",
               "acc", "IG in", "IG out", "acc");
@@ -164,6 +169,41 @@ void add_out_option(CLI::App* app, std::string& out, bool& overwrite, bool requi
                 "Replace the output folder even if it holds files ipna-fast did not write (they are deleted)");
 }
 
+// -n (under `name`) and the options that shape the path's steps.
+void add_step_options(CLI::App* app, StepOptions& s, const std::string& name) {
+  app->add_option(name, s.steps,
+                  "Riemann steps m, or auto: double m from 16 until the completeness gaps of IG, conductance and "
+                  "every box (relative to |F(x) - F(baseline)|, a box's to its |IG inside|) and the change from the "
+                  "previous m are all under --tol, or --max-steps is reached (the report says which)")
+      ->check([](const std::string& v) {
+        if (v == "auto") return std::string();
+        try {
+          size_t used = 0;
+          if (std::stoi(v, &used) >= 1 && used == v.size()) return std::string();
+        } catch (const std::exception&) {
+        }
+        return std::string("expected a positive count or auto, got '" + v + "'");
+      })
+      ->capture_default_str();
+  app->add_option("--schedule", s.schedule,
+                  "uniform (a_k = k/m, the original's) or adaptive: a pilot of " +
+                      std::to_string(PilotSpec{}.intervals + 1) +
+                      " forward passes of F along the path, then steps placed so each carries about the same change "
+                      "of F (a share of " + std::to_string(static_cast<int>(100 * PilotSpec{}.floor)) +
+                      "% of them spread uniformly)")
+      ->check(CLI::IsMember({"uniform", "adaptive"}))
+      ->capture_default_str();
+  app->add_option("--quadrature", s.quadrature,
+                  "IG's rule over the steps: right (the original's), left, middle or trapezoid (as Captum's "
+                  "riemann_*; trapezoid over m steps uses m + 1 points). Conductance and IPNA keep the right rule")
+      ->check(CLI::IsMember({"right", "left", "middle", "trapezoid"}))
+      ->capture_default_str();
+  app->add_option("--tol", s.tolerance, "Tolerance of -n auto (relative, see -n)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app->add_option("--max-steps", s.max_steps, "Cap of -n auto")->check(CLI::Range(16, 1 << 20))->capture_default_str();
+}
+
 void add_attribute_options(CLI::App* app, AttributeArgs& a) {
   add_model_options(app, a.model);
   add_input_options(app, a.input);
@@ -183,7 +223,7 @@ void add_attribute_options(CLI::App* app, AttributeArgs& a) {
       ->capture_default_str();
   app->add_flag("--full-patch-forward", a.full_patch_forward,
                 "Run the patch passes on whole planes instead of each box's receptive-field cone (for comparison)");
-  app->add_option("-n,--steps", a.steps, "Riemann steps m")->capture_default_str();
+  add_step_options(app, a.steps, "-n,--steps");
   app->add_option("--target", a.target, "prob (softmax probability) or logit")
       ->check(CLI::IsMember({"prob", "logit"}))
       ->capture_default_str();
@@ -236,7 +276,7 @@ int main(int argc, char** argv) {
       "main", "The original's command line: main IMAGE Y MODEL1 MODEL2 X1 Y1 X2 Y2 -n STEPS -p PERCENT (two-part "
               "ONNX models; same outputs as `attribute`, in --out, default ipna_out)");
   main_cmd->add_option("args", main_pos, "IMAGE Y MODEL1 MODEL2 X1 Y1 X2 Y2")->expected(8)->required();
-  main_cmd->add_option("-n,--num-steps", mn.steps, "Riemann steps")->capture_default_str();
+  add_step_options(main_cmd, mn.steps, "-n,--num-steps");
   main_cmd->add_option("--ipna-form", mn.ipna_form, "difference (the original's) or tangent")
       ->check(CLI::IsMember({"difference", "tangent"}))
       ->capture_default_str();
@@ -273,7 +313,7 @@ int main(int argc, char** argv) {
   class_window->add_option("--window", cw.window, "X1 Y1 X2 Y2: rows X1:X2, columns Y1:Y2")->expected(4)->capture_default_str();
   class_window->add_option("--images", cw.images, "Images of the class to average over")->capture_default_str();
   class_window->add_option("--k-max", cw.k_max, "Prune up to K neurons")->capture_default_str();
-  class_window->add_option("-n,--steps", cw.steps, "Riemann steps")->capture_default_str();
+  add_step_options(class_window, cw.steps, "-n,--steps");
   class_window->add_option("--ipna-form", cw.ipna_form, "difference (the original's) or tangent")
       ->check(CLI::IsMember({"difference", "tangent"}))
       ->capture_default_str();

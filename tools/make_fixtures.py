@@ -107,15 +107,21 @@ def target_fn(f2, target, y, mask=None):
     return fn
 
 
-def ref_attributions(f1, f2, x, x0, y, m, boxes, target, mask=None, kappa=None):
+def ref_attributions(f1, f2, x, x0, y, m, boxes, target, mask=None, kappa=None, schedule=None):
     """SPEC.md formulas, batched over the m+1 path points, in the dtype of x
     (float64 for the references, float32 to measure what float32 costs).
     With a dict `kappa`, also the condition numbers of conductance and of each
     box's IPNA as sums of differences: ||sum_k |g| (|h_a| + |h_b|)|| / ||sum_k g (h_a - h_b)||,
-    the factor by which rounding of h is magnified in them."""
-    d = (x - x0) / m
-    k = torch.arange(0, m + 1, dtype=x.dtype).view(-1, 1, 1, 1)
-    X = x0 + k * d
+    the factor by which rounding of h is magnified in them. With a `schedule`
+    a_0..a_m, the non-uniform path x_k = x0 + a_k (x - x0) and steps d_k."""
+    if schedule is None:
+        d = (x - x0) / m
+        k = torch.arange(0, m + 1, dtype=x.dtype).view(-1, 1, 1, 1)
+        X = x0 + k * d
+    else:
+        a = schedule.to(x.dtype).view(-1, 1, 1, 1)
+        X = x0 + a * (x - x0)
+        d = (a[1:] - a[:-1]) * (x - x0)  # d_k, one per step
     tf = target_fn(f2, target, y, mask)
     with torch.no_grad():
         H = f1(X)
@@ -136,18 +142,23 @@ def ref_attributions(f1, f2, x, x0, y, m, boxes, target, mask=None, kappa=None):
             kappa["ipna"].append(((g.abs() * (Hp.abs() + H[:-1].abs())).sum(0).norm() / ipna[-1].norm()).item())
     Xk = X[1:].clone().requires_grad_(True)
     gx, = torch.autograd.grad(tf(f1(Xk)).sum(), Xk)
-    ig = (gx.sum(0, keepdim=True) * d)[0]
+    ig = (gx.sum(0, keepdim=True) * d)[0] if schedule is None else (gx * d).sum(0)
     with torch.no_grad():
         fx = tf(f1(x)).item()
         fx0 = tf(f1(x0)).item()
     return ig, cond, ipna, fx, fx0
 
 
-def captum_ig(f1, f2, x, x0, y, m, target):
+def captum_ig(f1, f2, x, x0, y, m, target, method="riemann_right"):
     from captum.attr import IntegratedGradients
     full = nn.Sequential(f1, f2)
     fwd = (lambda inp: F.softmax(full(inp), 1)) if target == "prob" else full
-    return IntegratedGradients(fwd).attribute(x, baselines=x0, target=y, n_steps=m, method="riemann_right")[0]
+    return IntegratedGradients(fwd).attribute(x, baselines=x0, target=y, n_steps=m, method=method)[0]
+
+
+def nonuniform_schedule(m):
+    """A fixed non-uniform schedule for the references: a_k = (1 - cos(pi k/m)) / 2, dense at both ends."""
+    return 0.5 - 0.5 * torch.cos(torch.pi * torch.arange(0, m + 1, dtype=torch.float64) / m)
 
 
 def captum_conductance(f1, f2, x, x0, y, m, target):
@@ -254,6 +265,24 @@ def make(name, out, steps):
         save(os.path.join(d, "captum_ig_%s.npy" % target), captum_ig(f1, f2, x, x0, y, steps, target))
         save(os.path.join(d, "captum_cond_%s.npy" % target), captum_conductance(f1, f2, x, x0, y, steps, target))
         meta["cases"].append({"target": target, "F_x": fx, "F_x0": fx0, "kappa": kappa, "float32_error": float32_error})
+    # A non-uniform schedule (SPEC.md "Non-uniform paths"), and Captum's other IG rules, probability target.
+    # The trapezoid rule over m steps has Captum's n = m + 1 points; Captum weighs them 1/n (halved at the
+    # ends) where the rule has 1/m, so its result is m/(m+1) times the rule's.
+    sched = nonuniform_schedule(steps)
+    save(os.path.join(d, "schedule.npy"), sched)
+    ig_s, cond_s, ipna_s, _, _ = ref_attributions(f1, f2, x, x0, y, steps, boxes, "prob", schedule=sched)
+    save(os.path.join(d, "ref_ig_schedule.npy"), ig_s)
+    save(os.path.join(d, "ref_cond_schedule.npy"), cond_s)
+    for i, a in enumerate(ipna_s):
+        save(os.path.join(d, "ref_ipna%d_schedule.npy" % i), a)
+    # The left and trapezoid rules take a gradient at the baseline itself, where the black image's constant
+    # planes leave max-pool windows with ties that rounding breaks differently in each implementation:
+    # these references start from a baseline off such ties, saved beside them.
+    x0r = x0 + 0.1 * torch.randn(x0.shape, generator=g)
+    save(os.path.join(d, "baseline_random.npy"), x0r[0])
+    for rule in ("left", "middle", "trapezoid"):
+        n = steps + 1 if rule == "trapezoid" else steps
+        save(os.path.join(d, "captum_ig_%s_prob.npy" % rule), captum_ig(f1, f2, x, x0r, y, n, "prob", "riemann_" + rule))
     # Pruning: top 10% neurons by IPNA of box 0, and top 25% channels by conductance; IG of each pruned model.
     _, cond, ipna, _, _ = ref_attributions(f1, f2, x, x0, y, steps, boxes, "prob")
     prunes = [("neuron_ipna", ipna[0], dict(percent=10.0)), ("channel_cond", cond, dict(percent=25.0, channel=True))]

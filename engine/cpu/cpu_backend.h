@@ -63,7 +63,7 @@ class CpuBackend final : public Backend<T> {
   void scale_by_mask(int64_t per_sample, int n, const T* mask, T* x) override;
   void target_forward_backward(TargetKind kind, int classes, int y, const T* logits, T* value, T* dlogits,
                                int n) override;
-  void sum_batch(int64_t per_sample, int n, const T* x, T* acc) override;
+  void sum_batch(int64_t per_sample, int n, const T* x, const std::vector<double>& w, T* acc) override;
   void accumulate_path_product(int64_t per_sample, int n, const T* g, const T* a, const T* b, T* acc) override;
 
  private:

@@ -22,11 +22,13 @@ void CpuBackend<T>::make_points(const Shape& shape, const T* x0, const T* d, con
     int bi = pts.box_index.empty() ? -1 : pts.box_index[b];
     if (bi < 0) continue;
     const Box& box = pts.boxes[bi];
+    const bool scaled = !pts.patch_scale.empty();
+    const T s = scaled ? static_cast<T>(pts.patch_scale[b]) : T(1);
     for (int64_t ch = 0; ch < c; ++ch)
       for (int64_t r = box.r0; r < box.r1; ++r)
         for (int64_t col = box.c0; col < box.c1; ++col) {
           int64_t j = (ch * h + r) * w + col;
-          o[j] += d[j];
+          o[j] += scaled ? s * d[j] : d[j];
         }
   }
 }
@@ -56,11 +58,15 @@ void CpuBackend<T>::target_forward_backward(TargetKind kind, int classes, int y,
 }
 
 template <typename T>
-void CpuBackend<T>::sum_batch(int64_t per_sample, int n, const T* x, T* acc) {
+void CpuBackend<T>::sum_batch(int64_t per_sample, int n, const T* x, const std::vector<double>& w, T* acc) {
+  const std::vector<T> wt(w.begin(), w.end());
 #pragma omp parallel for schedule(static)
   for (int64_t j = 0; j < per_sample; ++j) {
     T s = 0;
-    for (int b = 0; b < n; ++b) s += x[b * per_sample + j];
+    if (wt.empty())
+      for (int b = 0; b < n; ++b) s += x[b * per_sample + j];
+    else
+      for (int b = 0; b < n; ++b) s += wt[b] * x[b * per_sample + j];
     acc[j] += s;
   }
 }
@@ -81,7 +87,7 @@ void CpuBackend<T>::accumulate_path_product(int64_t per_sample, int n, const T* 
 #define IPNA_PATH(T)                                                                                            \
   template void CpuBackend<T>::make_points(const Shape&, const T*, const T*, const PointBatch&, T*);            \
   template void CpuBackend<T>::target_forward_backward(TargetKind, int, int, const T*, T*, T*, int);            \
-  template void CpuBackend<T>::sum_batch(int64_t, int, const T*, T*);                                           \
+  template void CpuBackend<T>::sum_batch(int64_t, int, const T*, const std::vector<double>&, T*);                                           \
   template void CpuBackend<T>::accumulate_path_product(int64_t, int, const T*, const T*, const T*, T*);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_PATH)
 

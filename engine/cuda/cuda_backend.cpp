@@ -395,23 +395,27 @@ void CudaBackend::copy_window(int n, int channels, const float* src, int src_h, 
 
 void CudaBackend::make_points(const Shape& shape, const float* x0, const float* d, const PointBatch& pts, float* out) {
   const int n = static_cast<int>(pts.k.size());
-  // k, box indices and boxes travel in one small upload.
-  std::vector<float> k(pts.k.begin(), pts.k.end());
+  // k, patch scales, box indices and boxes travel in one small upload.
+  std::vector<float> k(pts.k.begin(), pts.k.end()), scale(pts.patch_scale.begin(), pts.patch_scale.end());
   std::vector<int> idx = pts.box_index;
   std::vector<kernels::DeviceBox> boxes;
   for (const Box& b : pts.boxes) boxes.push_back({b.r0, b.c0, b.r1, b.c1});
-  const size_t kb = (sizeof(float) * n + 255) / 256 * 256, ib = (sizeof(int) * idx.size() + 255) / 256 * 256;
-  const size_t bb = sizeof(kernels::DeviceBox) * boxes.size();
-  std::vector<char> host(kb + ib + bb);
+  auto aligned = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
+  const size_t kb = aligned(sizeof(float) * n), sb = aligned(sizeof(float) * scale.size()),
+               ib = aligned(sizeof(int) * idx.size()), bb = sizeof(kernels::DeviceBox) * boxes.size();
+  std::vector<char> host(kb + sb + ib + bb);
   std::memcpy(host.data(), k.data(), sizeof(float) * n);
-  if (!idx.empty()) std::memcpy(host.data() + kb, idx.data(), sizeof(int) * idx.size());
-  if (!boxes.empty()) std::memcpy(host.data() + kb + ib, boxes.data(), bb);
+  if (!scale.empty()) std::memcpy(host.data() + kb, scale.data(), sizeof(float) * scale.size());
+  if (!idx.empty()) std::memcpy(host.data() + kb + sb, idx.data(), sizeof(int) * idx.size());
+  if (!boxes.empty()) std::memcpy(host.data() + kb + sb + ib, boxes.data(), bb);
   char* dev = static_cast<char*>(scratch(2, host.size()));
   copy_to_device(dev, host.data(), host.size());
   kernels::make_points(static_cast<int>(shape.channels()), static_cast<int>(shape.height()),
                        static_cast<int>(shape.width()), n, x0, d, reinterpret_cast<float*>(dev),
-                       idx.empty() ? nullptr : reinterpret_cast<int*>(dev + kb),
-                       boxes.empty() ? nullptr : reinterpret_cast<kernels::DeviceBox*>(dev + kb + ib), out, stream_);
+                       scale.empty() ? nullptr : reinterpret_cast<float*>(dev + kb),
+                       idx.empty() ? nullptr : reinterpret_cast<int*>(dev + kb + sb),
+                       boxes.empty() ? nullptr : reinterpret_cast<kernels::DeviceBox*>(dev + kb + sb + ib), out,
+                       stream_);
   after("make_points");
 }
 
@@ -424,8 +428,14 @@ void CudaBackend::target_forward_backward(TargetKind kind, int classes, int y, c
   kernels::target_forward_backward(kind == TargetKind::Logit, classes, y, n, logits, value, dlogits, stream_);
   after("target_forward_backward");
 }
-void CudaBackend::sum_batch(int64_t per_sample, int n, const float* x, float* acc) {
-  kernels::sum_batch(per_sample, n, x, acc, stream_);
+void CudaBackend::sum_batch(int64_t per_sample, int n, const float* x, const std::vector<double>& w, float* acc) {
+  float* wd = nullptr;
+  if (!w.empty()) {
+    const std::vector<float> wf(w.begin(), w.end());
+    wd = static_cast<float*>(scratch(3, sizeof(float) * wf.size()));
+    copy_to_device(wd, wf.data(), sizeof(float) * wf.size());
+  }
+  kernels::sum_batch(per_sample, n, x, wd, acc, stream_);
   after("sum_batch");
 }
 void CudaBackend::accumulate_path_product(int64_t per_sample, int n, const float* g, const float* a, const float* b,

@@ -84,7 +84,7 @@ class CudaBackend final : public Backend<float> {
   void scale_by_mask(int64_t per_sample, int n, const float* mask, float* x) override;
   void target_forward_backward(TargetKind kind, int classes, int y, const float* logits, float* value,
                                float* dlogits, int n) override;
-  void sum_batch(int64_t per_sample, int n, const float* x, float* acc) override;
+  void sum_batch(int64_t per_sample, int n, const float* x, const std::vector<double>& w, float* acc) override;
   void accumulate_path_product(int64_t per_sample, int n, const float* g, const float* a, const float* b,
                                float* acc) override;
 

@@ -1,0 +1,149 @@
+// Step control: error against gradient evaluations, uniform against adaptive schedules.
+//
+//   build/bench/bench_steps small --fixtures DIR [--reference 16384] [--out FILE.csv]
+//   build/bench/bench_steps effnet [--model build/models/efficientnet_lite0.onnx] [--max 2048] [--out FILE.csv]
+//
+// small: float64 on the test fixtures (tools/make_fixtures.py) and the
+// shipped Fashion-MNIST CNN (first test image of class 0): the relative L2
+// error of IG, conductance and IPNA (first box, difference form) against a
+// uniform m = --reference run, at m = 8 .. 2048, both schedules.
+// effnet: float32 on the traffic-light example: the IG completeness gap
+// (relative to |F(x) - F(x')|) and the patch completeness gap of the box
+// 45 100 90 130 (difference form, relative to IG inside) at m = 16 .. --max.
+// Evaluations count the gradient evaluations (m) plus, for the adaptive
+// schedule, the pilot's forward passes. Rows go to --out as CSV; the plot
+// and the tables come from bench/step_control.py.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "engine/attribution.h"
+#include "engine/step_control.h"
+#include "loaders/idx.h"
+#include "loaders/image.h"
+#include "loaders/npy.h"
+#include "loaders/onnx_loader.h"
+
+using namespace ipna;
+
+namespace {
+
+double rel(const std::vector<double>& a, const std::vector<double>& b) {
+  double n = 0, d = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    n += (a[i] - b[i]) * (a[i] - b[i]);
+    d += b[i] * b[i];
+  }
+  return std::sqrt(n / d);
+}
+
+struct Case {
+  std::string name;
+  SplitModel model;
+  std::vector<double> x, x0;
+  int cls;
+  Box box;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app("Step control: error against evaluations, uniform against adaptive schedules");
+  app.require_subcommand(1);
+  std::string fixtures, out, effnet = "build/models/efficientnet_lite0.onnx";
+  int reference = 16384, max_steps = 2048;
+  auto* small = app.add_subcommand("small", "float64, fixtures and the Fashion-MNIST CNN, against a uniform reference");
+  small->add_option("--fixtures", fixtures, "tools/make_fixtures.py output")->required();
+  small->add_option("--reference", reference, "steps of the uniform reference")->capture_default_str();
+  auto* eff = app.add_subcommand("effnet", "float32, the traffic-light example's completeness gaps");
+  eff->add_option("--model", effnet, "EfficientNet-Lite0 ONNX with the tensor blocks.7")->capture_default_str();
+  eff->add_option("--max", max_steps, "largest m")->capture_default_str();
+  PilotSpec pilot;
+  std::vector<std::string> only;
+  small->add_option("--models", only, "only these (default: all)");
+  for (auto* s : {small, eff}) {
+    s->add_option("--out", out, "CSV file of the rows")->required();
+    s->add_option("--floor", pilot.floor, "uniform share of the adaptive schedule")->capture_default_str();
+  }
+  CLI11_PARSE(app, argc, argv);
+  std::ofstream csv(out);
+
+  if (small->parsed()) {
+    csv << "model,quantity,schedule,steps,evaluations,error\n";
+    std::vector<Case> cases;
+    for (const char* name : {"lenet", "vgg_avg", "mbv2_block", "resnet18", "tiny224"}) {
+      const std::string d = fixtures + "/" + name;
+      auto meta = nlohmann::json::parse(std::ifstream(d + "/meta.json"));
+      const auto& b = meta["boxes"][0];
+      cases.push_back({name, load_split_model(d + "/model.onnx", meta["split"].get<std::string>()),
+                       read_npy(d + "/x.npy").data, read_npy(d + "/baseline.npy").data, meta["class"].get<int>(),
+                       Box{b[0], b[1], b[2], b[3]}});
+    }
+    {  // the shipped Fashion-MNIST CNN on the first test image of class 0, window of the original's demo
+      IdxDataset ds = read_idx_dataset(kFashionMnistDir, "test");
+      int i = 0;
+      while (ds.labels[i] != 0) ++i;
+      std::vector<double> x(784);
+      for (int j = 0; j < 784; ++j) x[j] = ds.images.pixels[i * 784 + j] / 255.0;
+      cases.push_back({"fashion_cnn", load_split_model(IPNA_SOURCE_DIR "/models/fashion_cnn.onnx", "hidden"), x,
+                       std::vector<double>(784, 0.0), 0, Box{0, 0, 14, 14}});
+    }
+    for (Case& c : cases) {
+      if (!only.empty() && std::find(only.begin(), only.end(), c.name) == only.end()) continue;
+      Attributor a(c.model, Precision::F64);
+      AttributionRequest r;
+      r.target_class = c.cls;
+      r.integrated_gradients = r.conductance = true;
+      r.boxes = {c.box};
+      r.steps = reference;
+      const AttributionResult ref = a.run(c.x, c.x0, r);
+      const PathWarp warp = adaptive_warp(a, c.x, c.x0, r, pilot);
+      std::fprintf(stderr, "%s: reference in %.1f s, F %.4f -> %.4f\n", c.name.c_str(), ref.seconds, ref.f_baseline,
+                   ref.f_input);
+      for (int m = 8; m <= 2048; m *= 2)
+        for (bool adaptive : {false, true}) {
+          r.steps = m;
+          r.schedule = adaptive ? warp.schedule(m) : std::vector<double>{};
+          const AttributionResult res = a.run(c.x, c.x0, r);
+          const int evals = m + (adaptive ? pilot.intervals + 1 : 0);
+          for (auto [q, got, want] : {std::tuple{"IG", &res.ig, &ref.ig},
+                                      {"conductance", &res.conductance, &ref.conductance},
+                                      {"IPNA", &res.ipna[0], &ref.ipna[0]}})
+            csv << c.name << "," << q << "," << (adaptive ? "adaptive" : "uniform") << "," << m << "," << evals << ","
+                << rel(*got, *want) << "\n";
+          csv.flush();
+        }
+    }
+  } else {
+    csv << "schedule,steps,evaluations,ig_gap,patch_gap,seconds\n";
+    SplitModel model = load_split_model(effnet, "blocks.7");
+    const std::vector<double> x = imagenet_preprocess(load_image_rgb(IPNA_SOURCE_DIR "/tests/data/traffic_light.JPEG"));
+    const std::vector<double> x0 = black_baseline(model.input_shape());
+    Attributor a(model, Precision::F32);
+    AttributionRequest r;
+    r.target_class = 920;
+    r.integrated_gradients = true;
+    r.boxes = {{45, 100, 90, 130}};
+    const PathWarp warp = adaptive_warp(a, x, x0, r, pilot);
+    for (int m = 16; m <= max_steps; m *= 2)
+      for (bool adaptive : {false, true}) {
+        r.steps = m;
+        r.schedule = adaptive ? warp.schedule(m) : std::vector<double>{};
+        const AttributionResult res = a.run(x, x0, r);
+        const double dF = std::abs(res.f_input - res.f_baseline);
+        csv << (adaptive ? "adaptive" : "uniform") << "," << m << "," << m + (adaptive ? pilot.intervals + 1 : 0)
+            << "," << std::abs(res.ig_gap) / dF << "," << std::abs(res.ipna_gap[0] / res.ig_in_box[0]) << ","
+            << res.seconds << "\n";
+        csv.flush();
+        std::fprintf(stderr, "m=%5d %-8s IG gap %.3e patch gap %.3e (%.1f s)\n", m, adaptive ? "adaptive" : "uniform",
+                     std::abs(res.ig_gap) / dF, std::abs(res.ipna_gap[0] / res.ig_in_box[0]), res.seconds);
+      }
+  }
+  return 0;
+}

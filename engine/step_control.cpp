@@ -1,0 +1,163 @@
+#include "engine/step_control.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+#include "engine/error.h"
+
+namespace ipna {
+
+PathWarp::PathWarp() : u_{0.0, 1.0}, a_{0.0, 1.0} {}
+
+PathWarp::PathWarp(const std::vector<double>& p, const std::vector<double>& f, double floor) : PathWarp() {
+  if (p.size() < 2 || p.size() != f.size())
+    throw Error("a path warp needs F at two or more pilot points, got " + std::to_string(p.size()) + " points and " +
+                std::to_string(f.size()) + " values");
+  if (!(floor > 0 && floor <= 1)) throw Error("the uniform share of an adaptive schedule must be in (0, 1]");
+  if (p.front() != 0.0 || p.back() != 1.0) throw Error("pilot points must run from 0 to 1");
+  double total = 0;
+  for (size_t i = 1; i < p.size(); ++i) {
+    if (!(p[i] > p[i - 1])) throw Error("pilot points must increase strictly");
+    if (!std::isfinite(f[i]) || !std::isfinite(f[i - 1])) throw Error("F is not finite along the pilot path");
+    total += std::abs(f[i] - f[i - 1]);
+  }
+  if (!(total > 0) || floor == 1) return;  // a flat F: uniform steps
+  u_ = {0.0};
+  a_ = p;
+  for (size_t i = 1; i < p.size(); ++i)
+    u_.push_back(u_.back() + (1 - floor) * std::abs(f[i] - f[i - 1]) / total + floor * (p[i] - p[i - 1]));
+  u_.back() = 1.0;  // the shares sum to 1 up to rounding
+  identity_ = false;
+}
+
+double PathWarp::operator()(double u) const {
+  if (u <= 0) return 0;
+  if (u >= 1) return 1;
+  const size_t i = std::upper_bound(u_.begin(), u_.end(), u) - u_.begin();  // u_[i-1] <= u < u_[i]
+  const double w = (u - u_[i - 1]) / (u_[i] - u_[i - 1]);
+  return a_[i - 1] + w * (a_[i] - a_[i - 1]);
+}
+
+std::vector<double> PathWarp::schedule(int m) const {
+  if (m < 1) throw Error("a schedule needs at least one step, got " + std::to_string(m));
+  std::vector<double> a(m + 1);
+  for (int k = 0; k <= m; ++k) a[k] = identity_ ? static_cast<double>(k) / m : (*this)(static_cast<double>(k) / m);
+  a[0] = 0.0;
+  a[m] = 1.0;
+  for (int k = 1; k <= m; ++k)
+    if (!(a[k] > a[k - 1]))
+      throw Error(std::to_string(m) + " steps are too many for this adaptive schedule: steps " + std::to_string(k - 1) +
+                  " and " + std::to_string(k) + " coincide in double precision");
+  return a;
+}
+
+PathWarp adaptive_warp(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
+                       const AttributionRequest& req, const PilotSpec& pilot) {
+  if (pilot.intervals < 1) throw Error("the pilot needs at least one interval");
+  const int64_t n = static_cast<int64_t>(x.size());
+  if (static_cast<int64_t>(x0.size()) != n) throw Error("input and baseline differ in size");
+  const int points = pilot.intervals + 1;
+  std::vector<double> p(points), along(static_cast<size_t>(points) * n);
+  for (int i = 0; i < points; ++i) {
+    p[i] = i == pilot.intervals ? 1.0 : static_cast<double>(i) / pilot.intervals;
+    for (int64_t j = 0; j < n; ++j) along[i * n + j] = x0[j] + p[i] * (x[j] - x0[j]);
+  }
+  const std::vector<double> z = engine.logits(along, req.split_mask, points);
+  const int classes = static_cast<int>(z.size() / points);
+  if (req.target_class < 0 || req.target_class >= classes)
+    throw Error("class " + std::to_string(req.target_class) + " is out of range: the model has " +
+                std::to_string(classes) + " outputs");
+  std::vector<double> f(points);
+  for (int i = 0; i < points; ++i) f[i] = target_value(req.target, z.data() + i * classes, classes, req.target_class);
+  return PathWarp(p, f, pilot.floor);
+}
+
+double StepLevel::worst() const {
+  double w = std::max({std::abs(ig_gap), std::abs(conductance_gap), change});
+  for (double g : patch_gap) w = std::max(w, std::abs(g));
+  return w;
+}
+
+namespace {
+
+double relative_change(const std::vector<double>& now, const std::vector<double>& before) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < now.size(); ++i) {
+    num += (now[i] - before[i]) * (now[i] - before[i]);
+    den += now[i] * now[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : (num > 0 ? std::numeric_limits<double>::infinity() : 0.0);
+}
+
+std::string percent(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g%%", 100 * v);
+  return buf;
+}
+
+}  // namespace
+
+std::string ControlledResult::summary() const {
+  if (levels.empty()) return "no step count was run";
+  const StepLevel& l = levels.back();
+  std::string s = std::to_string(l.steps) + " steps: IG gap " + percent(l.ig_gap);
+  if (!result.conductance.empty()) s += ", conductance gap " + percent(l.conductance_gap);
+  for (size_t b = 0; b < l.patch_gap.size(); ++b)
+    s += ", box " + std::to_string(b) + " patch gap " + percent(l.patch_gap[b]);
+  s += ", change from " + (levels.size() > 1 ? std::to_string(levels[levels.size() - 2].steps) + " steps " +
+                                                    percent(l.change)
+                                              : std::string("nothing (one step count)"));
+  s += converged ? " - all under the tolerance" : " - NOT under the tolerance: the step cap stopped it";
+  s += " (" + std::to_string(evaluations) + " gradient evaluations over " + std::to_string(levels.size()) +
+       " step counts";
+  if (pilot_forwards) s += ", " + std::to_string(pilot_forwards) + " pilot forwards";
+  return s + ")";
+}
+
+ControlledResult run_to_tolerance(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
+                                  AttributionRequest req, const StepControl& c) {
+  if (!(c.tolerance > 0)) throw Error("the step tolerance must be positive");
+  if (c.initial_steps < 1 || c.max_steps < c.initial_steps)
+    throw Error("step control needs 1 <= initial steps (" + std::to_string(c.initial_steps) + ") <= the step cap (" +
+                std::to_string(c.max_steps) + ")");
+  const auto start = std::chrono::steady_clock::now();
+  req.integrated_gradients = true;
+  ControlledResult out;
+  const PathWarp warp = c.adaptive ? adaptive_warp(engine, x, x0, req, c.pilot) : PathWarp();
+  if (c.adaptive) out.pilot_forwards = c.pilot.intervals + 1;
+  for (int m = c.initial_steps;; m = std::min(2 * m, c.max_steps)) {
+    req.schedule = warp.schedule(m);
+    req.steps = m;
+    AttributionResult r = engine.run(x, x0, req);
+    StepLevel l;
+    l.steps = m;
+    l.evaluations = r.evaluations;
+    l.seconds = r.seconds;
+    const double dF = std::abs(r.f_input - r.f_baseline), unit = dF > 0 ? dF : 1.0;
+    l.ig_gap = r.ig_gap / unit;
+    if (req.conductance) l.conductance_gap = r.conductance_gap / unit;
+    for (size_t b = 0; b < r.ipna_gap.size(); ++b)
+      l.patch_gap.push_back(r.ipna_gap[b] / (std::abs(r.ig_in_box[b]) >= 0.01 * unit ? std::abs(r.ig_in_box[b]) : unit));
+    if (out.levels.empty()) {
+      l.change = std::numeric_limits<double>::infinity();
+    } else {
+      const AttributionResult& p = out.result;
+      l.change = relative_change(r.ig, p.ig);
+      if (req.conductance) l.change = std::max(l.change, relative_change(r.conductance, p.conductance));
+      for (size_t b = 0; b < r.ipna.size(); ++b) l.change = std::max(l.change, relative_change(r.ipna[b], p.ipna[b]));
+    }
+    out.evaluations += r.evaluations;
+    out.levels.push_back(l);
+    out.result = std::move(r);
+    out.schedule = req.schedule;
+    out.converged = l.worst() <= c.tolerance;
+    if (out.converged || m >= c.max_steps) break;
+  }
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return out;
+}
+
+}  // namespace ipna

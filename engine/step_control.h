@@ -1,0 +1,76 @@
+// Step control (SPEC.md "Non-uniform paths"): schedules that put the path's
+// steps where F changes, and runs that grow the number of steps until the
+// completeness gaps and the change between step counts are under a tolerance.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "engine/attribution.h"
+
+namespace ipna {
+
+// A monotone piecewise-linear map of [0, 1] onto itself, u -> a. Schedules
+// a_k = warp(k/m) for m, 2m, 4m, ... are nested: each keeps every point of the one before.
+class PathWarp {
+ public:
+  PathWarp();  // the identity: uniform steps
+  // From F at pilot points 0 = p_0 < ... < p_n = 1: interval i gets the share
+  // (1 - floor) |F(p_i) - F(p_{i-1})| / sum_j |F(p_j) - F(p_{j-1})| + floor (p_i - p_{i-1})
+  // of u, so the steps carry about equal changes of F while a `floor` share of
+  // them spreads uniformly (flat stretches keep some steps). A flat F gives the identity.
+  PathWarp(const std::vector<double>& pilot_points, const std::vector<double>& pilot_f, double floor);
+  double operator()(double u) const;
+  std::vector<double> schedule(int m) const;  // a_0 .. a_m; exactly k/m for the identity
+  bool identity() const { return identity_; }
+
+ private:
+  std::vector<double> u_, a_;  // knots: warp(u_[i]) = a_[i]
+  bool identity_ = true;
+};
+
+struct PilotSpec {
+  int intervals = 32;  // F at intervals + 1 evenly spaced points: forward passes only
+  double floor = 0.2;
+};
+// The adaptive warp of a run: F along the straight path from x0 to x (of the
+// model pruned by split_mask when it is not empty), then PathWarp.
+PathWarp adaptive_warp(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
+                       const AttributionRequest& req, const PilotSpec& pilot);
+
+struct StepControl {
+  double tolerance = 0.01;
+  int initial_steps = 16, max_steps = 4096;  // the step counts tried: initial, 2 initial, ... up to max
+  bool adaptive = true;                      // schedules from the pilot's warp; false: uniform steps
+  PilotSpec pilot;
+};
+
+// One step count of a controlled run. Gaps are relative: IG's and conductance's
+// to |F(x) - F(x')|, each box's patch completeness gap to |IG inside| (or to
+// |F(x) - F(x')| where IG inside is under 1% of it). change: the largest
+// relative L2 change of a requested map (IG, conductance, each box's IPNA)
+// from the previous step count (infinite for the first).
+struct StepLevel {
+  int steps = 0, evaluations = 0;
+  double ig_gap = 0, conductance_gap = 0, change = 0, seconds = 0;
+  std::vector<double> patch_gap;
+  double worst() const;  // the largest of the gaps and the change
+};
+
+struct ControlledResult {
+  AttributionResult result;  // at the last step count
+  std::vector<double> schedule;  // its a_0..a_m (to rerun the same path, e.g. on a pruned model)
+  std::vector<StepLevel> levels;
+  bool converged = false;    // every criterion under the tolerance at the last step count
+  int evaluations = 0;       // gradient evaluations over all step counts
+  int pilot_forwards = 0;    // forward passes of the pilot
+  double seconds = 0;
+  std::string summary() const;  // one line: the steps used, the gaps, or what stopped it short
+};
+
+// Grows m (doubling, nested schedules) until every criterion of StepLevel is
+// under the tolerance, or max_steps. IG is computed whatever req asks (every
+// gap needs it); req.steps and req.schedule are replaced.
+ControlledResult run_to_tolerance(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
+                                  AttributionRequest req, const StepControl& control);
+
+}  // namespace ipna
