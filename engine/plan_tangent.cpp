@@ -186,29 +186,14 @@ void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone*
         case OpKind::MaxPool:
           be_.maxpool_tangent(st.pool, static_cast<const int32_t*>(keep), in0, out, n);
           break;
-        case OpKind::AvgPool:
-          be_.avgpool_forward(st.pool, in0, out, n);
-          break;
+        case OpKind::AvgPool:  // linear without a bias: the tangent is the forward
         case OpKind::Add:
-          be_.add_forward(st.count * n, in0, value_ptr(node.inputs[1], n, tx, ty, arena), out);
+        case OpKind::Concat:
+        case OpKind::Slice:
+        case OpKind::ChannelMean:
+        case OpKind::ChannelShuffle:
+          launch_forward(si, n, tx, ty, arena, nullptr);
           break;
-        case OpKind::Concat: {
-          const Shape& so = graph_.values[node.output].shape;
-          int at = 0;
-          for (int v : node.inputs) {
-            const int c = static_cast<int>(graph_.values[v].shape.channels());
-            be_.copy_channels(n, so.plane(), c, value_ptr(v, n, tx, ty, arena), c, 0, out,
-                              static_cast<int>(so.channels()), at, false);
-            at += c;
-          }
-          break;
-        }
-        case OpKind::Slice: {
-          const Shape& si_ = graph_.values[node.inputs[0]].shape;
-          be_.copy_channels(n, si_.plane(), node.channel_count, in0, static_cast<int>(si_.channels()),
-                            node.channel_offset, out, node.channel_count, 0, false);
-          break;
-        }
         case OpKind::Mul: {  // t_a * b + a * t_b, with a and b saved by the forward
           const Shape& sa = graph_.values[node.inputs[0]].shape;
           const bool per_channel = graph_.values[node.inputs[1]].shape != sa;
@@ -223,22 +208,11 @@ void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone*
           be_.mul_backward(1, 1, st.count * n, false, nullptr, static_cast<const T*>(keep), in0, out, false, nullptr,
                            false);
           break;
-        case OpKind::ChannelMean: {
-          const Shape& si_ = graph_.values[node.inputs[0]].shape;
-          be_.channel_mean_forward(n, static_cast<int>(si_.channels()), si_.plane(), in0, out);
-          break;
-        }
         case OpKind::LayerNorm: {
           const Shape& so = graph_.values[node.output].shape;
           const T* xhat = static_cast<const T*>(keep);
           be_.layernorm_tangent(n, static_cast<int>(so.channels()), so.plane(), w, xhat, xhat + n * st.count, in0,
                                 out);
-          break;
-        }
-        case OpKind::ChannelShuffle: {
-          const Shape& so = graph_.values[node.output].shape;
-          be_.channel_shuffle(n, static_cast<int>(so.channels()), so.plane(),
-                              permutations_[st.node].template as<int32_t>(), in0, out, false, false);
           break;
         }
       }

@@ -191,6 +191,17 @@ inline std::vector<double> random_vector(int64_t n, unsigned seed, double scale 
   return v;
 }
 
+// Appends f2 = conv-relu-global pool-linear (5 classes) and splits the net at `split`.
+inline SplitModel with_classifier_head(NetBuilder& b, int split) {
+  b.set_current(split);
+  b.conv(8, 3, 1, 1);
+  b.relu();
+  b.global_avg();
+  b.linear(5);
+  Graph g = b.finish();
+  return split_graph(g, g.values[split].name);
+}
+
 // f1: conv-relu-maxpool-conv-relu (8x8x8 neurons), f2: conv-relu-gap-linear.
 inline SplitModel small_conv_net(bool linear_f1 = false, unsigned seed = 11) {
   NetBuilder b(Shape{3, 16, 16}, seed);
@@ -205,13 +216,7 @@ inline SplitModel small_conv_net(bool linear_f1 = false, unsigned seed = 11) {
     b.conv(8, 3, 1, 1);
     b.relu();
   }
-  const int split = b.current();
-  b.conv(8, 3, 1, 1);
-  b.relu();
-  b.global_avg();
-  b.linear(5);
-  Graph g = b.finish();
-  return split_graph(g, g.values[split].name);
+  return with_classifier_head(b, b.current());
 }
 
 }  // namespace ipna::test

@@ -31,13 +31,7 @@ SplitModel net(unsigned seed = 13) {
   b.set_current(se);
   b.conv(8, 3, 1, 1);
   b.activation(ActivationFn::SiLU);
-  const int split = b.add(se, b.current());
-  b.conv(8, 3, 1, 1);
-  b.relu();
-  b.global_avg();
-  b.linear(5);
-  Graph g = b.finish();
-  return split_graph(g, g.values[split].name);
+  return with_classifier_head(b, b.add(se, b.current()));
 }
 
 AttributionResult run(const SplitModel& m, int steps, std::vector<Box> boxes, IpnaForm form, bool cones = true,
