@@ -5,8 +5,8 @@ per workload.
 
   /usr/bin/python3 bench/run_cpu_bench.py [--build build] [--native-blas] [--resnet152]
 
---native-blas unsets OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE for this run only (this
-workplace pins OpenBLAS to its Haswell kernels; LibTorch's oneDNN is not pinned).
+--native-blas unsets OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE for this run only (where the
+environment pins OpenBLAS to its Haswell kernels; LibTorch's oneDNN is not pinned).
 """
 import argparse
 import json
