@@ -31,7 +31,7 @@ void on_interrupt(int) {
 void install_interrupt_handler() { std::signal(SIGINT, on_interrupt); }
 
 void check_interrupt() {
-  if (g_interrupted) throw Error("interrupted");
+  if (g_interrupted) throw Interrupted();
 }
 
 namespace {

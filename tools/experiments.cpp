@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/experiments/inputs.h"
 #include "engine/step_control.h"
 #include "loaders/idx.h"
 #include "loaders/npy.h"
@@ -28,64 +29,19 @@ SplitModel ModelArgs::load() const {
   return load_split_model(files[0], split);
 }
 
-namespace {
-// A .npy holding one sample of `shape`: exactly that shape, or with a leading batch of 1.
-std::vector<double> read_sample(const std::string& path, const Shape& shape, const char* role) {
-  NpyArray a = read_npy(path);
-  std::vector<int64_t> dims = a.shape;
-  if (dims.size() == shape.rank() + 1 && dims[0] == 1) dims.erase(dims.begin());
-  if (dims != shape.dims) {
-    std::string hint;
-    if (shape.rank() == 3 && a.shape.size() >= 3 && a.shape.back() == shape.dims[0])
-      hint = "; a channels-last (H,W,C) array needs np.transpose(a, (2, 0, 1)) first";
-    throw Error(path + " (" + role + "): shape " + Shape(a.shape).str() + " does not match the model input: expected " +
-                shape.str() + " or [1," + shape.str().substr(1) + hint);
-  }
-  return std::move(a.data);
-}
-}  // namespace
-
 void InputArgs::load(const Shape& shape, std::vector<double>& x, std::vector<double>& x0, Image* crop) const {
   if (image.empty() == npy.empty()) throw UsageError("give exactly one of --image FILE or --input FILE.npy");
-  const bool file_baseline = baseline != "black" && baseline != "zeros";
-  if (file_baseline && (baseline.size() < 4 || baseline.substr(baseline.size() - 4) != ".npy"))
+  if (!is_baseline_kind(baseline))
     throw UsageError("--baseline: expected black, zeros or a .npy file, got '" + baseline + "'");
-  std::vector<double> m = mean, s = std;
-  if (m.empty() != s.empty()) throw UsageError("give both --mean and --std, or neither");
-  if (m.empty() && shape.channels() == 3) {
-    m = kImagenetMean;
-    s = kImagenetStd;
+  if (mean.empty() != std.empty()) throw UsageError("give both --mean and --std, or neither");
+  Normalization n;
+  try {
+    n = normalization_for(shape, mean, std);
+  } catch (const Error& e) {
+    throw UsageError(std::string("--mean/--std: ") + e.what());
   }
-  if (m.empty()) {
-    m.assign(shape.channels(), 0.0);
-    s.assign(shape.channels(), 1.0);
-  }
-  if (static_cast<int64_t>(m.size()) != shape.channels() || static_cast<int64_t>(s.size()) != shape.channels())
-    throw UsageError("--mean and --std need one value per input channel (" + std::to_string(shape.channels()) + ")");
-  for (double v : s)
-    if (!(v > 0)) throw UsageError("--std values must be positive");
-  if (!image.empty()) {
-    if (shape != Shape{3, 224, 224})
-      throw Error("--image needs a model with a 3x224x224 input (ImageNet preprocessing); this model takes " +
-                  shape.str() + ": pass a preprocessed tensor with --input FILE.npy");
-    Image c;
-    try {
-      c = center_crop(resize_shorter_side(load_image_rgb(image), 256), 224);
-    } catch (const Error& e) {
-      const std::string what = e.what();
-      throw Error(what.find(image) == std::string::npos ? "'" + image + "': " + what : what);
-    }
-    x = to_chw(c, m, s);
-    if (crop) *crop = std::move(c);
-  } else {
-    x = read_sample(npy, shape, "the input");
-  }
-  if (baseline == "black")
-    x0 = black_baseline(shape, m, s);
-  else if (baseline == "zeros")
-    x0.assign(shape.numel(), 0.0);
-  else
-    x0 = read_sample(baseline, shape, "the baseline");
+  x = image.empty() ? read_sample(npy, shape, "the input") : image_input(image, shape, n, crop);
+  x0 = baseline_input(baseline, shape, n);
 }
 
 std::pair<int, int> parse_grid(const std::string& spec) {
@@ -122,64 +78,16 @@ void StepOptions::check() const {
   if (max_steps < 16) throw UsageError("--max-steps must be at least 16 (auto starts there)");
 }
 
-namespace {
-Quadrature quadrature_of(const std::string& q) {
-  return q == "left" ? Quadrature::Left
-                     : q == "middle" ? Quadrature::Middle : q == "trapezoid" ? Quadrature::Trapezoid : Quadrature::Right;
-}
-}  // namespace
-
-StepRun run_with_steps(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
-                       AttributionRequest req, const StepOptions& s) {
-  s.check();
-  req.quadrature = quadrature_of(s.quadrature);
-  StepRun out;
-  out.quadrature = req.quadrature;
-  const bool adaptive = s.schedule == "adaptive";
-  json rep = {{"schedule", s.schedule}, {"quadrature", s.quadrature}};
-  if (s.automatic()) {
-    StepControl c;
-    c.tolerance = s.tolerance;
-    c.max_steps = s.max_steps;
-    c.adaptive = adaptive;
-    ControlledResult cr = run_to_tolerance(engine, x, x0, req, c);
-    const std::string summary = cr.summary();
-    out.result = std::move(cr.result);
-    out.steps = cr.levels.back().steps;
-    out.schedule = cr.schedule;
-    json levels = json::array();
-    for (const StepLevel& l : cr.levels) {
-      json j = {{"steps", l.steps}, {"evaluations", l.evaluations}, {"ig_gap", l.ig_gap}, {"seconds", l.seconds}};
-      if (req.conductance) j["conductance_gap"] = l.conductance_gap;
-      if (!l.patch_gap.empty()) j["patch_gaps"] = l.patch_gap;
-      if (std::isfinite(l.change)) j["change"] = l.change;
-      levels.push_back(j);
-    }
-    rep.update({{"mode", "auto"}, {"tolerance", s.tolerance}, {"max_steps", s.max_steps}, {"converged", cr.converged},
-                {"evaluations", cr.evaluations}, {"pilot_forwards", cr.pilot_forwards}, {"levels", levels},
-                {"summary", summary}});
-  } else {
-    const int m = s.count();
-    if (adaptive) {
-      req.schedule = adaptive_warp(engine, x, x0, req, PilotSpec{}).schedule(m);
-      rep["pilot_forwards"] = PilotSpec{}.intervals + 1;
-    }
-    req.steps = m;
-    out.result = engine.run(x, x0, req);
-    out.steps = m;
-    out.schedule = req.schedule;
-    rep.update({{"mode", "fixed"}, {"evaluations", out.result.evaluations}});
-  }
-  rep["steps"] = out.steps;
-  out.report = rep;
-  return out;
-}
-
-AttributionRequest on_path(AttributionRequest req, const StepRun& run) {
-  req.steps = run.steps;
-  req.schedule = run.schedule;
-  req.quadrature = run.quadrature;
-  return req;
+StepPlan StepOptions::plan() const {
+  check();
+  StepPlan p;
+  p.automatic = automatic();
+  if (!p.automatic) p.steps = count();
+  p.adaptive = schedule == "adaptive";
+  p.quadrature = quadrature_of(quadrature);
+  p.tolerance = tolerance;
+  p.max_steps = max_steps;
+  return p;
 }
 
 std::vector<Box> parse_boxes(const std::vector<int>& flat) {
@@ -268,7 +176,7 @@ json run_attribute(const AttributeArgs& a) {
   req.conductance = !a.no_conductance || (prune && a.ranking == "conductance");
   Progress bar("attribution", !a.quiet);
   req.progress = std::ref(bar);
-  const StepRun run = run_with_steps(engine, x, x0, req, a.steps);
+  const StepRun run = run_steps(engine, x, x0, req, a.steps.plan());
   const AttributionResult& r = run.result;
 
   json rep = {{"model", a.model.files}, {"split", model.split_name}, {"split_shape", r.split_shape.dims},
@@ -462,7 +370,7 @@ json run_curve(const CurveArgs& a) {
   req.conductance = true;
   Progress bar0("IPNA and conductance", !b.quiet);
   req.progress = std::ref(bar0);
-  const StepRun run = run_with_steps(engine, x, x0, req, b.steps);
+  const StepRun run = run_steps(engine, x, x0, req, b.steps.plan());
   const AttributionResult& r = run.result;
 
   AttributionRequest ig_req = on_path(req, run);
@@ -562,7 +470,7 @@ json run_class_window(const ClassWindowArgs& a) {
   std::vector<StepRun> paths;  // each image's path, for IG of the pruned models
   json step_reports = json::array();
   for (int i = 0; i < n; ++i) {
-    StepRun run = run_with_steps(engine, image(i), x0, req, a.steps);
+    StepRun run = run_steps(engine, image(i), x0, req, a.steps.plan());
     const AttributionResult r = std::move(run.result);
     step_reports.push_back(run.report);
     paths.push_back(std::move(run));

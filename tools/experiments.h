@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/attribution.h"
+#include "engine/experiments/steps.h"
 #include "loaders/idx.h"
 #include "loaders/image.h"
 #include "tools/cli_util.h"
@@ -42,21 +43,8 @@ struct StepOptions {
   bool automatic() const { return steps == "auto"; }
   int count() const;  // the fixed m
   void check() const;
+  StepPlan plan() const;  // checked
 };
-
-// A run under StepOptions: the result, the schedule of its path (to rerun the
-// same path on a pruned model; empty: uniform), and the report's "steps" block.
-struct StepRun {
-  AttributionResult result;
-  int steps = 0;
-  std::vector<double> schedule;
-  Quadrature quadrature = Quadrature::Right;
-  nlohmann::json report;
-};
-StepRun run_with_steps(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
-                       AttributionRequest req, const StepOptions& s);
-// req on the path of an earlier run (its m, schedule and IG rule).
-AttributionRequest on_path(AttributionRequest req, const StepRun& run);
 
 struct AttributeArgs {
   ModelArgs model;

@@ -3,12 +3,14 @@
 // file, node or argument), 2 bad command line, 130 interrupted.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <unistd.h>
 #include <iostream>
 #include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
+#include "engine/experiments/sweep.h"
 #include "engine/step_control.h"
 #include "loaders/onnx_loader.h"
 #include "tools/cli_util.h"
@@ -129,6 +131,42 @@ void print_class_window(const json& r, const std::string& out) {
                 num(d["accuracy_std"]));
   }
   std::printf("wrote %s/class_window.png, class_window.csv, report.json\n", out.c_str());
+}
+
+
+// The sweep's progress on stderr: a line redrawn on a terminal, a line per committed batch
+// elsewhere (Slurm logs).
+void print_sweep_progress(const SweepProgress& p) {
+  check_interrupt();
+  static const bool tty = isatty(fileno(stderr));
+  if (!tty && !p.committed) return;
+  const double eta = p.eta_seconds;
+  char line[512];
+  std::snprintf(line, sizeof line, "sweep %lld/%lld items (%lld failed), %.3g items/s, ETA %.0f:%02.0f, last: %s",
+                static_cast<long long>(p.done), static_cast<long long>(p.total), static_cast<long long>(p.failed),
+                p.items_per_second, std::floor(eta / 60), std::fmod(eta, 60.0), p.current.c_str());
+  if (tty)
+    std::fprintf(stderr, "\r\033[K%.*s", 160, line);
+  else
+    std::fprintf(stderr, "%s\n", line);
+  if (tty && p.done == p.total) std::fputs("\r\033[K", stderr);
+  std::fflush(stderr);
+}
+
+void print_sweep_summary(const SweepSummary& s) {
+  if (s.already_complete) {
+    std::printf("%s is already complete: %lld items (%lld failed)\n", s.output.c_str(),
+                static_cast<long long>(s.items), static_cast<long long>(s.failed));
+    return;
+  }
+  std::printf("%lld items (%lld ok, %lld failed", static_cast<long long>(s.items), static_cast<long long>(s.ok),
+              static_cast<long long>(s.failed));
+  if (s.resumed_items) std::printf(", %lld from the interrupted run", static_cast<long long>(s.resumed_items));
+  std::printf(") in %.1f s: %.3g items/s, %.4g steps/s\n", s.seconds, s.items_per_second, s.steps_per_second);
+  for (size_t i = 0; i < s.failures.size() && i < 10; ++i)
+    std::printf("failed: %s: %s\n", s.failures[i].first.c_str(), s.failures[i].second.c_str());
+  if (s.failures.size() > 10) std::printf("... and %zu more failed items (/items/error in the file)\n", s.failures.size() - 10);
+  std::printf("wrote %s\n", s.output.c_str());
 }
 
 void add_model_options(CLI::App* app, ModelArgs& m, bool required = true) {
@@ -321,6 +359,86 @@ int main(int argc, char** argv) {
   class_window->add_option("--seed", cw.seed, "Seed of the random rankings")->capture_default_str();
   add_out_option(class_window, cw.out, cw.overwrite, true);
 
+
+  // Sweeps over datasets into HDF5, and merging shard files.
+  SweepConfig sw;
+  ModelArgs sw_model;
+  StepOptions sw_steps;
+  std::string sw_manifest, sw_folder, sw_idx, sw_class = "label", sw_grid, sw_target = "prob", sw_form = "difference",
+                           sw_fractions, sw_ranking = "ipna", sw_maps = "float32", sw_shard = "0/1";
+  std::vector<int> sw_boxes;
+  bool sw_no_ig = false, sw_no_cond = false, sw_quiet = false;
+  double sw_budget_mb = 256;
+  auto* sweep = app.add_subcommand(
+      "sweep",
+      "Attribution over a whole dataset into one HDF5 file: IG, conductance and IPNA for boxes or a grid, optional "
+      "pruning levels, per item; committed in batches (a killed sweep resumes with --resume), sharded with --shard "
+      "I/N and joined with `ipna-fast merge`. Unreadable items are recorded as failed, with the reason");
+  add_model_options(sweep, sw_model);
+  sweep->add_option("--manifest", sw_manifest,
+                    "CSV with a header: path (image or .npy, relative to the manifest), and optionally class (index "
+                    "or predicted), label, boxes (\"X1 Y1 X2 Y2; ...\", the same number on every row)");
+  sweep->add_option("--image-folder", sw_folder, "DIR/CLASS/IMAGE: one folder per class, labels in sorted order");
+  sweep->add_option("--idx", sw_idx, "IDX folder (Fashion-MNIST: t10k-* and train-*)");
+  sweep->add_option("--idx-set", sw.idx_split, "test or train (with --idx)")
+      ->check(CLI::IsMember({"test", "train"}))
+      ->capture_default_str();
+  sweep->add_option("--limit", sw.limit, "Only the first N items of the dataset")->check(CLI::NonNegativeNumber);
+  sweep->add_option("--class", sw_class,
+                    "Class to attribute where the manifest names none: label (the dataset's), predicted, or an index")
+      ->capture_default_str();
+  sweep->add_option("--box", sw_boxes, "IPNA box X1 Y1 X2 Y2 (rows X1:X2, columns Y1:Y2 of the model input); repeat")
+      ->expected(4)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  sweep->add_option("--grid", sw_grid, "ROWSxCOLS: IPNA for a grid of boxes over the input, after any --box");
+  sweep->add_flag("--no-ig", sw_no_ig, "Skip integrated gradients of the input");
+  sweep->add_flag("--no-conductance", sw_no_cond, "Skip conductance");
+  sweep->add_option("--ipna-form", sw_form, "difference (the original's) or tangent")
+      ->check(CLI::IsMember({"difference", "tangent"}))
+      ->capture_default_str();
+  sweep->add_option("--target", sw_target, "prob (softmax probability) or logit")
+      ->check(CLI::IsMember({"prob", "logit"}))
+      ->capture_default_str();
+  add_step_options(sweep, sw_steps, "-n,--steps");
+  sweep->add_option("--prune-fractions", sw_fractions,
+                    "Comma-separated fractions of split neurons: per item, IG of the model pruned by each (the curve)");
+  sweep->add_option("--ranking", sw_ranking, "Pruning ranking: ipna (first box) or conductance")
+      ->check(CLI::IsMember({"ipna", "conductance"}))
+      ->capture_default_str();
+  sweep->add_option("--baseline", sw.baseline, "black (normalised like the input), zeros, or a .npy file")
+      ->capture_default_str();
+  sweep->add_option("--mean", sw.mean, "Normalisation mean per input channel (default: ImageNet's for 3 channels, else 0)");
+  sweep->add_option("--std", sw.std, "Normalisation std per input channel (default: ImageNet's for 3 channels, else 1)");
+  sweep->add_option("--maps", sw_maps, "Store the maps as float32, float16 (half the space) or none (tables only)")
+      ->check(CLI::IsMember({"float32", "float16", "none"}))
+      ->capture_default_str();
+  sweep->add_option("--memory-budget", sw_budget_mb,
+                    "MiB for the batch buffers; fixed (not taken from free memory) so every shard sums alike")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sweep->add_option("--shard", sw_shard, "I/N: this process takes the I-th of N contiguous slices (0 <= I < N)")
+      ->capture_default_str();
+  sweep->add_option("--batch-items", sw.batch_items, "Items per committed batch: a killed sweep loses at most these")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sweep->add_option("-o,--out", sw.output,
+                    "The HDF5 file. It appears only when the sweep is complete; work in progress is in .NAME.partial "
+                    "beside it")
+      ->required();
+  sweep->add_flag("--resume", sw.resume,
+                  "Go on with an interrupted sweep of the same configuration (a finished one is left as it is)");
+  sweep->add_flag("--overwrite", sw.overwrite, "Replace a finished output, or discard an interrupted sweep and start over");
+  sweep->add_flag("--quiet", sw_quiet, "No progress on stderr");
+
+  std::vector<std::string> merge_inputs;
+  std::string merge_out;
+  bool merge_overwrite = false;
+  auto* merge = app.add_subcommand(
+      "merge", "Join the shard files of a sweep into one file, identical to what a single process writes");
+  merge->add_option("shards", merge_inputs, "The shard files (any order)")->required();
+  merge->add_option("-o,--out", merge_out, "The merged HDF5 file")->required();
+  merge->add_flag("--overwrite", merge_overwrite, "Replace an existing output file");
+
   std::string demo_out = "ipna_demo";
   bool demo_overwrite = false;
   auto* demo = app.add_subcommand(
@@ -372,6 +490,65 @@ int main(int argc, char** argv) {
                       row["ig_inside"].get<double>(), row["ig_outside"].get<double>(), row["ig_total"].get<double>());
         std::printf("wrote %s/curve.png, curve.csv\n", cv.base.out.c_str());
       }
+      return 0;
+    }
+    if (*sweep) {
+      if ((!sw_manifest.empty()) + (!sw_folder.empty()) + (!sw_idx.empty()) != 1)
+        throw UsageError("give exactly one of --manifest FILE, --image-folder DIR or --idx DIR");
+      sw.dataset_kind = !sw_manifest.empty() ? DatasetKind::Manifest
+                        : !sw_folder.empty() ? DatasetKind::ImageFolder : DatasetKind::Idx;
+      sw.dataset = !sw_manifest.empty() ? sw_manifest : !sw_folder.empty() ? sw_folder : sw_idx;
+      sw.model_files = sw_model.files;
+      sw.split = sw_model.split;
+      sw.precision = sw_model.prec();
+      sw.device = sw_model.device;
+      if (sw_class == "label")
+        sw.class_rule = ClassRule::Label;
+      else if (sw_class == "predicted")
+        sw.class_rule = ClassRule::Predicted;
+      else {
+        sw.class_rule = ClassRule::Fixed;
+        sw.fixed_class = parse_int(sw_class, "--class (label, predicted or an index)");
+      }
+      sw.boxes = parse_boxes(sw_boxes);
+      if (!sw_grid.empty()) std::tie(sw.grid_rows, sw.grid_cols) = parse_grid(sw_grid);
+      sw.integrated_gradients = !sw_no_ig;
+      sw.conductance = !sw_no_cond;
+      sw.ipna_form = ipna_form_of(sw_form);
+      sw.target = sw_target == "logit" ? TargetKind::Logit : TargetKind::Probability;
+      sw.steps = sw_steps.plan();
+      if (!sw_fractions.empty()) sw.prune_fractions = parse_double_list(sw_fractions, "--prune-fractions");
+      sw.ranking = sw_ranking == "conductance" ? Ranking::Conductance : Ranking::Ipna;
+      sw.maps = sw_maps == "none" ? MapStorage::None : sw_maps == "float16" ? MapStorage::Float16 : MapStorage::Float32;
+      sw.memory_budget = static_cast<size_t>(sw_budget_mb * (1 << 20));
+      try {
+        std::tie(sw.shard_index, sw.shard_count) = parse_shard(sw_shard);
+      } catch (const Error& e) {
+        throw UsageError(std::string("--") + e.what());
+      }
+      if (!sw_quiet) sw.progress = print_sweep_progress;
+      sw.interrupt_check = check_interrupt;
+      SweepSummary s;
+      try {
+        s = run_sweep(sw);
+      } catch (const Interrupted&) {
+        std::fprintf(stderr, "\nipna-fast: interrupted; the committed batches are kept: run the same command with "
+                             "--resume to go on\n");
+        return 130;
+      }
+      if (as_json)
+        std::cout << s.to_json().dump(1) << "\n";
+      else
+        print_sweep_summary(s);
+      return 0;
+    }
+    if (*merge) {
+      const MergeSummary m = merge_sweeps(merge_inputs, merge_out, merge_overwrite);
+      if (as_json)
+        std::cout << m.to_json().dump(1) << "\n";
+      else
+        std::printf("merged %d shard files: %lld items (%lld failed) into %s\n", m.shards,
+                    static_cast<long long>(m.items), static_cast<long long>(m.failed), m.output.c_str());
       return 0;
     }
     if (*class_window || *demo) {

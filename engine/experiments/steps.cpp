@@ -1,0 +1,86 @@
+#include "engine/experiments/steps.h"
+
+#include <cmath>
+
+#include "engine/error.h"
+#include "engine/step_control.h"
+
+namespace ipna {
+
+using nlohmann::json;
+
+void StepPlan::check() const {
+  if (!automatic && steps < 1) throw Error("steps must be a positive count, got " + std::to_string(steps));
+  if (!(tolerance > 0)) throw Error("the step tolerance must be positive, got " + std::to_string(tolerance));
+  if (automatic && max_steps < 16)
+    throw Error("the most steps of step control must be at least 16 (it starts there), got " + std::to_string(max_steps));
+}
+
+const char* quadrature_name(Quadrature q) {
+  switch (q) {
+    case Quadrature::Left: return "left";
+    case Quadrature::Middle: return "middle";
+    case Quadrature::Trapezoid: return "trapezoid";
+    default: return "right";
+  }
+}
+
+Quadrature quadrature_of(const std::string& q) {
+  for (Quadrature r : {Quadrature::Right, Quadrature::Left, Quadrature::Middle, Quadrature::Trapezoid})
+    if (q == quadrature_name(r)) return r;
+  throw Error("quadrature: expected right, left, middle or trapezoid, got '" + q + "'");
+}
+
+StepRun run_steps(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
+                  AttributionRequest req, const StepPlan& plan) {
+  plan.check();
+  req.quadrature = plan.quadrature;
+  StepRun out;
+  out.quadrature = req.quadrature;
+  json rep = {{"schedule", plan.adaptive ? "adaptive" : "uniform"}, {"quadrature", quadrature_name(plan.quadrature)}};
+  if (plan.automatic) {
+    StepControl c;
+    c.tolerance = plan.tolerance;
+    c.max_steps = plan.max_steps;
+    c.adaptive = plan.adaptive;
+    ControlledResult cr = run_to_tolerance(engine, x, x0, req, c);
+    const std::string summary = cr.summary();
+    out.result = std::move(cr.result);
+    out.steps = cr.levels.back().steps;
+    out.schedule = cr.schedule;
+    json levels = json::array();
+    for (const StepLevel& l : cr.levels) {
+      json j = {{"steps", l.steps}, {"evaluations", l.evaluations}, {"ig_gap", l.ig_gap}, {"seconds", l.seconds}};
+      if (req.conductance) j["conductance_gap"] = l.conductance_gap;
+      if (!l.patch_gap.empty()) j["patch_gaps"] = l.patch_gap;
+      if (std::isfinite(l.change)) j["change"] = l.change;
+      levels.push_back(j);
+    }
+    rep.update({{"mode", "auto"}, {"tolerance", plan.tolerance}, {"max_steps", plan.max_steps},
+                {"converged", cr.converged}, {"evaluations", cr.evaluations}, {"pilot_forwards", cr.pilot_forwards},
+                {"levels", levels}, {"summary", summary}});
+  } else {
+    const int m = plan.steps;
+    if (plan.adaptive) {
+      req.schedule = adaptive_warp(engine, x, x0, req, PilotSpec{}).schedule(m);
+      rep["pilot_forwards"] = PilotSpec{}.intervals + 1;
+    }
+    req.steps = m;
+    out.result = engine.run(x, x0, req);
+    out.steps = m;
+    out.schedule = req.schedule;
+    rep.update({{"mode", "fixed"}, {"evaluations", out.result.evaluations}});
+  }
+  rep["steps"] = out.steps;
+  out.report = rep;
+  return out;
+}
+
+AttributionRequest on_path(AttributionRequest req, const StepRun& run) {
+  req.steps = run.steps;
+  req.schedule = run.schedule;
+  req.quadrature = run.quadrature;
+  return req;
+}
+
+}  // namespace ipna

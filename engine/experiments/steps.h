@@ -1,0 +1,39 @@
+// A run along a path whose steps are chosen by a StepPlan: a fixed m on a
+// uniform or adaptive schedule, or step control to a tolerance
+// (engine/step_control.h). Every experiment takes its steps from here, and
+// reruns the same path (m, schedule, IG's rule) on pruned models with on_path().
+#pragma once
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "engine/attribution.h"
+
+namespace ipna {
+
+struct StepPlan {
+  int steps = 256;         // m, when not automatic
+  bool automatic = false;  // double m from 16 until the gaps are under `tolerance`
+  bool adaptive = false;   // steps placed where F changes (a pilot of forward passes)
+  Quadrature quadrature = Quadrature::Right;
+  double tolerance = 0.01;
+  int max_steps = 4096;
+  void check() const;  // throws Error naming the value at fault
+};
+const char* quadrature_name(Quadrature q);
+Quadrature quadrature_of(const std::string& name);  // right, left, middle, trapezoid
+
+// The result, the path it took (empty schedule: uniform) and a report of the
+// steps (mode, levels of step control, evaluations) for report files.
+struct StepRun {
+  AttributionResult result;
+  int steps = 0;
+  std::vector<double> schedule;
+  Quadrature quadrature = Quadrature::Right;
+  nlohmann::json report;
+};
+StepRun run_steps(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
+                  AttributionRequest req, const StepPlan& plan);
+// req on the path of an earlier run (its m, schedule and IG rule).
+AttributionRequest on_path(AttributionRequest req, const StepRun& run);
+
+}  // namespace ipna
