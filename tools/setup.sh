@@ -10,9 +10,10 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 APT_PACKAGES=(cmake ninja-build g++ pkg-config clang libclang-rt-14-dev libomp-14-dev
   libonnx-dev libprotobuf-dev protobuf-compiler libopenblas-dev libstb-dev libjpeg62-turbo-dev nlohmann-json3-dev
-  libcli11-dev libfmt-dev libgtest-dev libbenchmark-dev zlib1g-dev dataset-fashion-mnist
+  libcli11-dev libfmt-dev libgtest-dev libbenchmark-dev zlib1g-dev libhdf5-dev dataset-fashion-mnist
+  slurm-wlm munge
   python3-torch python3-torchvision python3-onnx python3-numpy python3-pil python3-pip python3-tqdm
-  python3-matplotlib python3-packaging)
+  python3-matplotlib python3-packaging python3-h5py)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
