@@ -11,6 +11,8 @@
 #include "loaders/idx.h"
 #include "loaders/onnx_loader.h"
 #include "tests/fixtures.h"
+#include "engine/experiments/attribute.h"
+#include "engine/experiments/class_window.h"
 #include "tools/experiments.h"
 
 namespace fs = std::filesystem;
@@ -162,6 +164,57 @@ TEST(Experiments, ClassWindowOutsideTheImageIsRefused) {
   a.out = scratch("bad_window");
   EXPECT_THROW(cli::run_class_window(a), Error);
   EXPECT_FALSE(fs::exists(a.out));
+}
+
+}  // namespace
+}  // namespace ipna::test
+
+namespace ipna::test {
+namespace {
+
+// The library checks its own specs, with messages that name values, not command-line options.
+TEST(Experiments, LibraryCallsCheckTheirSpecs) {
+  const SplitModel m = load_split_model(std::string(IPNA_TEST_DATA) + "/../models/fashion_cnn.onnx", "hidden");
+  Attributor engine(m, Precision::F64);
+  const std::vector<double> x(784, 0.5), x0(784, 0.0);
+  auto refused = [](auto&& call, const std::string& expect) {
+    try {
+      call();
+      ADD_FAILURE() << "accepted; expected '" << expect << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(expect), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).find("--"), std::string::npos) << "names a CLI option: " << e.what();
+    }
+  };
+  AttributeSpec s;
+  s.target_class = 1;
+  s.steps.steps = 8;
+  s.prune_percent = 10;
+  refused([&] { attribute(engine, x, x0, s); }, "needs a box");
+  s.prune_percent = 120;
+  refused([&] { attribute(engine, x, x0, s); }, "[0, 100]");
+  s.prune_percent = -1;
+  s.boxes = {{0, 0, 14, 14}, {14, 14, 28, 28}};
+  refused([&] { pruning_curve(engine, x, x0, s, {0.5}); }, "exactly one box");
+  s.boxes.resize(1);
+  refused([&] { pruning_curve(engine, x, x0, s, {1.5}); }, "[0, 1]");
+  ClassWindowSpec w;
+  w.window = {20, 20, 30, 25};
+  refused([&] { class_window(engine, read_idx_dataset(kFashionMnistDir, "test"), w); }, "window");
+
+  // The typed result agrees with its JSON and with the grid's additivity in tangent form.
+  s.boxes.clear();
+  s.grid_rows = s.grid_cols = 2;
+  s.ipna_form = IpnaForm::Tangent;
+  s.prune_percent = 25;
+  const AttributeResult r = attribute(engine, x, x0, s);
+  ASSERT_EQ(r.boxes.size(), 4u);
+  ASSERT_TRUE(r.grid && r.pruned);
+  EXPECT_NEAR(r.grid->ipna_total_minus_ig_total, 0.0, 1e-12);  // SPEC.md: the tangent form is additive
+  EXPECT_EQ(r.pruned->pruned_units, 16);                         // 25% of 64
+  const nlohmann::json j = r.to_json();
+  EXPECT_EQ(j["grid"]["ipna_total"].get<double>(), r.grid->ipna_total);
+  EXPECT_EQ(j["pruned"]["ig_sum"].get<double>(), r.pruned->result.ig_sum);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "engine/attribution.h"
+#include "engine/experiments/attribute.h"
 #include "engine/experiments/dataset.h"
 #include "engine/experiments/steps.h"
 #include "engine/experiments/sweep_file.h"
@@ -32,7 +33,6 @@ struct SweepProgress {
 
 enum class DatasetKind { Manifest, ImageFolder, Idx };
 enum class ClassRule { Label, Predicted, Fixed };
-enum class Ranking { Ipna, Conductance };
 
 struct SweepConfig {
   // The model: one ONNX file and a split tensor, or the two parts.
