@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "engine/error.h"
 
@@ -393,6 +394,29 @@ std::vector<std::string> nearest_names(const std::string& name, const std::vecto
   std::stable_sort(scored.begin(), scored.end(), [](auto& x, auto& y) { return x.first < y.first; });
   std::vector<std::string> out;
   for (size_t i = 0; i < scored.size() && i < count; ++i) out.push_back(scored[i].second);
+  return out;
+}
+
+std::vector<SplitPoint> split_points(const Graph& g) {
+  std::map<int, std::vector<std::string>> alias_names, module_names;
+  for (const auto& [name, v] : g.aliases) alias_names[v].push_back(name);
+  for (const auto& [path, v] : g.modules) module_names[v].push_back(path);
+  for (auto& [v, paths] : module_names)  // the outermost module first
+    std::stable_sort(paths.begin(), paths.end(), [](const std::string& a, const std::string& b) {
+      return std::count(a.begin(), a.end(), '.') < std::count(b.begin(), b.end(), '.');
+    });
+  std::vector<SplitPoint> out;
+  for (const auto& n : g.nodes) {
+    if (n.output == g.output) continue;
+    SplitPoint p;
+    p.name = g.values[n.output].name;
+    p.op = n.kind == OpKind::Activation ? activation_name(n.activation) : op_name(n.kind);
+    p.shape = g.values[n.output].shape;
+    p.aliases = alias_names[n.output];
+    p.modules = module_names[n.output];
+    p.not_a_cut = not_a_cut(g, n.output);
+    out.push_back(std::move(p));
+  }
   return out;
 }
 

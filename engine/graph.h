@@ -102,6 +102,17 @@ struct SplitModel {
 // value computed before it, as inside a residual block), or nullopt when it does.
 std::optional<std::string> not_a_cut(const Graph& g, int v);
 
+// The tensors a model could be split at, in node order (the output aside): name,
+// op, shape, the other names it is known by (aliases; module paths, outermost
+// first), and why it does not cut the network where it does not.
+struct SplitPoint {
+  std::string name, op;
+  Shape shape;
+  std::vector<std::string> aliases, modules;
+  std::optional<std::string> not_a_cut;
+};
+std::vector<SplitPoint> split_points(const Graph& g);
+
 // Splits at the named value. Errors: the name is unknown (the nearest names
 // are listed), or the value is not a cut (see not_a_cut).
 SplitModel split_graph(Graph g, const std::string& split_name);

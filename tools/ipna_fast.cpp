@@ -27,22 +27,11 @@ int cmd_info(const std::string& model_path, bool as_json) {
   json out = {{"model", model_path}, {"input", g.values[g.input].shape.dims},
               {"classes", g.values[g.output].shape.numel()}, {"gmac_per_sample", g.macs_per_sample() / 1e9},
               {"tensors", json::array()}};
-  std::map<int, std::vector<std::string>> alias_names, module_names;
-  for (const auto& [name, v] : g.aliases) alias_names[v].push_back(name);
-  for (const auto& [path, v] : g.modules) module_names[v].push_back(path);
-  for (auto& [v, paths] : module_names)  // the outermost module first
-    std::stable_sort(paths.begin(), paths.end(), [](const std::string& a, const std::string& b) {
-      return std::count(a.begin(), a.end(), '.') < std::count(b.begin(), b.end(), '.');
-    });
-  for (const auto& n : g.nodes) {
-    if (n.output == g.output) continue;
-    const Value& v = g.values[n.output];
-    const auto why_not = not_a_cut(g, n.output);
-    const std::string op = n.kind == OpKind::Activation ? activation_name(n.activation) : op_name(n.kind);
-    json t = {{"name", v.name},          {"op", op},
-              {"shape", v.shape.dims},   {"neurons", v.shape.numel()},
-              {"aliases", alias_names[n.output]}, {"modules", module_names[n.output]}, {"cuts", !why_not}};
-    if (why_not) t["not_a_cut"] = *why_not;
+  for (const SplitPoint& p : split_points(g)) {
+    json t = {{"name", p.name},         {"op", p.op},           {"shape", p.shape.dims},
+              {"neurons", p.shape.numel()}, {"aliases", p.aliases}, {"modules", p.modules},
+              {"cuts", !p.not_a_cut}};
+    if (p.not_a_cut) t["not_a_cut"] = *p.not_a_cut;
     out["tensors"].push_back(t);
   }
   if (as_json) {
