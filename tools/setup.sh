@@ -11,9 +11,9 @@ SUDO=""
 APT_PACKAGES=(cmake ninja-build g++ pkg-config clang libclang-rt-14-dev libomp-14-dev
   libonnx-dev libprotobuf-dev protobuf-compiler libopenblas-dev libstb-dev libjpeg62-turbo-dev nlohmann-json3-dev
   libcli11-dev libfmt-dev libgtest-dev libbenchmark-dev zlib1g-dev libhdf5-dev dataset-fashion-mnist
-  slurm-wlm munge
+  slurm-wlm munge pybind11-dev python3-dev
   python3-torch python3-torchvision python3-onnx python3-numpy python3-pil python3-pip python3-tqdm
-  python3-matplotlib python3-packaging python3-h5py)
+  python3-matplotlib python3-packaging python3-h5py python3-pytest)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -40,6 +40,11 @@ fi
 echo "== building"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build
+# The Python module for Debian's python3: a .pth file pointing at build/python.
+site=$(/usr/bin/python3 -c "import site; print(site.getsitepackages()[0])")
+$SUDO mkdir -p "$site"
+echo "$(pwd)/build/python" | $SUDO tee "$site/ipna_fast_build.pth" >/dev/null
+echo "== import ipna_fast: $(/usr/bin/python3 -c 'import ipna_fast; print(ipna_fast.__file__)')"
 echo "== exporting the pretrained EfficientNet-Lite0 (build/models/efficientnet_lite0.onnx)"
 mkdir -p build/models
 [ -f build/models/efficientnet_lite0.onnx ] ||

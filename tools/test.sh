@@ -18,7 +18,7 @@ cmake --build build
 echo "== the suite under AddressSanitizer + UndefinedBehaviorSanitizer, and the fuzzers"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPNA_WITH_CUDA=OFF \
-  -DIPNA_FUZZ=ON -DIPNA_FUZZ_SECONDS="${IPNA_FUZZ_SECONDS:-30}" \
+  -DIPNA_BUILD_PYTHON=OFF -DIPNA_FUZZ=ON -DIPNA_FUZZ_SECONDS="${IPNA_FUZZ_SECONDS:-30}" \
   -DCMAKE_CXX_FLAGS="$SAN -fsanitize=fuzzer-no-link -Wno-pass-failed" -DCMAKE_EXE_LINKER_FLAGS="$SAN" >/dev/null
 cmake --build build-asan
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure)

@@ -1,0 +1,185 @@
+"""The Python module against Captum (on the fixtures' weights), against the CLI's
+.npy output, and its argument checking, tensor inputs, progress and Ctrl-C."""
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import ipna_fast
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FASHION = os.path.join(ROOT, "models", "fashion_cnn.onnx")
+
+
+def rel(a, b):
+    return np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b))
+
+
+def case(fixtures, name):
+    d = os.path.join(fixtures, name)
+    meta = json.load(open(os.path.join(d, "meta.json")))
+    return d, meta, np.load(os.path.join(d, "x.npy")), np.load(os.path.join(d, "baseline.npy"))
+
+
+# Nets whose formulas are well conditioned in float64 (meta.json's kappa), so 1e-9 holds.
+@pytest.mark.parametrize("name", ["lenet", "vgg_avg", "resnet18", "mbv2_block"])
+@pytest.mark.parametrize("target", ["prob", "logit"])
+def test_ig_and_conductance_equal_captum(fixtures, name, target):
+    d, meta, x, x0 = case(fixtures, name)
+    a = ipna_fast.Attributor(ipna_fast.load(os.path.join(d, "model.onnx"), split=meta["split"]), precision="f64")
+    r = a.run(x, x0, target_class=meta["class"], steps=meta["steps"], target=target)
+    assert rel(r.ig, np.load(os.path.join(d, f"captum_ig_{target}.npy"))) < 1e-9
+    assert rel(r.conductance, np.load(os.path.join(d, f"captum_cond_{target}.npy"))) < 1e-9
+    # SPEC.md: completeness, as the gap the result reports
+    assert r.ig_gap == pytest.approx(r.ig.sum() - (r.f_input - r.f_baseline), abs=1e-12)
+
+
+def test_ipna_equals_the_cli_bit_for_bit(fixtures, tmp_path):
+    d, meta, x, x0 = case(fixtures, "lenet")
+    box = meta["boxes"][0]
+    out = tmp_path / "cli"
+    subprocess.run([os.environ["IPNA_FAST"], "attribute", "--model", os.path.join(d, "model.onnx"), "--split",
+                    meta["split"], "--input", os.path.join(d, "x.npy"), "--baseline", os.path.join(d, "baseline.npy"),
+                    "--class", str(meta["class"]), "--box", *map(str, box), "-n", "16", "--chunk", "16",
+                    "--precision", "f64", "-o", str(out), "--json"], check=True, capture_output=True)
+    a = ipna_fast.Attributor(ipna_fast.load(os.path.join(d, "model.onnx"), split=meta["split"]), precision="f64")
+    r = a.run(x, x0, target_class=meta["class"], steps=16, boxes=[box], chunk=16)
+    assert np.array_equal(r.ipna, np.load(out / "ipna.npy"))
+    assert np.array_equal(r.ig, np.load(out / "ig.npy"))
+    assert np.array_equal(r.conductance, np.load(out / "conductance.npy"))
+
+
+def test_two_part_models_and_info(fixtures):
+    d, meta, x, x0 = case(fixtures, "lenet")
+    one = ipna_fast.Attributor(ipna_fast.load(os.path.join(d, "model.onnx"), split=meta["split"]), precision="f64")
+    two = ipna_fast.Attributor(ipna_fast.load(os.path.join(d, "first.onnx"), second=os.path.join(d, "second.onnx")),
+                               precision="f64")
+    r1 = one.run(x, x0, target_class=meta["class"], steps=16)
+    r2 = two.run(x, x0, target_class=meta["class"], steps=16)
+    assert rel(r2.ig, r1.ig) < 1e-12
+    names = [t["name"] for t in ipna_fast.info(os.path.join(d, "model.onnx"))]
+    assert meta["split"] in names
+
+
+def test_a_tensor_gives_the_result_of_its_numpy_copy():
+    a = ipna_fast.Attributor(ipna_fast.load(FASHION, split="hidden"))
+    t = torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(3))
+    rt = a.run(t, torch.zeros(28, 28).view(1, 28, 28), target_class=2, steps=32, boxes=[(0, 0, 14, 14)])
+    rn = a.run(t.numpy().copy(), np.zeros((1, 28, 28)), target_class=2, steps=32, boxes=[(0, 0, 14, 14)])
+    assert np.array_equal(rt.ig, rn.ig) and np.array_equal(rt.ipna, rn.ipna)
+    rd = a.run(t.double(), "zeros", target_class=2, steps=32, boxes=[(0, 0, 14, 14)])  # float64 tensor, 'zeros'
+    assert np.array_equal(rd.ig, rn.ig)
+
+
+def test_pruning_and_the_experiments_match_the_engine():
+    m = ipna_fast.load(FASHION, split="hidden")
+    a = ipna_fast.Attributor(m, precision="f64")
+    x = np.random.default_rng(0).random((1, 28, 28))
+    r = a.run(x, "zeros", target_class=1, steps=16, boxes=[(0, 0, 14, 14)])
+    mask = ipna_fast.prune_mask(r.ipna[0], m.split_shape, percent=25)
+    assert mask.shape == (64,) and int((mask == 0).sum()) == 16
+    p = a.run(x, "zeros", target_class=1, steps=16, split_mask=mask, conductance=False)
+    ar = ipna_fast.attribute(a, x, "zeros", target_class=1, steps=16, boxes=[(0, 0, 14, 14)], prune_percent=25)
+    assert np.array_equal(ar.prune_mask, mask)
+    assert ar.pruned.ig_sum == p.ig_sum
+    z = a.logits(x, split_mask=mask)
+    assert ar.pruned.f_input == pytest.approx(np.exp(z[1] - z.max()) / np.exp(z - z.max()).sum(), abs=1e-12)
+    curve = ipna_fast.pruning_curve(a, x, "zeros", target_class=1, box=(0, 0, 14, 14), fractions=[0, 1], steps=16)
+    assert len(curve.rows) == 4 and curve.rows[0]["ig_total"] == pytest.approx(r.ig_sum, abs=1e-12)
+    assert curve.to_csv().startswith("fraction,ranking")
+
+
+def test_bad_arguments_raise_the_documented_exceptions():
+    m = ipna_fast.load(FASHION, split="hidden")
+    a = ipna_fast.Attributor(m)
+    x = np.zeros((1, 28, 28))
+    with pytest.raises(ValueError, match=r"x: shape \(3, 28, 28\)"):
+        a.run(np.zeros((3, 28, 28)), target_class=0)
+    with pytest.raises(TypeError, match="x: expected an array"):
+        a.run("image.png", target_class=0)
+    with pytest.raises(TypeError, match="x: expected real numbers"):
+        a.run(np.zeros((1, 28, 28), dtype=complex), target_class=0)
+    with pytest.raises(ValueError, match="baseline: shape"):
+        a.run(x, np.zeros(5), target_class=0)
+    with pytest.raises(ValueError, match="target: expected one of prob, logit"):
+        a.run(x, target_class=0, target="probability")
+    with pytest.raises(ValueError, match="steps: expected a positive count"):
+        a.run(x, target_class=0, steps=0)
+    with pytest.raises(ValueError, match="boxes: each box is"):
+        a.run(x, target_class=0, boxes=[(0, 0, 14)])
+    with pytest.raises(ValueError, match="split_mask: 3 values, expected 64"):
+        a.run(x, target_class=0, split_mask=[1, 0, 1])
+    with pytest.raises(ipna_fast.Error, match="class 12 is out of range"):
+        a.run(x, target_class=12)
+    with pytest.raises(ipna_fast.Error, match="box 0"):
+        a.run(x, target_class=0, boxes=[(0, 0, 40, 40)])
+    with pytest.raises(ipna_fast.Error, match="no_such_tensor"):
+        ipna_fast.load(FASHION, split="no_such_tensor")
+    with pytest.raises(ipna_fast.Error, match="missing.onnx"):
+        ipna_fast.load("missing.onnx", split="x")
+    with pytest.raises(ValueError, match="split"):
+        ipna_fast.load(FASHION)
+    with pytest.raises(ValueError, match="percent= and count="):
+        ipna_fast.prune_mask(np.zeros(64), [64])
+    assert issubclass(ipna_fast.Error, RuntimeError)
+
+
+def test_progress_is_reported_and_its_exceptions_propagate():
+    a = ipna_fast.Attributor(ipna_fast.load(FASHION, split="hidden"))
+    calls = []
+    a.run(np.zeros((1, 28, 28)), target_class=0, steps=64, chunk=8, progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1] == (64, 64) and len(calls) == 8 and calls == sorted(calls)
+
+    def stop(done, total):
+        raise RuntimeError("stopped by the callback")
+
+    with pytest.raises(RuntimeError, match="stopped by the callback"):
+        a.run(np.zeros((1, 28, 28)), target_class=0, steps=64, chunk=8, progress=stop)
+
+
+def test_ctrl_c_raises_keyboard_interrupt_within_a_chunk():
+    a = ipna_fast.Attributor(ipna_fast.load(FASHION, split="hidden"))
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        a.run(np.random.rand(1, 28, 28), target_class=0, steps=2_000_000, chunk=64)  # minutes if not stopped
+    assert time.monotonic() - t0 < 10
+    timer.join()
+
+
+def test_sweep_from_python(tmp_path):
+    import h5py
+
+    s = ipna_fast.sweep(model=[FASHION], split="hidden", idx=ipna_fast.FASHION_MNIST, limit=5, grid="2x2", steps=16,
+                        output=str(tmp_path / "s.h5"))
+    assert s["items"] == 5 and s["failed"] == 0
+    a = ipna_fast.Attributor(ipna_fast.load(FASHION, split="hidden"))
+    with h5py.File(tmp_path / "s.h5") as f:
+        label = int(f["items/label"][0])
+        x = f  # noqa: F841 (the first image is read below from the IDX file)
+        ig_sum = f["items/ig_sum"][0]
+    import gzip
+
+    raw = gzip.open(os.path.join(ipna_fast.FASHION_MNIST, "t10k-images-idx3-ubyte.gz")).read()
+    x0 = np.frombuffer(raw, np.uint8, offset=16)[:784].reshape(1, 28, 28) / 255.0
+    r = a.run(x0, "zeros", target_class=label, steps=16, grid="2x2", memory_budget_mb=256)
+    assert r.ig_sum == ig_sum
+
+
+def test_the_readme_example_runs_as_written(tmp_path):
+    text = open(os.path.join(ROOT, "README.md")).read()
+    code = re.search(r"<!-- python-example -->\s*```python\n(.*?)```", text, re.S).group(1)
+    os.symlink(os.path.join(ROOT, "models"), tmp_path / "models")  # the example runs from the repository
+    env = dict(os.environ, MPLBACKEND="Agg")
+    if os.environ.get("IPNA_PYTHON_DIR"):
+        env["PYTHONPATH"] = os.path.abspath(os.environ["IPNA_PYTHON_DIR"])
+    subprocess.run(["/usr/bin/python3", "-c", code], cwd=tmp_path, env=env, check=True)
+    assert (tmp_path / "ig.png").stat().st_size > 1000
