@@ -207,6 +207,27 @@ TEST(OpCones, ConePassesEqualWholePlanePassesOnEveryOp) {
   EXPECT_GE(with_cones, 10);
 }
 
+// The CPU's float32 path (convolutions through oneDNN, the rest ours) against the float64 reference on
+// every op graph, forward, backward, tangent and the cone passes, at the suite's float32 tolerance
+// (1e-4 relative, as for the models against PyTorch); these small graphs of O(1) values give 1e-7..1e-6.
+TEST(OpCones, CpuFloat32MatchesFloat64OnEveryOp) {
+  const int n = 5;
+  for (const std::string& name : op_graph_names()) {
+    const Graph g = op_graph(name);
+    CpuBackend<double> cpu64;
+    CpuBackend<float> cpu32;
+    GraphPlan<double> shape_only(g, cpu64);
+    const auto x = random_vector(n * shape_only.input_numel(), 31), r = random_vector(n * shape_only.output_numel(), 32),
+               tx = in_box(g, random_vector(n * shape_only.input_numel(), 33));
+    const OpRun ref = run_op<double>(g, cpu64, x, r, tx, n), got = run_op<float>(g, cpu32, x, r, tx, n);
+    for (auto [what, member] : {std::pair{"forward", &OpRun::y}, {"backward", &OpRun::dx}, {"tangent", &OpRun::ty},
+                                {"tangent on a cone", &OpRun::ty_cone}, {"patched forward", &OpRun::y_patched}}) {
+      if ((ref.*member).empty()) continue;
+      EXPECT_LT(rel_err(got.*member, ref.*member), 1e-4) << name << " " << what;
+    }
+  }
+}
+
 class CudaDeviceOp : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaDeviceOp, ForwardAndBackwardMatchTheCpu) {

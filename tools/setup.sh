@@ -11,7 +11,7 @@ SUDO=""
 APT_PACKAGES=(cmake ninja-build g++ pkg-config clang libclang-rt-14-dev libomp-14-dev
   libonnx-dev libprotobuf-dev protobuf-compiler libopenblas-dev libstb-dev libjpeg62-turbo-dev nlohmann-json3-dev
   libcli11-dev libfmt-dev libgtest-dev libbenchmark-dev zlib1g-dev libhdf5-dev dataset-fashion-mnist
-  slurm-wlm munge pybind11-dev python3-dev
+  libdnnl-dev slurm-wlm munge pybind11-dev python3-dev
   python3-torch python3-torchvision python3-onnx python3-numpy python3-pil python3-pip python3-tqdm
   python3-matplotlib python3-packaging python3-h5py python3-pytest)
 missing=()

@@ -1,4 +1,8 @@
-// Conv2d on the CPU: forward and input-gradient backward.
+// Conv2d on the CPU: forward and input-gradient backward. float32 goes to oneDNN
+// (engine/cpu/onednn_conv.h), except the input gradient of convolutions with a
+// handful of input channels (an RGB stem), where oneDNN's channel blocking wastes
+// most of its lanes and im2col + GEMM is 3x faster; what follows is that path and
+// the float64 reference.
 // Dense and grouped convs go through im2col + GEMM per sample (a 1x1, stride 1,
 // unpadded conv skips im2col: the sample already is the column matrix).
 // Depthwise convs (groups == Cin) use direct loops: their GEMMs would have a
@@ -9,10 +13,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/instantiate.h"
-#include "engine/cpu/winograd.h"
 
 namespace ipna {
 namespace {
@@ -174,7 +178,7 @@ void for_sample_groups(int n, int64_t plane_out, F&& body) {
 
 template <typename T>
 void CpuBackend<T>::conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) {
-  if (cpu::winograd_applies(d)) return cpu::winograd_conv(d, winograd_weights(d, weight, false), bias, x, y, n, false);
+  if constexpr (std::is_same_v<T, float>) return onednn_.forward(d, weight, bias, x, y, n);
   const ConvGeometry geo(d);
   if (is_depthwise(d)) {
 #pragma omp parallel for schedule(static)
@@ -224,9 +228,8 @@ void CpuBackend<T>::conv2d_forward(const ConvDesc& d, const T* weight, const T* 
 template <typename T>
 void CpuBackend<T>::conv2d_backward_data(const ConvDesc& d, const T* weight, const T* dy, T* dx, int n,
                                          bool accumulate) {
-  if (cpu::winograd_applies(d))
-    return cpu::winograd_conv(cpu::winograd_backward_geometry(d), winograd_weights(d, weight, true),
-                              static_cast<const T*>(nullptr), dy, dx, n, accumulate);
+  if constexpr (std::is_same_v<T, float>)
+    if (d.cin / d.groups >= 8 || is_depthwise(d)) return onednn_.backward_data(d, weight, dy, dx, n, accumulate);
   const ConvGeometry geo(d);
   if (is_depthwise(d)) {
 #pragma omp parallel for schedule(static)
@@ -280,19 +283,9 @@ void CpuBackend<T>::conv2d_backward_data(const ConvDesc& d, const T* weight, con
   });
 }
 
-template <typename T>
-const T* CpuBackend<T>::winograd_weights(const ConvDesc& d, const T* weight, bool for_backward) {
-  auto key = std::make_pair(static_cast<const void*>(weight), for_backward);
-  auto it = winograd_cache_.find(key);
-  if (it == winograd_cache_.end())
-    it = winograd_cache_.emplace(key, cpu::winograd_weights(weight, d.cout, d.cin, for_backward)).first;
-  return it->second.data();
-}
-
 #define IPNA_CONV(T)                                                                                             \
   template void CpuBackend<T>::conv2d_forward(const ConvDesc&, const T*, const T*, const T*, T*, int);         \
-  template void CpuBackend<T>::conv2d_backward_data(const ConvDesc&, const T*, const T*, T*, int, bool);    \
-  template const T* CpuBackend<T>::winograd_weights(const ConvDesc&, const T*, bool);
+  template void CpuBackend<T>::conv2d_backward_data(const ConvDesc&, const T*, const T*, T*, int, bool);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_CONV)
 
 }  // namespace ipna

@@ -61,8 +61,7 @@ void* CpuBackend<T>::allocate(size_t bytes) {
 }
 template <typename T>
 void CpuBackend<T>::release(void* p) noexcept {
-  winograd_cache_.erase({p, false});
-  winograd_cache_.erase({p, true});
+  onednn_.forget(p);
   std::free(p);
 }
 template <typename T>

@@ -1,12 +1,12 @@
-// CPU reference backend, float32 and float64. GEMMs go to OpenBLAS (single
+// CPU backend, float32 and float64. float32 convolutions go to oneDNN, which
+// threads them itself; everything else is ours. GEMMs go to OpenBLAS (single
 // threaded per call); the batch of path points is spread over OpenMP threads,
 // one sample per thread at a time, which keeps im2col parallel too.
 #pragma once
-#include <map>
-#include <utility>
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/cpu/onednn_conv.h"
 
 namespace ipna {
 
@@ -67,10 +67,8 @@ class CpuBackend final : public Backend<T> {
   void accumulate_path_product(int64_t per_sample, int n, const T* g, const T* a, const T* b, T* acc) override;
 
  private:
-  // Winograd-transformed conv weights per (weight buffer, direction); an entry
-  // goes when its buffer is released.
-  const T* winograd_weights(const ConvDesc& d, const T* weight, bool for_backward);
-  std::map<std::pair<const void*, bool>, std::vector<T>> winograd_cache_;
+  // float32 convolutions (primitives and reordered weights, dropped with their buffers).
+  cpu::OnednnConvolutions onednn_;
 };
 
 namespace cpu {

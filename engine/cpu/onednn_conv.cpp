@@ -1,0 +1,197 @@
+#include "engine/cpu/onednn_conv.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <map>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/error.h"
+
+namespace ipna::cpu {
+
+namespace {
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+// Everything a primitive depends on: the geometry, the batch and the variant.
+enum Variant { kForward, kForwardBias, kBackwardData };
+using ShapeKey = std::array<int, 19>;
+ShapeKey shape_key(const ConvDesc& d, int n, Variant v) {
+  const Window& w = d.win;
+  return {d.cin, d.h,        d.w,          d.cout,       d.ho, d.wo, d.groups, w.kh, w.kw, w.sh,
+          w.sw,  w.pad_top, w.pad_left, w.pad_bottom, w.pad_right, w.dh, w.dw, n, v};
+}
+
+struct Dims {
+  memory::dims src, weights, bias, dst, strides, dilates, pad_l, pad_r;
+};
+Dims dims_of(const ConvDesc& d, int n) {
+  const Window& w = d.win;
+  Dims r;
+  r.src = {n, d.cin, d.h, d.w};
+  r.dst = {n, d.cout, d.ho, d.wo};
+  r.weights = d.groups > 1 ? memory::dims{d.groups, d.cout / d.groups, d.cin / d.groups, w.kh, w.kw}
+                           : memory::dims{d.cout, d.cin, w.kh, w.kw};
+  r.bias = {d.cout};
+  r.strides = {w.sh, w.sw};
+  r.dilates = {w.dh - 1, w.dw - 1};  // oneDNN counts the gaps
+  r.pad_l = {w.pad_top, w.pad_left};
+  // Padding past the last window is dropped: oneDNN wants exactly what the output size needs.
+  const int need_b = (d.ho - 1) * w.sh + (w.kh - 1) * w.dh + 1 - d.h - w.pad_top;
+  const int need_r = (d.wo - 1) * w.sw + (w.kw - 1) * w.dw + 1 - d.w - w.pad_left;
+  r.pad_r = {std::max(0, std::min(w.pad_bottom, need_b)), std::max(0, std::min(w.pad_right, need_r))};
+  return r;
+}
+
+std::string geometry(const ConvDesc& d) {
+  return std::to_string(d.cin) + "x" + std::to_string(d.h) + "x" + std::to_string(d.w) + " -> " +
+         std::to_string(d.cout) + "x" + std::to_string(d.ho) + "x" + std::to_string(d.wo);
+}
+}  // namespace
+
+struct OnednnConvolutions::State {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream strm{eng};
+  struct Forward {
+    dnnl::convolution_forward::primitive_desc pd;
+    dnnl::convolution_forward prim;
+  };
+  struct Backward {
+    dnnl::convolution_backward_data::primitive_desc pd;
+    dnnl::convolution_backward_data prim;
+  };
+  std::map<ShapeKey, Forward> forward;
+  std::map<ShapeKey, Backward> backward;
+  // Weights in the layout a primitive wants, per (buffer, layout).
+  std::map<std::pair<const void*, std::string>, memory> weights;
+  std::vector<float> scratch;
+  // Activations in the layout a primitive wants: our NCHW memory itself when it is the same,
+  // else a buffer per role that the call reorders into or out of.
+  std::map<int, memory> staging;
+
+  memory staged(int role, memory plain, const memory::desc& want, bool copy_in) {
+    if (plain.get_desc() == want) return plain;
+    auto it = staging.find(role);
+    if (it == staging.end() || it->second.get_desc() != want) it = staging.insert_or_assign(role, memory(want, eng)).first;
+    if (copy_in) dnnl::reorder(plain, it->second).execute(strm, plain, it->second);
+    return it->second;
+  }
+
+  dnnl::convolution_forward::primitive_desc forward_pd(const ConvDesc& d, int n, bool with_bias, bool training) {
+    const Dims k = dims_of(d, n);
+    const memory::desc src(k.src, dt::f32, tag::any), dst(k.dst, dt::f32, tag::any), w(k.weights, dt::f32, tag::any),
+        b(k.bias, dt::f32, tag::x);
+    const auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+    const auto desc = with_bias ? dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, src, w, b,
+                                                                  dst, k.strides, k.dilates, k.pad_l, k.pad_r)
+                                : dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, src, w,
+                                                                  dst, k.strides, k.dilates, k.pad_l, k.pad_r);
+    return dnnl::convolution_forward::primitive_desc(desc, eng);
+  }
+
+  // The weights of buffer `source` (OIHW) in the layout `want` of the conv d, made once.
+  memory weights_for(const float* source, const memory::desc& want, const ConvDesc& d) {
+    const std::string layout(reinterpret_cast<const char*>(&want.data), sizeof(want.data));
+    auto key = std::make_pair(static_cast<const void*>(source), layout);
+    auto it = weights.find(key);
+    if (it != weights.end()) return it->second;
+    const Dims k = dims_of(d, 1);
+    memory plain({k.weights, dt::f32, d.groups > 1 ? tag::goihw : tag::oihw}, eng, const_cast<float*>(source));
+    memory out(want, eng);
+    dnnl::reorder(plain, out).execute(strm, plain, out);
+    strm.wait();
+    return weights.emplace(key, out).first->second;
+  }
+
+  // y = conv(x) (+ bias), through a cached primitive.
+  void run_forward(const ConvDesc& d, const float* weight, const float* bias, const float* x, float* y, int n) {
+    const ShapeKey key = shape_key(d, n, bias ? kForwardBias : kForward);
+    auto it = forward.find(key);
+    if (it == forward.end()) {
+      auto pd = forward_pd(d, n, bias != nullptr, false);
+      it = forward.emplace(key, Forward{pd, dnnl::convolution_forward(pd)}).first;
+    }
+    const auto& pd = it->second.pd;
+    const Dims k = dims_of(d, n);
+    memory src({k.src, dt::f32, tag::nchw}, eng, const_cast<float*>(x));
+    memory dst({k.dst, dt::f32, tag::nchw}, eng, y);
+    memory src_in = staged(DNNL_ARG_SRC, src, pd.src_desc(), true);
+    memory dst_out = staged(DNNL_ARG_DST, dst, pd.dst_desc(), false);
+    const memory w = weights_for(weight, pd.weights_desc(), d);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src_in}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, dst_out}};
+    if (bias) args.insert({DNNL_ARG_BIAS, memory({k.bias, dt::f32, tag::x}, eng, const_cast<float*>(bias))});
+    it->second.prim.execute(strm, args);
+    if (dst_out != dst) dnnl::reorder(dst_out, dst).execute(strm, dst_out, dst);
+    strm.wait();
+  }
+
+  void run_backward_data(const ConvDesc& d, const float* weight, const float* dy, float* dx, int n) {
+    const ShapeKey key = shape_key(d, n, kBackwardData);
+    auto it = backward.find(key);
+    const Dims k = dims_of(d, n);
+    if (it == backward.end()) {
+      const memory::desc dsrc(k.src, dt::f32, tag::any), ddst(k.dst, dt::f32, tag::any),
+          w(k.weights, dt::f32, tag::any);
+      const dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, dsrc, w, ddst, k.strides,
+                                                       k.dilates, k.pad_l, k.pad_r);
+      auto pd = dnnl::convolution_backward_data::primitive_desc(desc, eng, forward_pd(d, n, false, true));
+      it = backward.emplace(key, Backward{pd, dnnl::convolution_backward_data(pd)}).first;
+    }
+    const auto& pd = it->second.pd;
+    memory ddst({k.dst, dt::f32, tag::nchw}, eng, const_cast<float*>(dy));
+    memory dsrc({k.src, dt::f32, tag::nchw}, eng, dx);
+    memory ddst_in = staged(DNNL_ARG_DIFF_DST, ddst, pd.diff_dst_desc(), true);
+    memory dsrc_out = staged(DNNL_ARG_DIFF_SRC, dsrc, pd.diff_src_desc(), false);
+    it->second.prim.execute(strm, {{DNNL_ARG_DIFF_DST, ddst_in},
+                                   {DNNL_ARG_WEIGHTS, weights_for(weight, pd.weights_desc(), d)},
+                                   {DNNL_ARG_DIFF_SRC, dsrc_out}});
+    if (dsrc_out != dsrc) dnnl::reorder(dsrc_out, dsrc).execute(strm, dsrc_out, dsrc);
+    strm.wait();
+  }
+};
+
+OnednnConvolutions::OnednnConvolutions() : s_(std::make_unique<State>()) {}
+OnednnConvolutions::~OnednnConvolutions() = default;
+
+void OnednnConvolutions::forget(const void* weight) {
+  for (auto it = s_->weights.begin(); it != s_->weights.end();)
+    it = std::get<0>(it->first) == weight ? s_->weights.erase(it) : std::next(it);
+}
+
+void OnednnConvolutions::forward(const ConvDesc& d, const float* weight, const float* bias, const float* x, float* y,
+                                 int n) {
+  if (n <= 0) return;
+  try {
+    s_->run_forward(d, weight, bias, x, y, n);
+  } catch (const dnnl::error& e) {
+    throw Error("oneDNN convolution forward (" + geometry(d) + "): " + e.what());
+  }
+}
+
+void OnednnConvolutions::backward_data(const ConvDesc& d, const float* weight, const float* dy, float* dx, int n,
+                                       bool accumulate) {
+  if (n <= 0) return;
+  try {
+    // oneDNN writes the gradient; a sum into dx (residual branches) goes through scratch.
+    const size_t count = static_cast<size_t>(n) * d.cin * d.h * d.w;
+    float* out = dx;
+    if (accumulate) {
+      if (s_->scratch.size() < count) s_->scratch.resize(count);
+      out = s_->scratch.data();
+    }
+    s_->run_backward_data(d, weight, dy, out, n);
+    if (accumulate) {
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < static_cast<int64_t>(count); ++i) dx[i] += out[i];
+    }
+  } catch (const dnnl::error& e) {
+    throw Error("oneDNN convolution backward (" + geometry(d) + "): " + e.what());
+  }
+}
+
+}  // namespace ipna::cpu

@@ -1,0 +1,32 @@
+// float32 convolutions on the CPU through oneDNN (Debian's libdnnl), forward
+// and backward-data. Activations stay in our NCHW batches; oneDNN picks the
+// weights' layout, which is reordered once per weight buffer and direction and
+// cached (like the cuDNN algorithms on the GPU); primitives are created once per
+// shape, batch size and direction. Bias is fused into the forward primitive.
+// float64 keeps our own im2col + BLAS reference (engine/cpu/conv2d.cpp).
+#pragma once
+#include <memory>
+
+#include "engine/op_desc.h"
+
+namespace ipna::cpu {
+
+class OnednnConvolutions {
+ public:
+  OnednnConvolutions();
+  ~OnednnConvolutions();
+  OnednnConvolutions(const OnednnConvolutions&) = delete;
+  OnednnConvolutions& operator=(const OnednnConvolutions&) = delete;
+
+  void forward(const ConvDesc& d, const float* weight, const float* bias, const float* x, float* y, int n);
+  // dx = (or +=) the input gradient of y's gradient dy.
+  void backward_data(const ConvDesc& d, const float* weight, const float* dy, float* dx, int n, bool accumulate);
+  // Drops what was cached for a weight buffer that is being released.
+  void forget(const void* weight);
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace ipna::cpu
