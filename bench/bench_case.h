@@ -13,13 +13,15 @@ struct Case {
   int steps;
   int cls;
   std::vector<int> box;  // x1 y1 x2 y2
+  std::string split = "layer2";
 };
 
 inline std::vector<Case> cases() {
   return {{"resnet18_112", "ig", 32, 920, {22, 50, 45, 65}},
           {"resnet18_112", "ipna_cond", 32, 920, {22, 50, 45, 65}},
-          {"lenet", "ig", 256, 3, {0, 0, 14, 14}},
-          {"lenet", "ipna_cond", 256, 3, {0, 0, 14, 14}},
+          {"efficientnet_lite0_224", "ig", 64, 920, {45, 100, 90, 130}, "blocks.7"},
+          {"lenet", "ig", 256, 3, {0, 0, 14, 14}, "split"},
+          {"lenet", "ipna_cond", 256, 3, {0, 0, 14, 14}, "split"},
           {"resnet152_224", "ig", 256, 920, {45, 100, 90, 130}},
           {"resnet152_224", "ipna_cond", 256, 920, {45, 100, 90, 130}}};
 }

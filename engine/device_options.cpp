@@ -7,9 +7,13 @@
 namespace ipna {
 
 DeviceOptions parse_device(const std::string& device) {
-  const std::string help = "device '" + device + "': expected cpu or cuda[:N][/fp32|/tf32|/bf16][/cap=MiB]";
+  const std::string help = "device '" + device + "': expected cpu, cpu/bf16 or cuda[:N][/fp32|/tf32|/bf16][/cap=MiB]";
   DeviceOptions o;
   if (device == "cpu") return o;
+  if (device == "cpu/bf16") {
+    o.cpu_bf16 = true;
+    return o;
+  }
   if (device.rfind("cuda", 0) != 0) throw Error(help);
   o.cuda = true;
   std::string rest = device.substr(4);

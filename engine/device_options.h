@@ -1,4 +1,4 @@
-// Parsing of device strings: "cpu", or "cuda[:N][/fp32|/tf32|/bf16][/cap=MiB]".
+// Parsing of device strings: "cpu[/bf16]", or "cuda[:N][/fp32|/tf32|/bf16][/cap=MiB]".
 // Host-only, so it is tested on machines without a GPU.
 #pragma once
 #include <cstddef>
@@ -13,6 +13,9 @@ struct DeviceOptions {
   int index = 0;
   GpuMath math = GpuMath::Tf32;  // PyTorch's default for convolutions
   size_t memory_cap = 0;         // bytes the engine may use on the card; 0 = all that is free
+  // CPU: convolutions with inputs and weights rounded to bf16, accumulated and stored in float32
+  // (AVX-512 BF16 or AMX; refused elsewhere).
+  bool cpu_bf16 = false;
 };
 
 // Throws ipna::Error with the accepted forms on anything else.

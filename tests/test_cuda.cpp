@@ -53,8 +53,17 @@ TEST(CudaHost, DeviceStrings) {
   EXPECT_EQ(b.index, 1);
   EXPECT_EQ(b.math, GpuMath::Fp32);
   EXPECT_EQ(b.memory_cap, size_t(16384) << 20);
-  for (const char* bad : {"gpu", "cuda:", "cuda:x", "cuda/fp16", "cuda/cap=", "cuda:0/cap=1G"})
+  for (const char* bad : {"gpu", "cuda:", "cuda:x", "cuda/fp16", "cuda/cap=", "cuda:0/cap=1G", "cpu/fp16", "cpu:0"})
     EXPECT_THROW(parse_device(bad), Error) << bad;
+  EXPECT_TRUE(parse_device("cpu/bf16").cpu_bf16);
+  EXPECT_FALSE(parse_device("cpu/bf16").cuda);
+  // float64 has no bf16 variant; the message says why.
+  try {
+    make_backend<double>("cpu/bf16");
+    ADD_FAILURE() << "cpu/bf16 accepted in float64";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("float32"), std::string::npos) << e.what();
+  }
 }
 
 TEST(CudaHost, WindowTapsMatchBruteForce) {
@@ -210,7 +219,7 @@ TEST(OpCones, ConePassesEqualWholePlanePassesOnEveryOp) {
 // The CPU's float32 path (convolutions through oneDNN, the rest ours) against the float64 reference on
 // every op graph, forward, backward, tangent and the cone passes, at the suite's float32 tolerance
 // (1e-4 relative, as for the models against PyTorch); these small graphs of O(1) values give 1e-7..1e-6.
-TEST(OpCones, CpuFloat32MatchesFloat64OnEveryOp) {
+TEST(CpuPrecision, Float32MatchesFloat64OnEveryOp) {
   const int n = 5;
   for (const std::string& name : op_graph_names()) {
     const Graph g = op_graph(name);
@@ -226,6 +235,35 @@ TEST(OpCones, CpuFloat32MatchesFloat64OnEveryOp) {
       EXPECT_LT(rel_err(got.*member, ref.*member), 1e-4) << name << " " << what;
     }
   }
+}
+
+// bf16 convolutions (cpu/bf16): inputs and weights rounded to bf16 (unit roundoff 2^-8), products
+// accumulated in float32. Rounding the operands multiplies float32's operand rounding (2^-24) by
+// 2^16, so, as for TF32 on the GPU, the error must stay within 4 * 2^16 * e32, e32 being what float32
+// costs the same quantity (at least one float32 unit roundoff).
+TEST(CpuPrecision, Bf16ConvolutionsWithinTheirDerivedTolerance) {
+  if (!__builtin_cpu_supports("avx512bf16")) GTEST_SKIP() << "this CPU has no AVX-512 BF16: cpu/bf16 is refused here";
+  const int n = 5;
+  int with_conv = 0;
+  for (const std::string& name : op_graph_names()) {
+    const Graph g = op_graph(name);
+    bool conv = false;
+    for (const auto& node : g.nodes) conv |= node.kind == OpKind::Conv;
+    if (!conv) continue;
+    ++with_conv;
+    CpuBackend<double> cpu64;
+    CpuBackend<float> cpu32, bf16(true);
+    GraphPlan<double> shape_only(g, cpu64);
+    const auto x = random_vector(n * shape_only.input_numel(), 41), r = random_vector(n * shape_only.output_numel(), 42),
+               tx = in_box(g, random_vector(n * shape_only.input_numel(), 43));
+    const OpRun ref = run_op<double>(g, cpu64, x, r, tx, n), c32 = run_op<float>(g, cpu32, x, r, tx, n),
+                got = run_op<float>(g, bf16, x, r, tx, n);
+    for (auto [what, member] : {std::pair{"forward", &OpRun::y}, {"backward", &OpRun::dx}, {"tangent", &OpRun::ty}}) {
+      const double e32 = std::max(rel_err(c32.*member, ref.*member), kEps32);
+      EXPECT_LE(rel_err(got.*member, ref.*member), 4 * 0x1p16 * e32) << name << " " << what;
+    }
+  }
+  EXPECT_GE(with_conv, 5);
 }
 
 class CudaDeviceOp : public ::testing::TestWithParam<std::string> {};

@@ -1,8 +1,8 @@
 // Conv2d on the CPU: forward and input-gradient backward. float32 goes to oneDNN
-// (engine/cpu/onednn_conv.h), except the input gradient of convolutions with a
-// handful of input channels (an RGB stem), where oneDNN's channel blocking wastes
-// most of its lanes and im2col + GEMM is 3x faster; what follows is that path and
-// the float64 reference.
+// (engine/cpu/onednn_conv.h), except convolutions with a handful of input
+// channels per group (an RGB stem, LeNet), where oneDNN's 16-channel blocking
+// wastes most of its lanes and im2col + GEMM is faster (3x for the input gradient
+// of ResNet's stem); what follows is that path and the float64 reference.
 // Dense and grouped convs go through im2col + GEMM per sample (a 1x1, stride 1,
 // unpadded conv skips im2col: the sample already is the column matrix).
 // Depthwise convs (groups == Cin) use direct loops: their GEMMs would have a
@@ -27,6 +27,7 @@ bool is_pointwise(const ConvDesc& d) {
          w.pad_bottom == 0 && w.pad_right == 0;
 }
 bool is_depthwise(const ConvDesc& d) { return d.groups == d.cin && d.groups > 1; }
+bool use_onednn(const ConvDesc& d) { return d.cin / d.groups >= 8 || is_depthwise(d); }
 
 // Output columns [lo, hi) whose input column ix = ix0 + ox*sw lies inside [0, w).
 inline void valid_columns(int ix0, int sw, int w, int wo, int& lo, int& hi) {
@@ -178,7 +179,8 @@ void for_sample_groups(int n, int64_t plane_out, F&& body) {
 
 template <typename T>
 void CpuBackend<T>::conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) {
-  if constexpr (std::is_same_v<T, float>) return onednn_.forward(d, weight, bias, x, y, n);
+  if constexpr (std::is_same_v<T, float>)
+    if (use_onednn(d)) return onednn_.forward(d, weight, bias, x, y, n);
   const ConvGeometry geo(d);
   if (is_depthwise(d)) {
 #pragma omp parallel for schedule(static)
@@ -229,7 +231,7 @@ template <typename T>
 void CpuBackend<T>::conv2d_backward_data(const ConvDesc& d, const T* weight, const T* dy, T* dx, int n,
                                          bool accumulate) {
   if constexpr (std::is_same_v<T, float>)
-    if (d.cin / d.groups >= 8 || is_depthwise(d)) return onednn_.backward_data(d, weight, dy, dx, n, accumulate);
+    if (use_onednn(d)) return onednn_.backward_data(d, weight, dy, dx, n, accumulate);
   const ConvGeometry geo(d);
   if (is_depthwise(d)) {
 #pragma omp parallel for schedule(static)

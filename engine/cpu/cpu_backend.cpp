@@ -40,7 +40,7 @@ template double* scratch<double>(size_t, int);
 }  // namespace cpu
 
 template <typename T>
-CpuBackend<T>::CpuBackend() {
+CpuBackend<T>::CpuBackend(bool bf16_convolutions) : onednn_(bf16_convolutions) {
   // Parallelism comes from OpenMP over samples; a threaded BLAS inside those
   // threads would oversubscribe the cores.
   openblas_set_num_threads(1);
@@ -48,7 +48,7 @@ CpuBackend<T>::CpuBackend() {
 
 template <typename T>
 std::string CpuBackend<T>::name() const {
-  return sizeof(T) == 8 ? "cpu (float64)" : "cpu (float32)";
+  return sizeof(T) == 8 ? "cpu (float64)" : onednn_.bf16() ? "cpu (float32, bf16 convolutions)" : "cpu (float32)";
 }
 
 template <typename T>

@@ -13,7 +13,8 @@ namespace ipna {
 template <typename T>
 class CpuBackend final : public Backend<T> {
  public:
-  CpuBackend();
+  // bf16_convolutions (float only): convolutions round their inputs and weights to bf16.
+  explicit CpuBackend(bool bf16_convolutions = false);
   std::string name() const override;
   void* allocate(size_t bytes) override;
   void release(void* p) noexcept override;

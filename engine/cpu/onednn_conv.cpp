@@ -55,6 +55,8 @@ std::string geometry(const ConvDesc& d) {
 }  // namespace
 
 struct OnednnConvolutions::State {
+  explicit State(bool bf16) : in(bf16 ? dt::bf16 : dt::f32) {}
+  dt in;  // what convolutions read: f32, or bf16
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
   dnnl::stream strm{eng};
   struct Forward {
@@ -84,7 +86,7 @@ struct OnednnConvolutions::State {
 
   dnnl::convolution_forward::primitive_desc forward_pd(const ConvDesc& d, int n, bool with_bias, bool training) {
     const Dims k = dims_of(d, n);
-    const memory::desc src(k.src, dt::f32, tag::any), dst(k.dst, dt::f32, tag::any), w(k.weights, dt::f32, tag::any),
+    const memory::desc src(k.src, in, tag::any), dst(k.dst, dt::f32, tag::any), w(k.weights, in, tag::any),
         b(k.bias, dt::f32, tag::x);
     const auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
     const auto desc = with_bias ? dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, src, w, b,
@@ -135,8 +137,7 @@ struct OnednnConvolutions::State {
     auto it = backward.find(key);
     const Dims k = dims_of(d, n);
     if (it == backward.end()) {
-      const memory::desc dsrc(k.src, dt::f32, tag::any), ddst(k.dst, dt::f32, tag::any),
-          w(k.weights, dt::f32, tag::any);
+      const memory::desc dsrc(k.src, dt::f32, tag::any), ddst(k.dst, in, tag::any), w(k.weights, in, tag::any);
       const dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, dsrc, w, ddst, k.strides,
                                                        k.dilates, k.pad_l, k.pad_r);
       auto pd = dnnl::convolution_backward_data::primitive_desc(desc, eng, forward_pd(d, n, false, true));
@@ -155,7 +156,8 @@ struct OnednnConvolutions::State {
   }
 };
 
-OnednnConvolutions::OnednnConvolutions() : s_(std::make_unique<State>()) {}
+OnednnConvolutions::OnednnConvolutions(bool bf16) : s_(std::make_unique<State>(bf16)) {}
+bool OnednnConvolutions::bf16() const { return s_->in == dt::bf16; }
 OnednnConvolutions::~OnednnConvolutions() = default;
 
 void OnednnConvolutions::forget(const void* weight) {

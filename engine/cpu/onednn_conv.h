@@ -3,6 +3,7 @@
 // weights' layout, which is reordered once per weight buffer and direction and
 // cached (like the cuDNN algorithms on the GPU); primitives are created once per
 // shape, batch size and direction. Bias is fused into the forward primitive.
+// With bf16, what the convolution reads is rounded to bf16 on the way in.
 // float64 keeps our own im2col + BLAS reference (engine/cpu/conv2d.cpp).
 #pragma once
 #include <memory>
@@ -13,7 +14,10 @@ namespace ipna::cpu {
 
 class OnednnConvolutions {
  public:
-  OnednnConvolutions();
+  // bf16: sources, weights and output gradients rounded to bf16 (oneDNN accumulates in float32
+  // and writes float32), for CPUs with AVX-512 BF16 or AMX.
+  explicit OnednnConvolutions(bool bf16 = false);
+  bool bf16() const;
   ~OnednnConvolutions();
   OnednnConvolutions(const OnednnConvolutions&) = delete;
   OnednnConvolutions& operator=(const OnednnConvolutions&) = delete;
