@@ -59,7 +59,8 @@ out = os.path.join(here, "results", "python-overhead.md")
 with open(out, "w") as f:
     f.write("# Python call overhead, LeNet, 256 steps, IG + conductance + IPNA (one box), float32, CPU\n\n"
             f"`/usr/bin/python3 bench/python_overhead.py --repeats {a.repeats}` (medians). The engine rows are the "
-            "same request; the CLI's whole process also loads the model and writes the maps, pictures and report."
+            "same request; the CLI's engine time is a first call in a fresh process (buffers allocated, threads "
+            "started), and its whole process also loads the model and writes the maps, pictures and report."
             "\n\n| | ms |\n| --- | ---: |\n")
     for name, v in rows:
         f.write(f"| {name} | {v:.3f} |\n")
