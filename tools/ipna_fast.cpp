@@ -5,8 +5,6 @@
 #include <cstdio>
 #include <unistd.h>
 #include <iostream>
-#include <algorithm>
-#include <map>
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"

@@ -33,7 +33,7 @@ std::vector<std::string> csv_fields(const std::string& line, const std::string& 
       f.clear();
       quoted = was_quoted = true;
     } else if (c == ',') {
-      out.push_back(was_quoted ? f : std::string(f));
+      out.push_back(f);
       f.clear();
       was_quoted = false;
     } else {
@@ -200,23 +200,24 @@ std::vector<double> load_item(const Dataset& d, const DatasetItem& item, const S
     return x;
   }
   if (has_suffix(item.source, ".npy")) return read_sample(item.source, shape, "the input");
-  if (shape.rank() == 3 && (shape.channels() == 1 || shape.channels() == 3)) {
-    Image img;
-    try {
-      img = load_image_rgb(item.source);
-    } catch (const Error& e) {
-      const std::string what = e.what();
-      throw Error(what.find(item.source) == std::string::npos ? "'" + item.source + "': " + what : what);
-    }
-    if (img.height == shape.height() && img.width == shape.width()) {
-      // The model's own size: the pixels as they are (a 1-channel model takes the gray value).
-      std::vector<double> x = to_chw(img, n.mean.size() == 3 ? n.mean : std::vector<double>(3, n.mean[0]),
-                                     n.std.size() == 3 ? n.std : std::vector<double>(3, n.std[0]));
-      if (shape.channels() == 1) x.resize(shape.numel());
-      return x;
-    }
+  if (shape.rank() != 3 || (shape.channels() != 1 && shape.channels() != 3))
+    throw Error(item.source + ": images need a model with a 1- or 3-channel (C,H,W) input; this model takes " +
+                shape.str() + ": give .npy tensors instead");
+  Image img;
+  try {
+    img = load_image_rgb(item.source);
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    throw Error(what.find(item.source) == std::string::npos ? "'" + item.source + "': " + what : what);
   }
-  return image_input(item.source, shape, n);
+  if (img.height == shape.height() && img.width == shape.width()) {
+    // The model's own size: the pixels as they are (a 1-channel model takes the gray value).
+    std::vector<double> x = to_chw(img, n.mean.size() == 3 ? n.mean : std::vector<double>(3, n.mean[0]),
+                                   n.std.size() == 3 ? n.std : std::vector<double>(3, n.std[0]));
+    if (shape.channels() == 1) x.resize(shape.numel());
+    return x;
+  }
+  return image_input(item.source, img, shape, n);
 }
 
 }  // namespace ipna

@@ -36,20 +36,36 @@ std::vector<double> read_sample(const std::string& path, const Shape& shape, con
   return std::move(a.data);
 }
 
-std::vector<double> image_input(const std::string& path, const Shape& shape, const Normalization& n, Image* crop) {
+namespace {
+void check_imagenet_shape(const std::string& path, const Shape& shape) {
   if (shape != Shape{3, 224, 224})
     throw Error(path + ": an image needs a model with a 3x224x224 input (ImageNet preprocessing); this model takes " +
                 shape.str() + ": give a preprocessed tensor (.npy) instead");
-  Image c;
+}
+// Errors of the image pipeline name the file.
+template <class F>
+auto naming(const std::string& path, F&& f) {
   try {
-    c = center_crop(resize_shorter_side(load_image_rgb(path), 256), 224);
+    return f();
   } catch (const Error& e) {
     const std::string what = e.what();
     throw Error(what.find(path) == std::string::npos ? "'" + path + "': " + what : what);
   }
+}
+}  // namespace
+
+std::vector<double> image_input(const std::string& path, const Image& decoded, const Shape& shape,
+                                const Normalization& n, Image* crop) {
+  check_imagenet_shape(path, shape);
+  Image c = naming(path, [&] { return center_crop(resize_shorter_side(decoded, 256), 224); });
   std::vector<double> x = to_chw(c, n.mean, n.std);
   if (crop) *crop = std::move(c);
   return x;
+}
+
+std::vector<double> image_input(const std::string& path, const Shape& shape, const Normalization& n, Image* crop) {
+  check_imagenet_shape(path, shape);
+  return image_input(path, naming(path, [&] { return load_image_rgb(path); }), shape, n, crop);
 }
 
 bool is_baseline_kind(const std::string& kind) {

@@ -26,6 +26,9 @@ std::vector<double> read_sample(const std::string& path, const Shape& shape, con
 // normalised. `crop` (optional) receives the 224x224 crop.
 std::vector<double> image_input(const std::string& path, const Shape& shape, const Normalization& n,
                                 Image* crop = nullptr);
+// The same for an image already decoded from `path` (named in errors).
+std::vector<double> image_input(const std::string& path, const Image& decoded, const Shape& shape,
+                                const Normalization& n, Image* crop = nullptr);
 
 // The baselines by name: "black" (the black image, normalised like the input),
 // "zeros", or a .npy file.
