@@ -78,6 +78,24 @@ def test_a_tensor_gives_the_result_of_its_numpy_copy():
     assert np.array_equal(rd.ig, rn.ig)
 
 
+def test_a_dlpack_producer_without_array_is_read():
+    class OnlyDlpack:  # what a framework tensor offers when it has no __array__
+        def __init__(self, t):
+            self.t = t
+
+        def __dlpack__(self, stream=None):
+            return self.t.__dlpack__()
+
+        def __dlpack_device__(self):
+            return self.t.__dlpack_device__()
+
+    a = ipna_fast.Attributor(ipna_fast.load(FASHION, split="hidden"))
+    t = torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(5))
+    r1 = a.run(OnlyDlpack(t), "zeros", target_class=4, steps=16)
+    r2 = a.run(t.numpy(), "zeros", target_class=4, steps=16)
+    assert np.array_equal(r1.ig, r2.ig)
+
+
 def test_pruning_and_the_experiments_match_the_engine():
     m = ipna_fast.load(FASHION, split="hidden")
     a = ipna_fast.Attributor(m, precision="f64")
