@@ -54,7 +54,7 @@ assert s['items_per_second'] > 0 and s['steps_per_second'] > 0, s
 echo "failed items: ok"
 
 # A sweep killed with SIGKILL after its first batches, resumed, equals an uninterrupted one.
-long=("${common[@]}" --limit 120 -n 256 --batch-items 4 --quiet)
+long=("${common[@]}" --limit 120 -n 128 --batch-items 4 --quiet)
 OMP_NUM_THREADS=1 "$exe" sweep "${long[@]}" -o whole.h5 >/dev/null
 OMP_NUM_THREADS=1 "$exe" sweep "${long[@]}" -o killed.h5 >/dev/null &
 pid=$!
@@ -103,5 +103,6 @@ for i in 0 1; do "$exe" sweep "${common[@]}" --limit 10 -n 16 --shard $i/2 -o pa
 "$exe" sweep "${common[@]}" --limit 10 -n 16 -o one.h5 --quiet >/dev/null
 "$exe" merge part1.h5 part0.h5 -o merged.h5 >/dev/null
 $py "$src/tests/compare_sweeps.py" merged.h5 one.h5
-$py "$src/tools/read_sweep.py" failed.h5 | grep -q "failed: .*missing.png" || fail "the reader example"
+$py "$src/tools/read_sweep.py" failed.h5 > reader.txt
+grep -q "failed: .*missing.png" reader.txt || fail "the reader example: $(cat reader.txt)"
 echo "merge and reader: ok"
