@@ -460,7 +460,8 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
   m.def(
       "attribute",
       [](PyAttributor& a, const py::object& x, const py::object& baseline, int target_class,
-         const py::object& steps, const std::string& target, const std::optional<std::vector<std::vector<int>>>& boxes,
+         const py::object& steps, const std::string& schedule, const std::string& quadrature,
+         double tol, int max_steps, const std::string& target, const std::optional<std::vector<std::vector<int>>>& boxes,
          const py::object& grid, bool ig, bool conductance, const std::string& ipna_form, bool cones,
          std::optional<double> prune_percent, const std::string& ranking, const std::string& granularity,
          const py::object& progress) {
@@ -474,7 +475,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
         s.conductance = conductance;
         s.ipna_form = form_of(ipna_form);
         s.receptive_field_cones = cones;
-        s.steps = plan_of(steps, "uniform", "right", 0.01, 4096);
+        s.steps = plan_of(steps, schedule, quadrature, tol, max_steps);
         s.prune_percent = prune_percent.value_or(-1);
         s.ranking = ranking_of(ranking);
         s.granularity = granularity_of(granularity);
@@ -483,7 +484,8 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
         return attribute(*a.engine, xv, x0, s);
       },
       py::arg("attributor"), py::arg("x"), py::arg("baseline") = py::none(), py::kw_only(), py::arg("target_class"),
-      py::arg("steps") = 256, py::arg("target") = "prob", py::arg("boxes") = py::none(), py::arg("grid") = py::none(),
+      py::arg("steps") = 256, py::arg("schedule") = "uniform", py::arg("quadrature") = "right",
+      py::arg("tol") = 0.01, py::arg("max_steps") = 4096, py::arg("target") = "prob", py::arg("boxes") = py::none(), py::arg("grid") = py::none(),
       py::arg("ig") = true, py::arg("conductance") = true, py::arg("ipna_form") = "difference",
       py::arg("cones") = true, py::arg("prune_percent") = py::none(), py::arg("ranking") = "ipna",
       py::arg("granularity") = "neuron", py::arg("progress") = py::none(),
@@ -500,7 +502,8 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
   m.def(
       "pruning_curve",
       [](PyAttributor& a, const py::object& x, const py::object& baseline, int target_class, std::vector<int> box,
-         std::vector<double> fractions, const py::object& steps, const std::string& target,
+         std::vector<double> fractions, const py::object& steps, const std::string& schedule, const std::string& quadrature,
+         double tol, int max_steps, const std::string& target,
          const std::string& ipna_form, const py::object& progress) {
         const std::vector<double> xv = sample(x, a.model->input_shape(), "x"), x0 = baseline_of(a, baseline);
         AttributeSpec s;
@@ -508,7 +511,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
         s.target = target_of(target);
         s.boxes = boxes_of(std::vector<std::vector<int>>{box});
         s.ipna_form = form_of(ipna_form);
-        s.steps = plan_of(steps, "uniform", "right", 0.01, 4096);
+        s.steps = plan_of(steps, schedule, quadrature, tol, max_steps);
         s.progress = chunk_callback(progress);
         const auto levels = chunk_callback(py::none());
         py::gil_scoped_release nogil;
@@ -518,7 +521,8 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
       py::arg("box"),
       py::arg("fractions") = std::vector<double>{0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.2, 0.3,
                                                  0.5, 0.7, 0.9, 1},
-      py::arg("steps") = 256, py::arg("target") = "prob", py::arg("ipna_form") = "difference",
+      py::arg("steps") = 256, py::arg("schedule") = "uniform", py::arg("quadrature") = "right",
+      py::arg("tol") = 0.01, py::arg("max_steps") = 4096, py::arg("target") = "prob", py::arg("ipna_form") = "difference",
       py::arg("progress") = py::none(),
       "The original's trafficlight_plot: prune growing fractions of the split units by the box's IPNA ranking and "
       "by conductance; IG inside, outside and in total of each pruned model.");
@@ -534,7 +538,8 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
   m.def(
       "class_window",
       [](PyAttributor& a, const std::string& data, int cls, std::vector<int> window, int images, int k_max,
-         int random_draws, int seed, const py::object& steps, const std::string& ipna_form, const std::string& target,
+         int random_draws, int seed, const py::object& steps, const std::string& schedule, const std::string& quadrature,
+         double tol, int max_steps, const std::string& ipna_form, const std::string& target,
          const py::object& progress) {
         if (window.size() != 4) throw py::value_error("window: (X1, Y1, X2, Y2)");
         ClassWindowSpec s;
@@ -544,7 +549,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
         s.k_max = k_max;
         s.random_draws = random_draws;
         s.seed = seed;
-        s.steps = plan_of(steps, "uniform", "right", 0.01, 4096);
+        s.steps = plan_of(steps, schedule, quadrature, tol, max_steps);
         s.ipna_form = form_of(ipna_form);
         s.target = target_of(target);
         const auto check = chunk_callback(py::none());
@@ -556,7 +561,8 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
       },
       py::arg("attributor"), py::kw_only(), py::arg("data") = kFashionMnistDir, py::arg("cls") = 0,
       py::arg("window") = std::vector<int>{0, 0, 14, 14}, py::arg("images") = 100, py::arg("k_max") = 16,
-      py::arg("random_draws") = 5, py::arg("seed") = 1, py::arg("steps") = 64, py::arg("ipna_form") = "difference",
+      py::arg("random_draws") = 5, py::arg("seed") = 1, py::arg("steps") = 64, py::arg("schedule") = "uniform",
+      py::arg("quadrature") = "right", py::arg("tol") = 0.01, py::arg("max_steps") = 4096, py::arg("ipna_form") = "difference",
       py::arg("target") = "prob", py::arg("progress") = py::none(),
       "The original's Fashion-MNIST experiment: average IPNA of a window over `images` test images of class `cls`, "
       "prune the top k split units (k = 0..k_max) by IPNA, by conductance and at random; mean IG inside/outside "
@@ -568,7 +574,8 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
          const std::optional<std::string>& manifest, const std::optional<std::string>& image_folder,
          const std::optional<std::string>& idx, const std::string& idx_set, int64_t limit, const py::object& cls,
          const std::optional<std::vector<std::vector<int>>>& boxes, const py::object& grid, bool ig, bool conductance,
-         const std::string& ipna_form, const std::string& target, const py::object& steps,
+         const std::string& ipna_form, const std::string& target, const py::object& steps, const std::string& schedule, const std::string& quadrature,
+         double tol, int max_steps,
          std::vector<double> prune_fractions, const std::string& ranking, const std::string& maps,
          const std::string& shard, int batch_items, bool resume, bool overwrite, const std::string& device,
          const std::string& precision, const py::object& progress) {
@@ -596,7 +603,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
         c.conductance = conductance;
         c.ipna_form = form_of(ipna_form);
         c.target = target_of(target);
-        c.steps = plan_of(steps, "uniform", "right", 0.01, 4096);
+        c.steps = plan_of(steps, schedule, quadrature, tol, max_steps);
         c.prune_fractions = std::move(prune_fractions);
         c.ranking = ranking_of(ranking);
         c.maps = choice<MapStorage>(maps, "maps", {{"float32", MapStorage::Float32}, {"float16", MapStorage::Float16},
@@ -623,7 +630,9 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
       py::arg("image_folder") = py::none(), py::arg("idx") = py::none(), py::arg("idx_set") = "test",
       py::arg("limit") = -1, py::arg("cls") = "label", py::arg("boxes") = py::none(), py::arg("grid") = py::none(),
       py::arg("ig") = true, py::arg("conductance") = true, py::arg("ipna_form") = "difference",
-      py::arg("target") = "prob", py::arg("steps") = 256, py::arg("prune_fractions") = std::vector<double>{},
+      py::arg("target") = "prob", py::arg("steps") = 256, py::arg("schedule") = "uniform",
+      py::arg("quadrature") = "right", py::arg("tol") = 0.01, py::arg("max_steps") = 4096,
+      py::arg("prune_fractions") = std::vector<double>{},
       py::arg("ranking") = "ipna", py::arg("maps") = "float32", py::arg("shard") = "0/1", py::arg("batch_items") = 16,
       py::arg("resume") = false, py::arg("overwrite") = false, py::arg("device") = "cpu",
       py::arg("precision") = "f32", py::arg("progress") = py::none(),
