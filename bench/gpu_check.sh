@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one device call of the GPU check (prepared by bench/gpu_bundle.sh, which
 # carries .gpu/bundle.tar.xz). Safe to run twice; every step runs under
-# `timeout`, the important results come first, the whole under 8 minutes:
+# `timeout`, the important results come first, the whole usually under 9 minutes:
 #   0. unpack; find cuDNN, cuBLAS and the CUDA runtime for our binaries
 #      (toolkit, system and PyTorch's nvidia folders) and stop at once if one
 #      cannot load; export ResNet-152 with the device's PyTorch (in the background)
@@ -10,6 +10,8 @@
 #   2. ResNet-152 timings, ours (tf32) and the PyTorch anchor, and the table
 #   3. ResNet-152 at scale against the CPU in float64
 #   4. strict fp32 timing, the original's main.py workload, memcheck
+#   5. a sweep of 64 ResNet-152 inputs (4x4 grid, 256 steps): items/s per committed batch, last
+#      (a timeout still leaves the per-batch throughput in its log)
 # and prints the table last. At most 4 files come back in $OUT: table.md (the
 # results file to commit), results.tar.gz (every log and JSON), summary.txt,
 # bundle-check.txt. LD_LIBRARY_PATH is set for our binaries only; PyTorch keeps its own.
@@ -142,4 +144,22 @@ step memcheck 150 "${RUN[@]}" "${CS:-compute-sanitizer}" --tool memcheck --repor
   --device cuda:0/fp32 -o "$W/memcheck_out"
 grep -E "ERROR SUMMARY" "$R/memcheck.log" | tail -1 > "$R/memcheck.txt"
 [ -s "$R/memcheck.txt" ] || echo "no ERROR SUMMARY (see memcheck.log)" > "$R/memcheck.txt"
+# --- 5. the sweep (issue: datasets) on ResNet-152: 64 images, IG + conductance + IPNA (4x4 grid), 256 steps ---
+if [ -f "$M/model.onnx" ]; then
+  python3 - "$W/sweep_items" <<'PY' >> "$R/export.log" 2>&1
+import os, sys, numpy as np
+d = sys.argv[1]
+os.makedirs(d, exist_ok=True)
+rng = np.random.default_rng(1)
+with open(os.path.join(d, "manifest.csv"), "w") as f:
+    f.write("path,class\n")
+    for i in range(64):
+        np.save(os.path.join(d, "x%02d.npy" % i), rng.standard_normal((3, 224, 224)).astype(np.float32))
+        f.write("x%02d.npy,%d\n" % (i, i * 13 % 1000))
+PY
+  step sweep_r152 120 "${RUN[@]}" "$B/ipna-fast" sweep --model "$M/model.onnx" --split layer2 \
+    --manifest "$W/sweep_items/manifest.csv" --grid 4x4 -n 256 --device cuda:0/tf32 --maps none --json \
+    -o "$W/sweep_r152.h5"
+  grep -E '"items_per_second"|"failed"|"steps_per_second"|^sweep ' "$R/sweep_r152.log" | tail -5
+fi
 finish
