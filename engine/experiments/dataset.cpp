@@ -49,19 +49,6 @@ std::vector<std::string> csv_fields(const std::string& line, const std::string& 
   return out;
 }
 
-int parse_index(const std::string& text, const std::string& where) {
-  size_t used = 0;
-  long v = -1;
-  try {
-    v = std::stol(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != text.size() || text.empty() || v < 0 || v > (1 << 30))
-    throw Error(where + ": expected a non-negative integer, got '" + text + "'");
-  return static_cast<int>(v);
-}
-
 std::vector<Box> parse_box_list(const std::string& text, const std::string& where) {
   std::vector<Box> boxes;
   std::stringstream all(text);
@@ -70,7 +57,7 @@ std::vector<Box> parse_box_list(const std::string& text, const std::string& wher
     std::stringstream ss(one);
     std::vector<int> v;
     std::string tok;
-    while (ss >> tok) v.push_back(parse_index(tok, where + ", boxes"));
+    while (ss >> tok) v.push_back(parse_non_negative(tok, where + ", boxes"));
     if (v.empty()) continue;
     if (v.size() != 4) throw Error(where + ", boxes: a box takes four numbers X1 Y1 X2 Y2, got '" + one + "'");
     boxes.push_back({v[0], v[1], v[2], v[3]});
@@ -87,6 +74,19 @@ bool is_item_file(const std::string& name) {
 }
 
 }  // namespace
+
+int parse_non_negative(const std::string& text, const std::string& where) {
+  size_t used = 0;
+  long v = -1;
+  try {
+    v = std::stol(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || text.empty() || v < 0 || v > (1 << 30))
+    throw Error(where + ": expected a non-negative integer, got '" + text + "'");
+  return static_cast<int>(v);
+}
 
 Dataset read_manifest(const std::string& path) {
   std::ifstream in(path);
@@ -128,9 +128,9 @@ Dataset read_manifest(const std::string& path) {
       if (f[col_class] == "predicted" || f[col_class].empty())
         it.predicted = f[col_class] == "predicted";
       else
-        it.cls = parse_index(f[col_class], where + ", class");
+        it.cls = parse_non_negative(f[col_class], where + ", class");
     }
-    if (col_label >= 0) it.label = parse_index(f[col_label], where + ", label");
+    if (col_label >= 0) it.label = parse_non_negative(f[col_label], where + ", label");
     if (col_boxes >= 0) {
       it.boxes = parse_box_list(f[col_boxes], where);
       if (it.boxes.empty()) throw Error(where + ": the boxes column is empty");

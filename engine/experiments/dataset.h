@@ -44,6 +44,9 @@ Dataset read_image_folder(const std::string& dir);
 // An IDX folder (t10k-* for "test", train-* for "train"), images as pixel/255.
 Dataset read_idx_items(const std::string& dir, const std::string& split);
 
+// A non-negative integer, the whole text; Error "WHERE: expected a non-negative integer" otherwise.
+int parse_non_negative(const std::string& text, const std::string& where);
+
 // The item as a model input (.npy as it is, images with the ImageNet
 // preprocessing, IDX pixels normalised by n). Throws Error naming the item.
 std::vector<double> load_item(const Dataset& d, const DatasetItem& item, const Shape& input_shape,

@@ -84,7 +84,7 @@ void write_file_atomically(const fs::path& path, const std::string& text) {
 
 // The working folder's committed batches, in order, checked to follow each other from 0.
 struct Batch {
-  int64_t start, items;
+  int64_t start, items, failed;
   fs::path path;
 };
 std::vector<Batch> committed_batches(const fs::path& work) {
@@ -97,7 +97,7 @@ std::vector<Batch> committed_batches(const fs::path& work) {
       continue;
     }
     const SweepFileInfo info = read_sweep_info(e.path());
-    out.push_back({std::stoll(name.substr(6)), info.items, e.path()});
+    out.push_back({std::stoll(name.substr(6)), info.items, info.failed, e.path()});
   }
   std::sort(out.begin(), out.end(), [](const Batch& a, const Batch& b) { return a.start < b.start; });
   int64_t next = 0;
@@ -120,22 +120,17 @@ void check_box(const Box& b, const Shape& in, const std::string& where) {
 }  // namespace
 
 std::pair<int, int> parse_shard(const std::string& spec) {
+  const std::string usage = "shard: expected I/N with 0 <= I < N (shards are numbered from 0), got '" + spec + "'";
   const size_t slash = spec.find('/');
-  auto num = [&](const std::string& t) {
-    size_t used = 0;
-    int v = -1;
-    try {
-      v = std::stoi(t, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != t.size() || t.empty()) throw Error("shard: expected I/N (0 <= I < N), got '" + spec + "'");
-    return v;
-  };
-  if (slash == std::string::npos) throw Error("shard: expected I/N (0 <= I < N), got '" + spec + "'");
-  const int i = num(spec.substr(0, slash)), n = num(spec.substr(slash + 1));
-  if (n < 1 || i < 0 || i >= n)
-    throw Error("shard: expected I/N with 0 <= I < N (shards are numbered from 0), got '" + spec + "'");
+  if (slash == std::string::npos) throw Error(usage);
+  int i = 0, n = 0;
+  try {
+    i = parse_non_negative(spec.substr(0, slash), "shard");
+    n = parse_non_negative(spec.substr(slash + 1), "shard");
+  } catch (const Error&) {
+    throw Error(usage);
+  }
+  if (n < 1 || i >= n) throw Error(usage);
   return {i, n};
 }
 
@@ -373,7 +368,7 @@ SweepSummary run_sweep(const SweepConfig& c) {
   if (c.interrupt_check) base.progress = [&](int, int) { c.interrupt_check(); };
   const auto t_start = clock::now();
   int64_t done_here = 0, failed_total = 0;
-  for (const Batch& b : batches) failed_total += read_sweep_info(b.path).failed;
+  for (const Batch& b : batches) failed_total += b.failed;
 
   std::vector<SweepRecord> pending;
   auto commit = [&] {
@@ -388,7 +383,7 @@ SweepSummary run_sweep(const SweepConfig& c) {
     fs::remove(tmp, ec);
     write_sweep_file(tmp, layout, bi, pending);
     fs::rename(tmp, final);
-    batches.push_back({pending.front().index - first, bi.items, final});
+    batches.push_back({pending.front().index - first, bi.items, bi.failed, final});
     pending.clear();
   };
 
