@@ -26,7 +26,7 @@ inline std::vector<Case> cases() {
           {"resnet152_224", "ipna_cond", 256, 920, {45, 100, 90, 130}}};
 }
 
-// IPNA_BENCH_DEVICE: cpu (default) or a CUDA device string such as cuda:0/tf32.
+// IPNA_BENCH_DEVICE: cpu (default), cpu/winograd, cpu/bf16 or a CUDA device string such as cuda:0/tf32.
 inline std::string device() {
   const char* d = std::getenv("IPNA_BENCH_DEVICE");
   return d ? d : "cpu";

@@ -18,7 +18,8 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--build", default="build")
 ap.add_argument("--native-blas", action="store_true")
 ap.add_argument("--resnet152", action="store_true", help="also ResNet-152 224x224 256 steps IG (ours; about a minute)")
-ap.add_argument("--bf16", action="store_true", help="also ours with bf16 convolutions (--device cpu/bf16)")
+ap.add_argument("--bf16", action="store_true", help="also ours with bf16 convolutions (--device cpu/bf16); "
+                "ours with direct float32 (--device cpu) and Winograd (--device cpu/winograd) always run")
 ap.add_argument("--out", help="also write the table (markdown) here")
 ap.add_argument("--repeats", type=int, default=3,
                 help="alternate ours and LibTorch this many times per workload and take medians (the machine is noisy)")
@@ -47,6 +48,8 @@ def run(binary, name, device=None):
 
 names = ["resnet18_112/ig/32", "resnet18_112/ipna_cond/32", "efficientnet_lite0_224/ig/64", "lenet/ig/256",
          "lenet/ipna_cond/256"]
+# Our variants beside LibTorch: direct float32 convolutions (the default), Winograd, and bf16.
+variants = [("f32", "cpu"), ("winograd", "cpu/winograd")] + ([("bf16", "cpu/bf16")] if a.bf16 else [])
 rows = []
 
 
@@ -57,31 +60,39 @@ def median(v):
 
 for n in names:
     full = n + "/iterations:3/real_time"
-    ours, torch_, bf16 = [], [], []
+    ours = {v: [] for v, _ in variants}
+    torch_ = []
     for _ in range(a.repeats):
-        ours.append(run("bench_engine", full))
         torch_.append(run("bench_libtorch", full))
-        if a.bf16:
-            bf16.append(run("bench_engine", full, "cpu/bf16"))
-    t_ours, t_torch = median([o[0] for o in ours]), median([t[0] for t in torch_])
-    t_bf16 = median([b[0] for b in bf16]) if bf16 else float("nan")
-    rows.append((n, t_ours, t_torch, t_ours / t_torch, t_bf16, t_bf16 / t_torch, max(o[1] for o in ours),
-                 max(t[1] for t in torch_), max(b[1] for b in bf16) if bf16 else float("nan"), ours[0][2],
-                 bf16[0][2] if bf16 else float("nan")))
+        for v, device in variants:
+            ours[v].append(run("bench_engine", full, device))
+    t_torch = median([t[0] for t in torch_])
+    row = {"name": n, "torch": t_torch, "torch_mib": max(t[1] for t in torch_)}
+    for v, _ in variants:
+        row[v] = median([o[0] for o in ours[v]])
+        row[v + "_mib"] = max(o[1] for o in ours[v])
+        row[v + "_gap"] = ours[v][0][2]
+    rows.append(row)
 if a.resnet152:
     t, m, gap = run("bench_engine", "resnet152_224/ig/256/iterations:1/real_time")
-    rows.append(("resnet152_224/ig/256", t, *[float("nan")] * 4, m, *[float("nan")] * 2, gap, float("nan")))
+    print("resnet152_224/ig/256 (ours, f32): %.1f ms, %.0f MiB, gap %.2g" % (t, m, gap))
 
 blas = ("native (OPENBLAS_CORETYPE unset)" if a.native_blas else
         "as the environment says (OPENBLAS_CORETYPE=%s)" % os.environ.get("OPENBLAS_CORETYPE", "unset"))
+vs = [v for v, _ in variants]
 lines = ["OpenBLAS kernels (float64 and the few-channel convolutions): " + blas,
-         "medians of %d alternating runs; 2 threads each; gap = |completeness gap| / |F(x) - F(x')|" % a.repeats, "",
-         "| workload | ours f32 ms | LibTorch ms | ratio | ours bf16 ms | bf16 ratio | peak MiB ours / LibTorch / bf16 "
-         "| gap f32 | gap bf16 |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+         "medians of %d alternating runs; 2 threads each; ratio = ours / LibTorch; "
+         "gap = |completeness gap| / |F(x) - F(x')|" % a.repeats, "",
+         "| workload | LibTorch ms | " + " | ".join("ours %s ms | ratio" % v for v in vs) + " | peak MiB LibTorch / " +
+         " / ".join(vs) + " | " + " | ".join("gap " + v for v in vs) + " |",
+         "| --- | ---: | " + " | ".join("---: | ---:" for v in vs) + " | ---: | " + " | ".join("---:" for v in vs) + " |"]
 for r in rows:
-    lines.append("| %s | %.1f | %.1f | %.2f | %.1f | %.2f | %.0f / %.0f / %.0f | %.2g | %.2g |" % r)
+    lines.append("| %s | %.1f | " % (r["name"], r["torch"]) +
+                 " | ".join("%.1f | %.2f" % (r[v], r[v] / r["torch"]) for v in vs) + " | %.0f / " % r["torch_mib"] +
+                 " / ".join("%.0f" % r[v + "_mib"] for v in vs) + " | " +
+                 " | ".join("%.2g" % r[v + "_gap"] for v in vs) + " |")
 print("\n".join(lines))
 if a.out:
     with open(a.out, "w") as f:
-        f.write("# CPU: ipna-fast (float32 convolutions on oneDNN, and bf16) against LibTorch\n\n`/usr/bin/python3 "
-                "bench/run_cpu_bench.py %s`\n\n" % " ".join(sys.argv[1:]) + "\n".join(lines) + "\n")
+        f.write("# CPU: ipna-fast (float32 convolutions on oneDNN: direct, Winograd, bf16) against LibTorch\n\n"
+                "`/usr/bin/python3 bench/run_cpu_bench.py %s`\n\n" % " ".join(sys.argv[1:]) + "\n".join(lines) + "\n")

@@ -15,16 +15,18 @@ namespace ipna {
 template <typename T>
 std::unique_ptr<Backend<T>> make_backend(const std::string& device) {
   const DeviceOptions opt = parse_device(device);
-  if (!opt.cuda && opt.cpu_bf16) {
+  if (!opt.cuda) {
     if constexpr (std::is_same_v<T, double>) {
-      throw Error("device '" + device + "': bf16 convolutions are an option of float32 precision");
+      if (opt.cpu_math != CpuMath::Fp32)
+        throw Error("device '" + device + "': " + (opt.cpu_math == CpuMath::Bf16 ? "bf16" : "Winograd") +
+                    " convolutions are an option of float32 precision (float64 is always direct)");
+      return std::make_unique<CpuBackend<T>>();
     } else {
-      if (!__builtin_cpu_supports("avx512bf16"))
+      if (opt.cpu_math == CpuMath::Bf16 && !__builtin_cpu_supports("avx512bf16"))
         throw Error("device '" + device + "': this CPU has no bf16 instructions (AVX-512 BF16 or AMX); use cpu");
-      return std::make_unique<CpuBackend<T>>(true);
+      return std::make_unique<CpuBackend<T>>(opt.cpu_math);
     }
   }
-  if (!opt.cuda) return std::make_unique<CpuBackend<T>>();
   if constexpr (std::is_same_v<T, double>) {
     throw Error("device '" + device + "': the CUDA backend computes in float32 (fp32 or tf32); use float32 precision");
   } else {

@@ -7,11 +7,12 @@
 namespace ipna {
 
 DeviceOptions parse_device(const std::string& device) {
-  const std::string help = "device '" + device + "': expected cpu, cpu/bf16 or cuda[:N][/fp32|/tf32|/bf16][/cap=MiB]";
+  const std::string help =
+      "device '" + device + "': expected cpu, cpu/winograd, cpu/bf16 or cuda[:N][/fp32|/tf32|/bf16][/cap=MiB]";
   DeviceOptions o;
   if (device == "cpu") return o;
-  if (device == "cpu/bf16") {
-    o.cpu_bf16 = true;
+  if (device == "cpu/winograd" || device == "cpu/bf16") {
+    o.cpu_math = device == "cpu/winograd" ? CpuMath::Winograd : CpuMath::Bf16;
     return o;
   }
   if (device.rfind("cuda", 0) != 0) throw Error(help);

@@ -164,8 +164,12 @@ void add_model_options(CLI::App* app, ModelArgs& m, bool required = true) {
   if (required) o->required();
   app->add_option("--split", m.split, "Name of the split tensor (see `ipna-fast info MODEL`)");
   app->add_option("--precision", m.precision, "f32 or f64")->check(CLI::IsMember({"f32", "f64"}))->capture_default_str();
-  app->add_option("--device", m.device, "cpu, cpu/bf16 (convolutions read bf16 inputs and weights, accumulate in float32; CPUs with AVX-512 "
-                  "BF16 or AMX), or cuda[:N][/fp32|/tf32][/cap=MiB] (tf32 default; cap limits GPU memory)")->capture_default_str();
+  app->add_option("--device", m.device,
+                  "cpu (direct float32 convolutions), cpu/winograd (Winograd for 3x3 stride-1 convolutions: about half "
+                  "their time, more rounding error), cpu/bf16 (convolutions read bf16 inputs and weights, "
+                  "accumulate in float32; CPUs with AVX-512 BF16 or AMX), or cuda[:N][/fp32|/tf32][/cap=MiB] (tf32 "
+                  "default; cap limits GPU memory)")
+      ->capture_default_str();
 }
 
 void add_input_options(CLI::App* app, InputArgs& in) {
@@ -315,7 +319,8 @@ int main(int argc, char** argv) {
   main_cmd->add_option("--precision", mn.model.precision, "f32 or f64")
       ->check(CLI::IsMember({"f32", "f64"}))
       ->capture_default_str();
-  main_cmd->add_option("--device", mn.model.device, "cpu, cpu/bf16 or cuda[:N][/fp32|/tf32][/cap=MiB]")->capture_default_str();
+  main_cmd->add_option("--device", mn.model.device, "cpu, cpu/winograd, cpu/bf16 or cuda[:N][/fp32|/tf32][/cap=MiB]")
+      ->capture_default_str();
 
   CurveArgs cv;
   std::string fractions = "0,0.001,0.002,0.005,0.01,0.02,0.03,0.05,0.07,0.1,0.2,0.3,0.5,0.7,0.9,1";

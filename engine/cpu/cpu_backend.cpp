@@ -40,7 +40,7 @@ template double* scratch<double>(size_t, int);
 }  // namespace cpu
 
 template <typename T>
-CpuBackend<T>::CpuBackend(bool bf16_convolutions) : onednn_(bf16_convolutions) {
+CpuBackend<T>::CpuBackend(CpuMath math) : onednn_(math) {
   // Parallelism comes from OpenMP over samples; a threaded BLAS inside those
   // threads would oversubscribe the cores.
   openblas_set_num_threads(1);
@@ -48,7 +48,13 @@ CpuBackend<T>::CpuBackend(bool bf16_convolutions) : onednn_(bf16_convolutions) {
 
 template <typename T>
 std::string CpuBackend<T>::name() const {
-  return sizeof(T) == 8 ? "cpu (float64)" : onednn_.bf16() ? "cpu (float32, bf16 convolutions)" : "cpu (float32)";
+  if (sizeof(T) == 8) return "cpu (float64)";
+  switch (onednn_.math()) {
+    case CpuMath::Fp32: return "cpu (float32)";
+    case CpuMath::Winograd: return "cpu (float32, Winograd 3x3 convolutions)";
+    case CpuMath::Bf16: return "cpu (float32, bf16 convolutions)";
+  }
+  return "cpu";
 }
 
 template <typename T>
@@ -62,6 +68,7 @@ void* CpuBackend<T>::allocate(size_t bytes) {
 template <typename T>
 void CpuBackend<T>::release(void* p) noexcept {
   onednn_.forget(p);
+  onednn_linear_.forget(p);
   std::free(p);
 }
 template <typename T>

@@ -1,5 +1,5 @@
-// CPU backend, float32 and float64. float32 convolutions go to oneDNN, which
-// threads them itself; everything else is ours. GEMMs go to OpenBLAS (single
+// CPU backend, float32 and float64. float32 convolutions and linear layers go to
+// oneDNN, which threads them itself; everything else is ours. GEMMs go to OpenBLAS (single
 // threaded per call); the batch of path points is spread over OpenMP threads,
 // one sample per thread at a time, which keeps im2col parallel too.
 #pragma once
@@ -7,14 +7,16 @@
 
 #include "engine/backend.h"
 #include "engine/cpu/onednn_conv.h"
+#include "engine/cpu/onednn_linear.h"
+#include "engine/device_options.h"
 
 namespace ipna {
 
 template <typename T>
 class CpuBackend final : public Backend<T> {
  public:
-  // bf16_convolutions (float only): convolutions round their inputs and weights to bf16.
-  explicit CpuBackend(bool bf16_convolutions = false);
+  // math: how float32 convolutions compute (engine/device_options.h); float64 ignores it.
+  explicit CpuBackend(CpuMath math = CpuMath::Fp32);
   std::string name() const override;
   void* allocate(size_t bytes) override;
   void release(void* p) noexcept override;
@@ -70,6 +72,8 @@ class CpuBackend final : public Backend<T> {
  private:
   // float32 convolutions (primitives and reordered weights, dropped with their buffers).
   cpu::OnednnConvolutions onednn_;
+  // float32 linear layers (primitives and reordered weights, dropped with their buffers).
+  cpu::OnednnLinear onednn_linear_;
 };
 
 namespace cpu {

@@ -1,8 +1,10 @@
 // Linear (Gemm / MatMul) on the CPU: x [n, in], weight [out, in], y [n, out].
-// The batch is split into one row block per thread, each a single-threaded GEMM.
+// float32 goes to oneDNN (engine/cpu/onednn_linear.h); float64, the reference,
+// splits the batch into one row block per thread, each a single-threaded GEMM.
 #include <omp.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/instantiate.h"
@@ -24,6 +26,7 @@ void for_row_blocks(int n, F&& body) {
 
 template <typename T>
 void CpuBackend<T>::linear_forward(int in, int out, const T* weight, const T* bias, const T* x, T* y, int n) {
+  if constexpr (std::is_same_v<T, float>) return onednn_linear_.forward(in, out, weight, bias, x, y, n);
   for_row_blocks(n, [&](int r0, int r1) {
     T* yb = y + static_cast<int64_t>(r0) * out;
     if (bias)
@@ -36,6 +39,7 @@ void CpuBackend<T>::linear_forward(int in, int out, const T* weight, const T* bi
 template <typename T>
 void CpuBackend<T>::linear_backward_data(int in, int out, const T* weight, const T* dy, T* dx, int n,
                                          bool accumulate) {
+  if constexpr (std::is_same_v<T, float>) return onednn_linear_.backward_data(in, out, weight, dy, dx, n, accumulate);
   for_row_blocks(n, [&](int r0, int r1) {
     cpu::gemm<T>(false, false, r1 - r0, in, out, T(1), dy + static_cast<int64_t>(r0) * out, out, weight, in,
                  accumulate ? T(1) : T(0), dx + static_cast<int64_t>(r0) * in, in);

@@ -3,21 +3,23 @@
 // weights' layout, which is reordered once per weight buffer and direction and
 // cached (like the cuDNN algorithms on the GPU); primitives are created once per
 // shape, batch size and direction. Bias is fused into the forward primitive.
-// With bf16, what the convolution reads is rounded to bf16 on the way in.
+// CpuMath picks the algorithm: direct, Winograd where oneDNN has it (3x3,
+// stride 1), or direct reading bf16 (rounded on the way in).
 // float64 keeps our own im2col + BLAS reference (engine/cpu/conv2d.cpp).
 #pragma once
 #include <memory>
 
+#include "engine/device_options.h"
 #include "engine/op_desc.h"
 
 namespace ipna::cpu {
 
 class OnednnConvolutions {
  public:
-  // bf16: sources, weights and output gradients rounded to bf16 (oneDNN accumulates in float32
+  // Bf16: sources, weights and output gradients rounded to bf16 (oneDNN accumulates in float32
   // and writes float32), for CPUs with AVX-512 BF16 or AMX.
-  explicit OnednnConvolutions(bool bf16 = false);
-  bool bf16() const;
+  explicit OnednnConvolutions(CpuMath math = CpuMath::Fp32);
+  CpuMath math() const;
   ~OnednnConvolutions();
   OnednnConvolutions(const OnednnConvolutions&) = delete;
   OnednnConvolutions& operator=(const OnednnConvolutions&) = delete;

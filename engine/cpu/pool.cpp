@@ -3,8 +3,10 @@
 // the maximum (the first one on ties, as PyTorch) so backward scatters without
 // the input. Padded positions never win a max; AvgPool divides by the whole
 // window when count_include_pad, else by the positions inside the input.
+#include <algorithm>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/instantiate.h"
@@ -12,38 +14,90 @@
 
 namespace ipna {
 
+namespace {
+// The max-pool update: the first maximum wins (as PyTorch); a NaN wins and propagates.
+template <typename T>
+inline bool takes(T v, T best) {
+  return v > best || (v != v && best == best);
+}
+}  // namespace
+
 template <typename T>
 void CpuBackend<T>::maxpool_forward(const PoolDesc& d, const T* x, T* y, int32_t* argmax, int n) {
   const Window& win = d.win;
   const int64_t planes = static_cast<int64_t>(n) * d.c;
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < planes; ++p) {
-    const T* xp = x + p * d.h * d.w;
-    T* yp = y + p * d.ho * d.wo;
-    int32_t* ap = argmax ? argmax + p * d.ho * d.wo : nullptr;
-    for (int oy = 0; oy < d.ho; ++oy) {
-      int i0, i1;
-      window_taps(oy, win.sh, win.pad_top, win.dh, win.kh, d.h, i0, i1);
-      for (int ox = 0; ox < d.wo; ++ox) {
-        int j0, j1;
-        window_taps(ox, win.sw, win.pad_left, win.dw, win.kw, d.w, j0, j1);
-        T best = -std::numeric_limits<T>::infinity();
-        int32_t at = -1;
+  // Output columns whose whole window lies inside the input: there the row is swept tap by
+  // tap with branch-free updates (a data-dependent branch per tap mispredicts on real
+  // activations); the border columns take the general per-output loop.
+  int col_lo = 0, col_hi = 0;
+  for (int ox = 0; ox < d.wo; ++ox) {
+    int j0, j1;
+    window_taps(ox, win.sw, win.pad_left, win.dw, win.kw, d.w, j0, j1);
+    const bool full = j0 == 0 && j1 == win.kw;
+    if (full && col_hi == col_lo) col_lo = col_hi = ox;
+    if (full && col_hi == ox) col_hi = ox + 1;
+  }
+#pragma omp parallel
+  {
+    std::vector<T> best_row(d.wo);
+    std::vector<int32_t> at_row(d.wo);
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < planes; ++p) {
+      const T* xp = x + p * d.h * d.w;
+      T* yp = y + p * d.ho * d.wo;
+      int32_t* ap = argmax ? argmax + p * d.ho * d.wo : nullptr;
+      for (int oy = 0; oy < d.ho; ++oy) {
+        int i0, i1;
+        window_taps(oy, win.sh, win.pad_top, win.dh, win.kh, d.h, i0, i1);
+        const auto general = [&](int ox) {
+          int j0, j1;
+          window_taps(ox, win.sw, win.pad_left, win.dw, win.kw, d.w, j0, j1);
+          T best = -std::numeric_limits<T>::infinity();
+          int32_t at = -1;
+          for (int i = i0; i < i1; ++i) {
+            const int iy = oy * win.sh - win.pad_top + i * win.dh;
+            for (int j = j0; j < j1; ++j) {
+              const int ix = ox * win.sw - win.pad_left + j * win.dw;
+              const T v = xp[iy * d.w + ix];
+              if (at < 0 || takes(v, best)) {
+                best = v;
+                at = iy * d.w + ix;
+              }
+            }
+          }
+          yp[oy * d.wo + ox] = best;
+          if (ap) ap[oy * d.wo + ox] = at;
+        };
+        for (int ox = 0; ox < col_lo; ++ox) general(ox);
+        for (int ox = col_hi; ox < d.wo; ++ox) general(ox);
+        if (col_hi == col_lo || i0 == i1) {
+          for (int ox = col_lo; ox < col_hi; ++ox) general(ox);
+          continue;
+        }
+        T* best = best_row.data();
+        int32_t* at = at_row.data();
+        const int iy0 = oy * win.sh - win.pad_top + i0 * win.dh;
+        const int x0 = col_lo * win.sw - win.pad_left;
+        for (int ox = col_lo; ox < col_hi; ++ox) {
+          const int idx = iy0 * d.w + x0 + (ox - col_lo) * win.sw;
+          best[ox] = xp[idx];
+          at[ox] = idx;
+        }
         for (int i = i0; i < i1; ++i) {
           const int iy = oy * win.sh - win.pad_top + i * win.dh;
-          const T* row = xp + iy * d.w;
-          for (int j = j0; j < j1; ++j) {
-            const int ix = ox * win.sw - win.pad_left + j * win.dw;
-            const T v = row[ix];
-            // The first maximum wins (as PyTorch); a NaN wins and propagates.
-            if (at < 0 || v > best || (v != v && best == best)) {
-              best = v;
-              at = iy * d.w + ix;
+          for (int j = (i == i0 ? 1 : 0); j < win.kw; ++j) {
+            const int base = iy * d.w + x0 + j * win.dw;
+            for (int ox = col_lo; ox < col_hi; ++ox) {
+              const int idx = base + (ox - col_lo) * win.sw;
+              const T v = xp[idx];
+              const bool t = takes(v, best[ox]);
+              best[ox] = t ? v : best[ox];
+              at[ox] = t ? idx : at[ox];
             }
           }
         }
-        yp[oy * d.wo + ox] = best;
-        if (ap) ap[oy * d.wo + ox] = at;
+        std::copy(best + col_lo, best + col_hi, yp + oy * d.wo + col_lo);
+        if (ap) std::copy(at + col_lo, at + col_hi, ap + oy * d.wo + col_lo);
       }
     }
   }
