@@ -9,6 +9,8 @@
 // tables, medians of --repeats runs that alternate the configurations:
 //  1. one box: the time of the patch passes alone, the run with the box less
 //     the run with conductance only (the same base pass and f2), cone vs whole plane;
+//     the box is given kBoxCopies times and the difference divided by that, since one
+//     box's passes are small next to the noise of the base run;
 //  2. a 7x7 grid, IPNA only, whole run: cones vs whole planes;
 //  3. a 7x7 grid with conductance and IG, whole run, against IG alone.
 // Memory is the engine's batch buffers (AttributionResult::workspace_bytes),
@@ -23,6 +25,8 @@
 #include <CLI/CLI.hpp>
 
 #include "engine/attribution.h"
+#include "engine/cpu/cpu_backend.h"
+#include "engine/plan.h"
 #include "loaders/image.h"
 #include "loaders/onnx_loader.h"
 
@@ -65,6 +69,27 @@ std::map<std::string, Timing> measure(Attributor& engine, const Model& m,
 
 double mib(size_t b) { return b / 1048576.0; }
 
+// Copies of the one box per run (each computed as a box of its own).
+constexpr int kBoxCopies = 8;
+
+// The share of f1's convolution multiply-adds that a box's cone keeps (each convolution's output
+// window against its whole plane): the most a cone can save on the convolutions of a patch pass.
+double cone_conv_share(const Graph& f1, const Box& box) {
+  CpuBackend<float> cpu;
+  const Cone cone = GraphPlan<float>(f1, cpu).cone(box);
+  double whole = 0, kept = 0;
+  for (const Node& node : f1.nodes) {
+    if (node.kind != OpKind::Conv) continue;
+    const Shape& in = f1.values[node.inputs[0]].shape;
+    const Shape& out = f1.values[node.output].shape;
+    const double per_position = static_cast<double>(out.channels()) * (in.channels() / node.groups) * node.win.kh *
+                                node.win.kw;
+    whole += per_position * out.plane();
+    kept += per_position * cone.rect[node.output].area();
+  }
+  return kept / whole;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -90,7 +115,8 @@ int main(int argc, char** argv) {
   const Precision p = precision == "f64" ? Precision::F64 : Precision::F32;
   const Box box{45, 100, 90, 130};  // rows 45..90, columns 100..130: the traffic light's right lamp
 
-  std::printf("## One box (45 100 90 130), %d steps: the patch passes alone\n\n", steps);
+  std::printf("## One box (45 100 90 130), %d steps: the patch passes alone (per box, from %d copies)\n\n", steps,
+              kBoxCopies);
   std::printf("| model | form | whole planes (s) | cones (s) | speed-up | memory whole / cones (MiB) |\n");
   std::printf("|---|---|---:|---:|---:|---:|\n");
   for (const Model& m : models) {
@@ -106,7 +132,7 @@ int main(int argc, char** argv) {
     for (IpnaForm form : {IpnaForm::Difference, IpnaForm::Tangent})
       for (bool cones : {false, true}) {
         AttributionRequest r = cond;
-        r.boxes = {box};
+        r.boxes.assign(kBoxCopies, box);
         r.ipna_form = form;
         r.receptive_field_cones = cones;
         configs.push_back({std::string(form == IpnaForm::Tangent ? "tangent" : "difference") + (cones ? "/cone" : "/whole"), r});
@@ -115,12 +141,19 @@ int main(int argc, char** argv) {
     for (const char* form : {"difference", "tangent"}) {
       const Timing& w = t[std::string(form) + "/whole"];
       const Timing& c = t[std::string(form) + "/cone"];
-      const double pw = w.seconds - t["base"].seconds, pc = c.seconds - t["base"].seconds;
+      const double pw = (w.seconds - t["base"].seconds) / kBoxCopies, pc = (c.seconds - t["base"].seconds) / kBoxCopies;
       std::printf("| %s | %s | %.3f | %.3f | %.2fx | %.0f / %.0f |\n", m.name.c_str(), form, pw, pc, pw / pc,
                   mib(w.workspace), mib(c.workspace));
     }
     std::fflush(stdout);
   }
+  std::printf("\nThe convolutions' share of multiply-adds on the cone of the box (the most a cone saves on them):");
+  for (const Model& m : models) {
+    const double share = cone_conv_share(m.model.f1, box);
+    std::printf(" %s %.1f%% (at most %.2fx);", m.name.c_str(), 100 * share, 1 / share);
+  }
+  std::printf("\n\n");
+  std::fflush(stdout);
 
   const Model& resnet = models[1];
   Attributor engine(resnet.model, p);

@@ -160,6 +160,14 @@ class Backend : public Device {
   // their backward (a mask, a scale, a derivative) applied forwards ---
   // ty[o] = tx[argmax[o]]: a max-pool routes tangents as its forward routed values.
   virtual void maxpool_tangent(const PoolDesc& d, const int32_t* argmax, const T* tx, T* ty, int n) = 0;
+  // The same on windows: ty [n, c, out.h, out.w] holds window `out` of the output planes, tx
+  // [n, c, in.h, in.w] window `in` of the input planes (zero outside it); argmax is whole-plane.
+  virtual void maxpool_tangent_window(const PoolDesc& d, const int32_t* argmax, PlaneWindow in, const T* tx,
+                                      PlaneWindow out, T* ty, int n) = 0;
+  // ty = tx where the Clip mask (whole planes of h x w, as clip_forward wrote it) is set, else 0,
+  // on window `win` of n*c planes; tx and ty are [n, c, win.h, win.w].
+  virtual void clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint64_t* mask, const T* tx,
+                                   T* ty) = 0;
   // ty = gamma * rstd * (tx - mean_c(tx) - x_hat * mean_c(tx * x_hat)), at the saved point.
   virtual void layernorm_tangent(int n, int c, int64_t plane, const T* gamma, const T* xhat, const T* rstd,
                                  const T* tx, T* ty) = 0;

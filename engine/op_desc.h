@@ -42,4 +42,10 @@ struct PoolDesc {
   Window win;
 };
 
+// A rectangle of a plane, rows r0..r0+h and columns c0..c0+w: where a cone's tangent
+// is kept compactly, as [n, C, h, w], by the patch passes.
+struct PlaneWindow {
+  int r0 = 0, c0 = 0, h = 0, w = 0;
+};
+
 }  // namespace ipna

@@ -22,9 +22,17 @@ struct Cone {
   struct Rect {
     int r0 = 0, r1 = 0, c0 = 0, c1 = 0;
     int64_t area() const { return static_cast<int64_t>(r1 - r0) * (c1 - c0); }
+    PlaneWindow window() const { return {r0, c0, r1 - r0, c1 - c0}; }
   };
   std::vector<Rect> rect;      // per value
-  std::vector<bool> windowed;  // per launch
+  // Per launch, what runs on its cone window: in the difference form, convolutions whose cone
+  // covers under 80% of their plane and that read enough inputs per output to pay for the
+  // copies around them; in the tangent form, every such convolution and per-position op
+  // (Clip, Affine, Activation, Add, MaxPool).
+  std::vector<bool> windowed, windowed_tangent;
+  // Per value, tangent form: kept as [n, C, rect height, rect width] in its arena slot, because
+  // a windowed launch writes it and only windowed launches read it; others are whole planes.
+  std::vector<bool> compact;
   int64_t window_elems = 0;    // per sample: the largest cone window, in or out
 };
 
@@ -109,9 +117,13 @@ class GraphPlan {
   // One node of the forward pass (forward and patched_forward share it); keep: its saved state or null.
   void launch_forward(size_t launch, int n, const T* x, T* y, T* arena, void* keep) const;
   // A convolution (no bias) on its cone window only, written into that window of `out`
-  // (plan_tangent.cpp). With a base point: of in - base_in, plus base_out.
+  // (plan_tangent.cpp): of in - base_in, plus base_out (the difference form's patched forward).
   void conv_window(size_t launch, int n, const T* in, const T* base_in, T* out, const T* base_out, Workspace& ws,
                    const Cone& cone) const;
+  // The tangent form's launch `launch` on its cone window, values kept compact where the cone says.
+  void tangent_window(size_t launch, int n, const T* tx, T* ty, T* arena, const void* keep, Workspace& ws,
+                      const Cone& cone) const;
+  void grow_windows(Workspace& ws, const Cone& cone, int n) const;
   T* grad_ptr(int v, int n, const T* dy, T* dx, T* arena) const;
   size_t saved_size(int launch, int n) const;    // bytes backward needs of the launch
   size_t saved_offset(int launch, int n) const;  // bytes into ws.saved

@@ -5,10 +5,14 @@
 // the window of the input its output window reads is copied out (positions
 // beyond the plane read as zero, which is the padding), the convolution runs
 // unpadded on it, and the result is written into an output that holds the
-// rest already (zero for a tangent; the base point's output, kept by its
-// forward, for a patch point). Every other op is cheap next to the
-// convolutions and runs on the whole plane, so every buffer holds exact
-// values everywhere.
+// rest already (the base point's output, kept by its forward, for a patch
+// point). In the difference form every other op runs on whole planes. In the
+// tangent form, which is zero outside the cone, the per-position ops (Clip,
+// Affine, Activation, Add, MaxPool) run on their cone windows too, and a value
+// that only windowed launches write and read is kept compactly, [n, C, rect],
+// in its arena slot: a patch pass then touches whole planes only where a
+// whole-plane op (a global pool, a gate, a convolution whose cone covers most
+// of its plane) or the output needs them, and those hold exact zeros outside.
 #include <algorithm>
 
 #include "engine/error.h"
@@ -25,6 +29,11 @@ Rect full(const Shape& s) { return {0, static_cast<int>(s.height()), 0, static_c
 Rect unite(const Rect& a, const Rect& b) {
   return {std::min(a.r0, b.r0), std::max(a.r1, b.r1), std::min(a.c0, b.c0), std::max(a.c1, b.c1)};
 }
+
+// Inputs per output (channels per group x taps) from which a windowed convolution saves more
+// in the difference form than its copies of the base output cost (measured on EfficientNet-Lite0's
+// depthwise convolutions, 9 and 25 taps, which ran slower windowed).
+constexpr int kDifferenceWindowTaps = 32;
 
 int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
@@ -43,6 +52,7 @@ Cone GraphPlan<T>::cone(const Box& box) const {
   Cone c;
   c.rect.resize(graph_.values.size());
   c.windowed.assign(launches_.size(), false);
+  c.windowed_tangent.assign(launches_.size(), false);
   const Shape& in = graph_.values[graph_.input].shape;
   if (in.rank() != 3) throw Error("receptive-field cones need a C,H,W input, got " + in.str());
   c.rect[graph_.input] = {std::max(box.r0, 0), std::min<int>(box.r1, static_cast<int>(in.height())),
@@ -65,10 +75,17 @@ Cone GraphPlan<T>::cone(const Box& box) const {
         window_out(x.r0, x.r1, w.kh, w.sh, w.pad_top, w.dh, static_cast<int>(so.height()), out.r0, out.r1);
         window_out(x.c0, x.c1, w.kw, w.sw, w.pad_left, w.dw, static_cast<int>(so.width()), out.c0, out.c1);
         if (node.kind == OpKind::Conv && out.area() * 10 < so.plane() * 8) {  // below 80% of the plane: worth it
-          c.windowed[li] = true;
+          // The difference form pays whole-plane copies of the base output around a windowed
+          // convolution: worth it where each output reads enough inputs (not a depthwise one).
+          c.windowed[li] = st.conv.cin / st.conv.groups * w.kh * w.kw >= kDifferenceWindowTaps;
+          c.windowed_tangent[li] = true;
           const int64_t hr = (out.r1 - out.r0 - 1) * w.sh + (w.kh - 1) * w.dh + 1;
           const int64_t wr = (out.c1 - out.c0 - 1) * w.sw + (w.kw - 1) * w.dw + 1;
           c.window_elems = std::max({c.window_elems, st.conv.cin * hr * wr, st.conv.cout * out.area()});
+        }
+        if (node.kind == OpKind::MaxPool && out.area() * 10 < so.plane() * 8) {
+          c.windowed_tangent[li] = true;
+          c.window_elems = std::max({c.window_elems, so.channels() * out.area(), so.channels() * x.area()});
         }
         break;
       }
@@ -83,7 +100,21 @@ Cone GraphPlan<T>::cone(const Box& box) const {
       default:  // elementwise, per position, or whole channels: the input's cone
         out = x;
     }
+    const bool per_position = node.kind == OpKind::Clip || node.kind == OpKind::Affine ||
+                              node.kind == OpKind::Activation || (node.kind == OpKind::Add && node.inputs.size() == 2);
+    if (per_position && out.area() * 10 < so.plane() * 8) {
+      c.windowed_tangent[li] = true;
+      c.window_elems = std::max(c.window_elems, so.channels() * out.area());
+    }
   }
+  // Compact: written by a windowed launch and read only by windowed launches (never the output).
+  c.compact.assign(graph_.values.size(), false);
+  for (size_t li = 0; li < launches_.size(); ++li)
+    if (c.windowed_tangent[li]) c.compact[graph_.nodes[launches_[li].node].output] = true;
+  c.compact[graph_.output] = false;
+  for (size_t li = 0; li < launches_.size(); ++li)
+    if (!c.windowed_tangent[li])
+      for (int v : graph_.nodes[launches_[li].node].inputs) c.compact[v] = false;
   return c;
 }
 
@@ -149,9 +180,102 @@ void GraphPlan<T>::carry_store(const ConvStore& store, int from) const {
 }
 
 template <typename T>
+void GraphPlan<T>::grow_windows(Workspace& ws, const Cone& cone, int n) const {
+  const size_t bytes = static_cast<size_t>(cone.window_elems) * n * sizeof(T);
+  for (DeviceBuffer* b : {&ws.window_in, &ws.window_out, &ws.window_base})  // grown once per cone size
+    if (b->bytes() < bytes) *b = DeviceBuffer(be_, bytes);
+}
+
+template <typename T>
+void GraphPlan<T>::tangent_window(size_t si, int n, const T* tx, T* ty, T* arena, const void* keep, Workspace& ws,
+                                  const Cone& cone) const {
+  const NodeLaunch& st = launches_[si];
+  const Node& node = graph_.nodes[st.node];
+  const Shape& so = graph_.values[node.output].shape;
+  const Cone::Rect& r = cone.rect[node.output];
+  const int c = static_cast<int>(so.channels()), h = static_cast<int>(so.height()), w = static_cast<int>(so.width());
+  T* in_buf = ws.window_in.template as<T>();
+  T* out_buf = ws.window_out.template as<T>();
+  T* aux_buf = ws.window_base.template as<T>();
+  // Value v's tangent on the window `want` (may hang over the plane: zeros there), from its
+  // storage: compact over its own rect, or the whole plane. Where v is compact on that very
+  // window, its slot is used as it is.
+  auto window_of = [&](int v, const Cone::Rect& want, T* scratch) -> const T* {
+    const T* p = value_ptr(v, n, tx, ty, arena);
+    const Shape& s = graph_.values[v].shape;
+    const Cone::Rect& have = cone.rect[v];
+    const bool compact = cone.compact[v];
+    if (compact && have.r0 == want.r0 && have.r1 == want.r1 && have.c0 == want.c0 && have.c1 == want.c1) return p;
+    const int sh = compact ? have.r1 - have.r0 : static_cast<int>(s.height());
+    const int sw = compact ? have.c1 - have.c0 : static_cast<int>(s.width());
+    const int or0 = compact ? have.r0 : 0, oc0 = compact ? have.c0 : 0;
+    const int wh = want.r1 - want.r0, ww = want.c1 - want.c0;
+    be_.copy_window(n, static_cast<int>(s.channels()), p, sh, sw, want.r0 - or0, want.c0 - oc0, scratch, wh, ww, 0, 0,
+                    wh, ww);
+    return scratch;
+  };
+  T* out = value_ptr(node.output, n, tx, ty, arena);
+  const int64_t window_count = static_cast<int64_t>(n) * c * r.area();
+  if (r.area() == 0) {  // the box does not reach this value
+    if (!cone.compact[node.output]) be_.zero(out, sizeof(T) * n * st.count);
+    return;
+  }
+  switch (node.kind) {
+    case OpKind::Conv: {  // unpadded on the window of the input its output window reads
+      const Window& win = node.win;
+      ConvDesc d = st.conv;
+      d.ho = r.r1 - r.r0;
+      d.wo = r.c1 - r.c0;
+      d.h = (d.ho - 1) * win.sh + (win.kh - 1) * win.dh + 1;
+      d.w = (d.wo - 1) * win.sw + (win.kw - 1) * win.dw + 1;
+      d.win.pad_top = d.win.pad_left = d.win.pad_bottom = d.win.pad_right = 0;
+      const int r0 = r.r0 * win.sh - win.pad_top, c0 = r.c0 * win.sw - win.pad_left;
+      const T* x = window_of(node.inputs[0], {r0, r0 + d.h, c0, c0 + d.w}, in_buf);
+      be_.conv2d_forward(d, weights_[st.node].template as<T>(), nullptr, x, out_buf, n);
+      break;
+    }
+    case OpKind::Clip:
+      be_.clip_tangent_window(n, c, h, w, r.window(), static_cast<const uint64_t*>(keep),
+                              window_of(node.inputs[0], r, in_buf), out_buf);
+      break;
+    case OpKind::Affine:  // scale * t per channel
+      be_.affine_backward(c, r.area(), weights_[st.node].template as<T>(), window_of(node.inputs[0], r, in_buf),
+                          out_buf, n, false);
+      break;
+    case OpKind::Activation: {  // f'(x) * t, with the saved derivative's window
+      be_.copy_window(n, c, static_cast<const T*>(keep), h, w, r.r0, r.c0, aux_buf, r.r1 - r.r0, r.c1 - r.c0, 0, 0,
+                      r.r1 - r.r0, r.c1 - r.c0);
+      be_.mul_backward(1, 1, window_count, false, nullptr, aux_buf, window_of(node.inputs[0], r, in_buf), out_buf,
+                       false, nullptr, false);
+      break;
+    }
+    case OpKind::Add:  // both inputs on the output's window (the union of theirs)
+      be_.add_forward(window_count, window_of(node.inputs[0], r, in_buf), window_of(node.inputs[1], r, aux_buf),
+                      out_buf);
+      break;
+    case OpKind::MaxPool: {
+      const Cone::Rect& ri = cone.rect[node.inputs[0]];
+      be_.maxpool_tangent_window(st.pool, static_cast<const int32_t*>(keep), ri.window(),
+                                 window_of(node.inputs[0], ri, in_buf), r.window(), out_buf, n);
+      break;
+    }
+    default:
+      throw Error(std::string("internal: no windowed tangent for ") + op_name(node.kind));
+  }
+  // Into the output's storage: compact as it is, or a whole plane, zero outside the cone.
+  if (cone.compact[node.output]) {
+    be_.copy_on_device(out, out_buf, sizeof(T) * window_count);
+  } else {
+    be_.zero(out, sizeof(T) * n * st.count);
+    be_.copy_window(n, c, out_buf, r.r1 - r.r0, r.c1 - r.c0, 0, 0, out, h, w, r.r0, r.c0, r.r1 - r.r0, r.c1 - r.c0);
+  }
+}
+
+template <typename T>
 void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone* cone) const {
   if (n > ws.capacity || (!ws.saved.bytes() && saved_bytes(n)))
     throw Error("internal: tangent pass without the saved state of a forward of " + std::to_string(n) + " samples");
+  if (cone) grow_windows(ws, *cone, n);
   T* arena = ws.forward_arena.template as<T>();
   const auto* saved = ws.saved.template as<uint8_t>();
   for (size_t si = 0; si < launches_.size(); ++si) {
@@ -162,14 +286,10 @@ void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone*
     const T* w = weights_[st.node].template as<T>();
     const void* keep = saved + saved_offset(static_cast<int>(si), n);
     at_node(node, "tangent", [&] {
+      if (cone && cone->windowed_tangent[si]) return tangent_window(si, n, tx, ty, arena, keep, ws, *cone);
       switch (node.kind) {
         case OpKind::Conv:
-          if (cone && cone->windowed[si]) {
-            be_.zero(out, sizeof(T) * n * st.count);  // the tangent is zero outside the cone
-            conv_window(si, n, in0, nullptr, out, nullptr, ws, *cone);
-          } else {
-            be_.conv2d_forward(st.conv, w, nullptr, in0, out, n);
-          }
+          be_.conv2d_forward(st.conv, w, nullptr, in0, out, n);
           break;
         case OpKind::Linear:
           be_.linear_forward(static_cast<int>(graph_.values[node.inputs[0]].shape.numel()), static_cast<int>(st.count),

@@ -15,6 +15,8 @@ namespace ipna::kernels {
 // pointwise.cu
 void clip_forward(int64_t count, float lo, float hi, const float* x, float* y, uint32_t* mask, cudaStream_t s);
 void clip_backward(int64_t count, const uint32_t* mask, const float* dy, float* dx, bool accumulate, cudaStream_t s);
+void clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint32_t* mask, const float* tx, float* ty,
+                         cudaStream_t s);
 void affine_forward(int c, int64_t plane, int n, const float* scale, const float* shift, const float* x, float* y,
                     cudaStream_t s);
 void affine_backward(int c, int64_t plane, int n, const float* scale, const float* dy, float* dx, bool accumulate,
@@ -38,6 +40,8 @@ void maxpool_backward(const PoolDesc& d, int n, const int32_t* argmax, const flo
 void avgpool_forward(const PoolDesc& d, int n, const float* x, float* y, cudaStream_t s);
 void avgpool_backward(const PoolDesc& d, int n, const float* dy, float* dx, bool accumulate, cudaStream_t s);
 void maxpool_tangent(const PoolDesc& d, int n, const int32_t* argmax, const float* tx, float* ty, cudaStream_t s);
+void maxpool_tangent_window(const PoolDesc& d, int n, const int32_t* argmax, PlaneWindow in, const float* tx,
+                            PlaneWindow out, float* ty, cudaStream_t s);
 
 // channels.cu
 void copy_channels(int n, int64_t plane, int channels, const float* src, int src_c, int src_c0, float* dst, int dst_c,

@@ -32,6 +32,17 @@ __global__ void clip_backward_kernel(int64_t count, const uint32_t* mask, const 
   dx[i] = acc ? dx[i] + g : g;
 }
 
+// One thread per element of the window; the mask bit is the element's whole-plane index.
+__global__ void clip_tangent_window_kernel(int64_t total, int h, int w, PlaneWindow win, const uint32_t* mask,
+                                           const float* tx, float* ty) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= total) return;
+  const int64_t plane = i / (static_cast<int64_t>(win.h) * win.w);
+  const int pos = static_cast<int>(i % (static_cast<int64_t>(win.h) * win.w));
+  const int64_t at = (plane * h + win.r0 + pos / win.w) * w + win.c0 + pos % win.w;
+  ty[i] = mask_bit(mask, at) ? tx[i] : 0.f;
+}
+
 __global__ void affine_kernel(int c, int64_t plane, int64_t total, const float* scale, const float* shift,
                               const float* x, float* y) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -102,6 +113,12 @@ __global__ void crop_add_kernel(int64_t total, int h, int w, int top, int left, 
 void clip_forward(int64_t count, float lo, float hi, const float* x, float* y, uint32_t* mask, cudaStream_t s) {
   launch_1d("clip_forward", count, s, clip_forward_kernel, count, lo, hi, x, y, mask);
 }
+void clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint32_t* mask, const float* tx, float* ty,
+                         cudaStream_t s) {
+  const int64_t total = static_cast<int64_t>(n) * c * win.h * win.w;
+  launch_1d("clip_tangent_window", total, s, clip_tangent_window_kernel, total, h, w, win, mask, tx, ty);
+}
+
 void clip_backward(int64_t count, const uint32_t* mask, const float* dy, float* dx, bool acc, cudaStream_t s) {
   launch_1d("clip_backward", count, s, clip_backward_kernel, count, mask, dy, dx, acc);
 }

@@ -98,7 +98,30 @@ __global__ void maxpool_tangent_kernel(PoolDesc d, int64_t total, const int32_t*
   const int64_t plane = i / (static_cast<int64_t>(d.ho) * d.wo);
   ty[i] = argmax[i] >= 0 ? tx[plane * d.h * d.w + argmax[i]] : 0.f;
 }
+// One thread per output of the window; the argmax (whole-plane) names an input position, read
+// from the input window when it lies inside, else the tangent there is zero.
+__global__ void maxpool_tangent_window_kernel(PoolDesc d, int64_t total, const int32_t* argmax, PlaneWindow in,
+                                              const float* tx, PlaneWindow out, float* ty) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= total) return;
+  const int64_t plane = i / (static_cast<int64_t>(out.h) * out.w);
+  const int pos = static_cast<int>(i % (static_cast<int64_t>(out.h) * out.w));
+  const int oy = out.r0 + pos / out.w, ox = out.c0 + pos % out.w;
+  const int32_t a = argmax[plane * d.ho * d.wo + static_cast<int64_t>(oy) * d.wo + ox];
+  float t = 0.f;
+  if (a >= 0) {
+    const int iy = a / d.w - in.r0, ix = a % d.w - in.c0;
+    if (iy >= 0 && iy < in.h && ix >= 0 && ix < in.w) t = tx[(plane * in.h + iy) * in.w + ix];
+  }
+  ty[i] = t;
+}
 }  // namespace
+
+void maxpool_tangent_window(const PoolDesc& d, int n, const int32_t* argmax, PlaneWindow in, const float* tx,
+                            PlaneWindow out, float* ty, cudaStream_t s) {
+  const int64_t total = static_cast<int64_t>(n) * d.c * out.h * out.w;
+  launch_1d("maxpool_tangent_window", total, s, maxpool_tangent_window_kernel, d, total, argmax, in, tx, out, ty);
+}
 
 void maxpool_tangent(const PoolDesc& d, int n, const int32_t* argmax, const float* tx, float* ty, cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(n) * d.c * d.ho * d.wo;

@@ -5,11 +5,14 @@
 // both precisions.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <numeric>
 
 #include "engine/attribution.h"
+#include "engine/cpu/cpu_backend.h"
+#include "engine/plan.h"
 #include "loaders/onnx_loader.h"
 #include "tests/fixtures.h"
 #include "tests/net_builder.h"
@@ -99,9 +102,12 @@ TEST(TangentForm, TheTwoFormsMeetAsStepsGrow) {
 // is the whole-plane pass's own error: float32's error against float64 measures the conditioning, and
 // scaled by the ratio of the unit roundoffs, 2^-29, it bounds float64's. A cone may stray from the
 // float64 whole-plane pass at most 4 times as far as that pass's error (estimated so), with floors of
-// 1e-12 (float64) and 2e-5 (float32, about 170 unit roundoffs).
+// 1e-12 (float64) and 2e-5 (float32, about 170 unit roundoffs). The tangent form's cones also window
+// the per-position ops and keep values compact, and the difference form leaves depthwise
+// convolutions whole: all must happen on these models for the check to cover them.
 TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
   if (!fixtures_present()) return;
+  int compact_values = 0, tangent_only = 0;
   for (const char* name : {"lenet", "vgg_avg", "resnet18", "mbv2_block", "tiny224", "mobilenet_v3_small",
                            "efficientnet_b0", "densenet121", "shufflenet_v2_x0_5", "convnext_tiny"}) {
     const std::string dir = fixture_dir() + "/" + name;
@@ -113,6 +119,13 @@ TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
     const SplitModel m = load_split_model(dir + "/model.onnx", meta["split"].get<std::string>());
     const int H = static_cast<int>(m.input_shape().height()), W = static_cast<int>(m.input_shape().width());
     const std::vector<Box> boxes{{0, 0, 3, 4}, {H - 5, W - 2, H, W}, {H / 3, W / 4, H / 2, W / 2}, {0, 0, H, W}};
+    CpuBackend<double> cpu;
+    const GraphPlan<double> plan(m.f1, cpu);
+    for (const Box& box : boxes) {
+      const Cone cone = plan.cone(box);
+      compact_values += static_cast<int>(std::count(cone.compact.begin(), cone.compact.end(), true));
+      for (size_t li = 0; li < cone.windowed.size(); ++li) tangent_only += cone.windowed_tangent[li] && !cone.windowed[li];
+    }
     const auto x = npy(dir + "/x.npy"), x0 = npy(dir + "/baseline.npy");
     for (IpnaForm form : {IpnaForm::Tangent, IpnaForm::Difference}) {
       const char* form_name = form == IpnaForm::Tangent ? " tangent" : " difference";
@@ -140,6 +153,9 @@ TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
       }
     }
   }
+  std::printf("compact values %d, launches windowed in the tangent form only %d\n", compact_values, tangent_only);
+  EXPECT_GT(compact_values, 20);
+  EXPECT_GT(tangent_only, 20);  // per-position ops and depthwise convolutions
 }
 
 }  // namespace

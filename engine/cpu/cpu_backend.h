@@ -57,6 +57,10 @@ class CpuBackend final : public Backend<T> {
   void channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const T* x, T* y, bool inverse,
                        bool accumulate) override;
   void maxpool_tangent(const PoolDesc& d, const int32_t* argmax, const T* tx, T* ty, int n) override;
+  void maxpool_tangent_window(const PoolDesc& d, const int32_t* argmax, PlaneWindow in, const T* tx, PlaneWindow out,
+                              T* ty, int n) override;
+  void clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint64_t* mask, const T* tx,
+                           T* ty) override;
   void layernorm_tangent(int n, int c, int64_t plane, const T* gamma, const T* xhat, const T* rstd, const T* tx,
                          T* ty) override;
   void copy_window(int n, int channels, const T* src, int src_h, int src_w, int src_r, int src_c, T* dst, int dst_h,

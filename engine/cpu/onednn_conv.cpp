@@ -83,17 +83,31 @@ struct OnednnConvolutions::State {
     size_t bytes = 0;
   };
   std::map<int, Buffer> staging;
+  // One scratchpad for every primitive (they run one at a time): oneDNN's default gives each
+  // primitive its own, which for Winograd's transformed tiles adds up to hundreds of MiB.
+  Buffer scratchpad;
+  static dnnl::primitive_attr user_scratchpad() {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    return attr;
+  }
+  memory scratchpad_for(const memory::desc& want) {
+    grow(scratchpad, std::max<size_t>(want.get_size(), 1));
+    return memory(want, eng, scratchpad.data.get());
+  }
+
+  static void grow(Buffer& b, size_t need) {
+    if (b.bytes >= need) return;
+    const size_t bytes = (need + 63) / 64 * 64;
+    b.data.reset(static_cast<char*>(std::aligned_alloc(64, bytes)));
+    if (!b.data) throw Error("out of memory for a convolution's buffers (" + std::to_string(bytes) + " bytes)");
+    b.bytes = bytes;
+  }
 
   memory staged(int role, memory plain, const memory::desc& want, bool copy_in) {
     if (plain.get_desc() == want) return plain;
     Buffer& b = staging[role];
-    const size_t need = want.get_size();
-    if (b.bytes < need) {
-      const size_t bytes = (need + 63) / 64 * 64;
-      b.data.reset(static_cast<char*>(std::aligned_alloc(64, bytes)));
-      if (!b.data) throw Error("out of memory staging a convolution (" + std::to_string(bytes) + " bytes)");
-      b.bytes = bytes;
-    }
+    grow(b, want.get_size());
     memory staged_memory(want, eng, b.data.get());
     if (copy_in) dnnl::reorder(plain, staged_memory).execute(strm, plain, staged_memory);
     return staged_memory;
@@ -109,7 +123,7 @@ struct OnednnConvolutions::State {
                                                                   k.pad_l, k.pad_r)
                                 : dnnl::convolution_forward::desc(prop, alg, src, w, dst, k.strides, k.dilates,
                                                                   k.pad_l, k.pad_r);
-    return dnnl::convolution_forward::primitive_desc(desc, eng);
+    return dnnl::convolution_forward::primitive_desc(desc, user_scratchpad(), eng);
   }
 
   // With CpuMath::Winograd, F(4x4, 3x3) where oneDNN implements it (3x3, stride 1, undilated,
@@ -159,7 +173,10 @@ struct OnednnConvolutions::State {
     memory src_in = staged(DNNL_ARG_SRC, src, pd.src_desc(), true);
     memory dst_out = staged(DNNL_ARG_DST, dst, pd.dst_desc(), false);
     const memory w = weights_for(weight, pd.weights_desc(), d);
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src_in}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, dst_out}};
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src_in},
+                                         {DNNL_ARG_WEIGHTS, w},
+                                         {DNNL_ARG_DST, dst_out},
+                                         {DNNL_ARG_SCRATCHPAD, scratchpad_for(pd.scratchpad_desc())}};
     if (bias) args.insert({DNNL_ARG_BIAS, memory({k.bias, dt::f32, tag::x}, eng, const_cast<float*>(bias))});
     it->second.prim.execute(strm, args);
     if (dst_out != dst) dnnl::reorder(dst_out, dst).execute(strm, dst_out, dst);
@@ -180,7 +197,8 @@ struct OnednnConvolutions::State {
         try {
           const dnnl::convolution_backward_data::desc desc(alg, dsrc, w, ddst, k.strides, k.dilates, k.pad_l,
                                                            k.pad_r);
-          pd = dnnl::convolution_backward_data::primitive_desc(desc, eng, forward_pd(d, n, false, true, alg));
+          pd = dnnl::convolution_backward_data::primitive_desc(desc, user_scratchpad(), eng,
+                                                               forward_pd(d, n, false, true, alg));
           break;
         } catch (const dnnl::error& e) {
           if (alg == dnnl::algorithm::convolution_direct || e.status != dnnl_unimplemented) throw;
@@ -200,6 +218,7 @@ struct OnednnConvolutions::State {
       dsrc_out = memory(dsrc.get_desc(), eng, scratch.data());
     }
     it->second.prim.execute(strm, {{DNNL_ARG_DIFF_DST, ddst_in},
+                                   {DNNL_ARG_SCRATCHPAD, scratchpad_for(pd.scratchpad_desc())},
                                    {DNNL_ARG_WEIGHTS, weights_for(weight, pd.weights_desc(), d)},
                                    {DNNL_ARG_DIFF_SRC, dsrc_out}});
     if (via_scratch) {

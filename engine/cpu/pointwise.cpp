@@ -69,6 +69,23 @@ void CpuBackend<T>::clip_backward(int64_t count, const uint64_t* mask, const T* 
 }
 
 template <typename T>
+void CpuBackend<T>::clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint64_t* mask,
+                                        const T* tx, T* ty) {
+  const int64_t planes = static_cast<int64_t>(n) * c;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p)
+    for (int r = 0; r < win.h; ++r) {
+      const int64_t at = (p * h + win.r0 + r) * w + win.c0;  // whole-plane index of the row's first element
+      const T* t = tx + (p * win.h + r) * win.w;
+      T* y = ty + (p * win.h + r) * win.w;
+      for (int col = 0; col < win.w; ++col) {
+        const int64_t i = at + col;
+        y[col] = ((mask[i >> 6] >> (i & 63)) & 1u) ? t[col] : T(0);
+      }
+    }
+}
+
+template <typename T>
 void CpuBackend<T>::affine_forward(int c, int64_t plane, const T* scale, const T* shift, const T* x, T* y, int n) {
 #pragma omp parallel for schedule(static)
   for (int64_t sc = 0; sc < static_cast<int64_t>(n) * c; ++sc) {
@@ -125,6 +142,7 @@ void CpuBackend<T>::scale_by_mask(int64_t per_sample, int n, const T* mask, T* x
 #define IPNA_POINTWISE(T)                                                                             \
   template void CpuBackend<T>::clip_forward(int64_t, T, T, const T*, T*, uint64_t*);                  \
   template void CpuBackend<T>::clip_backward(int64_t, const uint64_t*, const T*, T*, bool);           \
+  template void CpuBackend<T>::clip_tangent_window(int, int, int, int, PlaneWindow, const uint64_t*, const T*, T*); \
   template void CpuBackend<T>::affine_forward(int, int64_t, const T*, const T*, const T*, T*, int);   \
   template void CpuBackend<T>::affine_backward(int, int64_t, const T*, const T*, T*, int, bool);      \
   template void CpuBackend<T>::add_forward(int64_t, const T*, const T*, T*);                          \

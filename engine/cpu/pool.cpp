@@ -197,12 +197,36 @@ void CpuBackend<T>::maxpool_tangent(const PoolDesc& d, const int32_t* argmax, co
   }
 }
 
+template <typename T>
+void CpuBackend<T>::maxpool_tangent_window(const PoolDesc& d, const int32_t* argmax, PlaneWindow in, const T* tx,
+                                           PlaneWindow out, T* ty, int n) {
+  const int64_t planes = static_cast<int64_t>(n) * d.c;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    const int32_t* ap = argmax + p * d.ho * d.wo;
+    const T* t = tx + p * in.h * in.w;
+    T* y = ty + p * out.h * out.w;
+    for (int r = 0; r < out.h; ++r)
+      for (int c = 0; c < out.w; ++c) {
+        const int32_t a = ap[(out.r0 + r) * d.wo + out.c0 + c];
+        T v = T(0);
+        if (a >= 0) {
+          const int iy = a / d.w - in.r0, ix = a % d.w - in.c0;
+          if (iy >= 0 && iy < in.h && ix >= 0 && ix < in.w) v = t[iy * in.w + ix];
+        }
+        y[r * out.w + c] = v;
+      }
+  }
+}
+
 #define IPNA_POOL(T)                                                                                      \
   template void CpuBackend<T>::maxpool_forward(const PoolDesc&, const T*, T*, int32_t*, int);             \
   template void CpuBackend<T>::maxpool_backward(const PoolDesc&, const int32_t*, const T*, T*, int, bool); \
   template void CpuBackend<T>::avgpool_forward(const PoolDesc&, const T*, T*, int);                       \
   template void CpuBackend<T>::avgpool_backward(const PoolDesc&, const T*, T*, int, bool);                \
-  template void CpuBackend<T>::maxpool_tangent(const PoolDesc&, const int32_t*, const T*, T*, int);
+  template void CpuBackend<T>::maxpool_tangent(const PoolDesc&, const int32_t*, const T*, T*, int);         \
+  template void CpuBackend<T>::maxpool_tangent_window(const PoolDesc&, const int32_t*, PlaneWindow, const T*, \
+                                                      PlaneWindow, T*, int);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_POOL)
 
 }  // namespace ipna

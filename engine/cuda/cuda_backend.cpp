@@ -382,6 +382,16 @@ void CudaBackend::maxpool_tangent(const PoolDesc& d, const int32_t* argmax, cons
   kernels::maxpool_tangent(d, n, argmax, tx, ty, stream_);
   after("maxpool_tangent");
 }
+void CudaBackend::maxpool_tangent_window(const PoolDesc& d, const int32_t* argmax, PlaneWindow in, const float* tx,
+                                         PlaneWindow out, float* ty, int n) {
+  kernels::maxpool_tangent_window(d, n, argmax, in, tx, out, ty, stream_);
+  after("maxpool_tangent_window");
+}
+void CudaBackend::clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint64_t* mask,
+                                      const float* tx, float* ty) {
+  kernels::clip_tangent_window(n, c, h, w, win, reinterpret_cast<const uint32_t*>(mask), tx, ty, stream_);
+  after("clip_tangent_window");
+}
 void CudaBackend::layernorm_tangent(int n, int c, int64_t plane, const float* gamma, const float* xhat,
                                     const float* rstd, const float* tx, float* ty) {
   kernels::layernorm_tangent(n, c, plane, gamma, xhat, rstd, tx, ty, stream_);

@@ -76,6 +76,10 @@ class CudaBackend final : public Backend<float> {
   void channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const float* x, float* y, bool inverse,
                        bool accumulate) override;
   void maxpool_tangent(const PoolDesc& d, const int32_t* argmax, const float* tx, float* ty, int n) override;
+  void maxpool_tangent_window(const PoolDesc& d, const int32_t* argmax, PlaneWindow in, const float* tx,
+                              PlaneWindow out, float* ty, int n) override;
+  void clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint64_t* mask, const float* tx,
+                           float* ty) override;
   void layernorm_tangent(int n, int c, int64_t plane, const float* gamma, const float* xhat, const float* rstd,
                          const float* tx, float* ty) override;
   void copy_window(int n, int channels, const float* src, int src_h, int src_w, int src_r, int src_c, float* dst,
