@@ -11,9 +11,9 @@ enum class GpuMath { Fp32, Tf32, Bf16 };
 // How the CPU's float32 convolutions compute (float64 is always our direct reference):
 // Fp32 direct (the default; PyTorch's CPU arithmetic); Winograd F(4x4, 3x3) for the 3x3
 // stride-1 convolutions oneDNN has it for, direct elsewhere (about half the convolution time
-// of a ResNet; its transforms cost float32 up to two orders of magnitude of accuracy, see
-// the README); Bf16 direct with inputs and weights rounded to bf16, accumulated and stored
-// in float32 (AVX-512 BF16 or AMX; refused elsewhere).
+// of a ResNet; its transforms cost accuracy: 2x to 8x direct float32's error per convolution,
+// up to 300x through a whole attribution, see the README); Bf16 direct with inputs and weights
+// rounded to bf16, accumulated and stored in float32 (AVX-512 BF16 or AMX; refused elsewhere).
 enum class CpuMath { Fp32, Winograd, Bf16 };
 
 struct DeviceOptions {

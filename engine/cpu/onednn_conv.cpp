@@ -84,7 +84,8 @@ struct OnednnConvolutions::State {
   };
   std::map<int, Buffer> staging;
   // One scratchpad for every primitive (they run one at a time): oneDNN's default gives each
-  // primitive its own, which for Winograd's transformed tiles adds up to hundreds of MiB.
+  // primitive its own, so memory would grow with every cached shape, and the cone windows of
+  // IPNA's patch passes make many.
   Buffer scratchpad;
   static dnnl::primitive_attr user_scratchpad() {
     dnnl::primitive_attr attr;
