@@ -1,14 +1,12 @@
-// Linear layers on the CPU, float32: OpenBLAS as the backend ran them (a
-// single-threaded GEMM per thread's block of rows, float64's path still) against
+// Linear layers on the CPU, float32: OpenBLAS (cpu::blas_linear_*, the float64 path
+// and float32's before oneDNN: a single-threaded GEMM per thread's rows) against
 // oneDNN's two ways of doing the same product, its sgemm and its inner-product
 // primitive (created once, weights reordered once, as the convolutions do), forward
 // and input gradient, on the classifier shapes of the benchmark models. float32 uses
 // what measured fastest (bench/results/linear-cpu.md): the inner product forward,
 // the sgemm for the input gradient (engine/cpu/onednn_linear.h).
 #include <benchmark/benchmark.h>
-#include <omp.h>
 
-#include <algorithm>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <random>
 #include <string>
@@ -34,18 +32,6 @@ std::vector<float> random_vector(size_t count, unsigned seed) {
   std::vector<float> v(count);
   for (float& x : v) x = dist(gen);
   return v;
-}
-
-// OpenBLAS per thread's block of rows (the backend's float64 path, float32's before oneDNN).
-template <typename F>
-void for_row_blocks(int n, F&& body) {
-#pragma omp parallel
-  {
-    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-    const int per = (n + nt - 1) / nt;
-    const int r0 = std::min(n, t * per), r1 = std::min(n, r0 + per);
-    if (r1 > r0) body(r0, r1);
-  }
 }
 
 enum class Path { Blas, OnednnSgemm, OnednnInnerProduct };
@@ -81,16 +67,9 @@ void run(benchmark::State& state, Shape s, Path path, bool backward) {
   auto once = [&] {
     if (path == Path::Blas) {
       if (backward)
-        for_row_blocks(s.n, [&](int r0, int r1) {
-          ipna::cpu::gemm<float>(false, false, r1 - r0, s.in, s.out, 1.f, dy.data() + size_t(r0) * s.out, s.out,
-                                 w.data(), s.in, 0.f, dx.data() + size_t(r0) * s.in, s.in);
-        });
+        ipna::cpu::blas_linear_backward_data(s.in, s.out, w.data(), dy.data(), dx.data(), s.n, false);
       else
-        for_row_blocks(s.n, [&](int r0, int r1) {
-          for (int r = r0; r < r1; ++r) std::copy(b.begin(), b.end(), y.begin() + size_t(r) * s.out);
-          ipna::cpu::gemm<float>(false, true, r1 - r0, s.out, s.in, 1.f, x.data() + size_t(r0) * s.in, s.in,
-                                 w.data(), s.in, 1.f, y.data() + size_t(r0) * s.out, s.out);
-        });
+        ipna::cpu::blas_linear_forward(s.in, s.out, w.data(), b.data(), x.data(), y.data(), s.n);
     } else if (path == Path::OnednnSgemm) {
       // Row-major: y = x W^T (+ bias afterwards), dx = dy W.
       if (backward) {

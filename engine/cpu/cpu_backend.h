@@ -85,6 +85,12 @@ namespace cpu {
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta,
           T* c, int ldc);
+// Linear layers through OpenBLAS, one single-threaded GEMM per thread's block of rows: the
+// float64 path (float32 runs on oneDNN; bench/bench_linear.cpp compares the two).
+template <typename T>
+void blas_linear_forward(int in, int out, const T* weight, const T* bias, const T* x, T* y, int n);
+template <typename T>
+void blas_linear_backward_data(int in, int out, const T* weight, const T* dy, T* dx, int n, bool accumulate);
 // Per-thread scratch that only grows, so the step loop does not allocate.
 // Slots keep buffers that must coexist apart (slot 1: data a call shares
 // with its worker threads, which use slot 0 for their own).

@@ -24,26 +24,46 @@ void for_row_blocks(int n, F&& body) {
 }
 }  // namespace
 
+namespace cpu {
 template <typename T>
-void CpuBackend<T>::linear_forward(int in, int out, const T* weight, const T* bias, const T* x, T* y, int n) {
-  if constexpr (std::is_same_v<T, float>) return onednn_linear_.forward(in, out, weight, bias, x, y, n);
+void blas_linear_forward(int in, int out, const T* weight, const T* bias, const T* x, T* y, int n) {
   for_row_blocks(n, [&](int r0, int r1) {
     T* yb = y + static_cast<int64_t>(r0) * out;
     if (bias)
       for (int r = r0; r < r1; ++r) std::copy(bias, bias + out, y + static_cast<int64_t>(r) * out);
-    cpu::gemm<T>(false, true, r1 - r0, out, in, T(1), x + static_cast<int64_t>(r0) * in, in, weight, in,
-                 bias ? T(1) : T(0), yb, out);
+    gemm<T>(false, true, r1 - r0, out, in, T(1), x + static_cast<int64_t>(r0) * in, in, weight, in,
+            bias ? T(1) : T(0), yb, out);
   });
+}
+
+template <typename T>
+void blas_linear_backward_data(int in, int out, const T* weight, const T* dy, T* dx, int n, bool accumulate) {
+  for_row_blocks(n, [&](int r0, int r1) {
+    gemm<T>(false, false, r1 - r0, in, out, T(1), dy + static_cast<int64_t>(r0) * out, out, weight, in,
+            accumulate ? T(1) : T(0), dx + static_cast<int64_t>(r0) * in, in);
+  });
+}
+template void blas_linear_forward<float>(int, int, const float*, const float*, const float*, float*, int);
+template void blas_linear_forward<double>(int, int, const double*, const double*, const double*, double*, int);
+template void blas_linear_backward_data<float>(int, int, const float*, const float*, float*, int, bool);
+template void blas_linear_backward_data<double>(int, int, const double*, const double*, double*, int, bool);
+}  // namespace cpu
+
+template <typename T>
+void CpuBackend<T>::linear_forward(int in, int out, const T* weight, const T* bias, const T* x, T* y, int n) {
+  if constexpr (std::is_same_v<T, float>)
+    onednn_linear_.forward(in, out, weight, bias, x, y, n);
+  else
+    cpu::blas_linear_forward(in, out, weight, bias, x, y, n);
 }
 
 template <typename T>
 void CpuBackend<T>::linear_backward_data(int in, int out, const T* weight, const T* dy, T* dx, int n,
                                          bool accumulate) {
-  if constexpr (std::is_same_v<T, float>) return onednn_linear_.backward_data(in, out, weight, dy, dx, n, accumulate);
-  for_row_blocks(n, [&](int r0, int r1) {
-    cpu::gemm<T>(false, false, r1 - r0, in, out, T(1), dy + static_cast<int64_t>(r0) * out, out, weight, in,
-                 accumulate ? T(1) : T(0), dx + static_cast<int64_t>(r0) * in, in);
-  });
+  if constexpr (std::is_same_v<T, float>)
+    onednn_linear_.backward_data(in, out, weight, dy, dx, n, accumulate);
+  else
+    cpu::blas_linear_backward_data(in, out, weight, dy, dx, n, accumulate);
 }
 
 #define IPNA_LINEAR(T)                                                                                    \
