@@ -8,9 +8,10 @@
 // layer2 (random weights; bench/prepare_models.py build/bench_models). Three
 // tables, medians of --repeats runs that alternate the configurations:
 //  1. one box: the time of the patch passes alone, the run with the box less
-//     the run with conductance only (the same base pass and f2), cone vs whole plane;
-//     the box is given kBoxCopies times and the difference divided by that, since one
-//     box's passes are small next to the noise of the base run;
+//     the run with conductance only (the same base pass and f2) just before it,
+//     cone vs whole plane; the box is given kBoxCopies times and the difference
+//     divided by that, since one box's passes are small next to the noise of the
+//     base run (the median of those paired differences);
 //  2. a 7x7 grid, IPNA only, whole run: cones vs whole planes;
 //  3. a 7x7 grid with conductance and IG, whole run, against IG alone.
 // Memory is the engine's batch buffers (AttributionResult::workspace_bytes),
@@ -41,8 +42,9 @@ struct Model {
 };
 
 struct Timing {
-  double seconds;
-  size_t workspace;
+  double seconds = 0;  // the median
+  size_t workspace = 0;
+  std::vector<double> runs;  // in the order they ran, alternating with the other configurations
 };
 
 double median(std::vector<double> v) {
@@ -54,23 +56,29 @@ double median(std::vector<double> v) {
 std::map<std::string, Timing> measure(Attributor& engine, const Model& m,
                                       const std::vector<std::pair<std::string, AttributionRequest>>& configs,
                                       int repeats) {
-  std::map<std::string, std::vector<double>> times;
   std::map<std::string, Timing> out;
   for (auto& [name, req] : configs) engine.run(m.x, m.x0, req);  // warm: buffers grown, weights transformed
   for (int r = 0; r < repeats; ++r)
     for (auto& [name, req] : configs) {
       const AttributionResult res = engine.run(m.x, m.x0, req);
-      times[name].push_back(res.seconds);
+      out[name].runs.push_back(res.seconds);
       out[name].workspace = std::max(out[name].workspace, res.workspace_bytes);
     }
-  for (auto& [name, t] : times) out[name].seconds = median(t);
+  for (auto& [name, t] : out) t.seconds = median(t.runs);
   return out;
 }
 
 double mib(size_t b) { return b / 1048576.0; }
 
 // Copies of the one box per run (each computed as a box of its own).
-constexpr int kBoxCopies = 8;
+constexpr int kBoxCopies = 16;
+
+// Per box: the median over repeats of (the run with the boxes - the base run just before it) / copies.
+double per_box(const Timing& with_boxes, const Timing& base) {
+  std::vector<double> d;
+  for (size_t r = 0; r < with_boxes.runs.size(); ++r) d.push_back((with_boxes.runs[r] - base.runs[r]) / kBoxCopies);
+  return median(d);
+}
 
 // The share of f1's convolution multiply-adds that a box's cone keeps (each convolution's output
 // window against its whole plane): the most a cone can save on the convolutions of a patch pass.
@@ -141,7 +149,7 @@ int main(int argc, char** argv) {
     for (const char* form : {"difference", "tangent"}) {
       const Timing& w = t[std::string(form) + "/whole"];
       const Timing& c = t[std::string(form) + "/cone"];
-      const double pw = (w.seconds - t["base"].seconds) / kBoxCopies, pc = (c.seconds - t["base"].seconds) / kBoxCopies;
+      const double pw = per_box(w, t["base"]), pc = per_box(c, t["base"]);
       std::printf("| %s | %s | %.3f | %.3f | %.2fx | %.0f / %.0f |\n", m.name.c_str(), form, pw, pc, pw / pc,
                   mib(w.workspace), mib(c.workspace));
     }

@@ -40,12 +40,12 @@ struct Engine {
   // runs allocates (and page-faults) once, and nothing is allocated inside the loop.
   struct StepBuffers {
     DeviceBuffer points, dx, h, h_masked, dh, h_prev, h_patch, logits, dlogits, fval, ig_acc, cond_acc, carry, zeros,
-        conv_store;
+        value_store;
     std::vector<DeviceBuffer> ipna_acc;  // one per box
     template <typename F>
     void each(F&& f) {
       for (DeviceBuffer* b : {&points, &dx, &h, &h_masked, &dh, &h_prev, &h_patch, &logits, &dlogits, &fval, &ig_acc,
-                              &cond_acc, &carry, &zeros, &conv_store})
+                              &cond_acc, &carry, &zeros, &value_store})
         f(*b);
       for (DeviceBuffer& b : ipna_acc) f(b);
     }
@@ -58,7 +58,7 @@ struct Engine {
     buffers.each([&](DeviceBuffer& d) { b += d.bytes(); });
     for (const auto* ws : {&ws1, &ws2})
       b += ws->forward_arena.bytes() + ws->backward_arena.bytes() + ws->saved.bytes() + ws->window_in.bytes() +
-           ws->window_out.bytes() + ws->window_base.bytes();
+           ws->window_out.bytes() + ws->window_aux.bytes();
     return b;
   }
   // `b` with room for `count` elements, grown (never shrunk) as needed.
@@ -250,9 +250,9 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   const int npoints = static_cast<int>(P.t.size());
   const bool tangent = !req.boxes.empty() && req.ipna_form == IpnaForm::Tangent;
   const bool keep_f1 = ig || tangent;  // what f1's backward (or tangent pass) needs, saved by its forward
-  // The difference form on cones starts each patch point's convolutions from the base point's outputs.
+  // The difference form on cones carries each patch point's changes from the base point's values.
   const bool patch_cones = !req.boxes.empty() && req.receptive_field_cones;
-  const bool conv_store = patch_cones && !tangent;
+  const bool value_store = patch_cones && !tangent;
   std::vector<Cone> cones;
   int64_t cone_window = 0;
   if (patch_cones)
@@ -266,7 +266,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   const size_t t = sizeof(T);
   size_t per_step = f1.bytes_per_sample(keep_f1) + f2.bytes_per_sample(true) + 2 * xn * t /* points, dx */ +
                     3 * cone_window * t /* a convolution's cone window: in, out, the base point's */ +
-                    (conv_store ? f1.conv_store_elems() * t : 0) /* the base points' convolution inputs and outputs */ +
+                    (value_store ? f1.value_store_elems() * t : 0) /* the base points' values */ +
                     (3 + (masked ? 1 : 0)) * hn * t /* h, h_prev, h_patch, masked h */ + hn * t /* dh */ +
                     2 * classes * t + 2 * t;
   const size_t available = be->memory_available() + held_bytes();
@@ -309,8 +309,8 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   T* cond_acc = req.conductance ? grow(B.cond_acc, hn) : nullptr;
   T* carry = path ? grow(B.carry, hn) : nullptr;
   T* zeros = tangent ? grow(B.zeros, xn) : nullptr;
-  typename GraphPlan<T>::ConvStore store;  // slot 0: the carried base point, slots 1..chunk: this chunk's
-  if (conv_store) store = {grow(B.conv_store, f1.conv_store_elems() * (chunk + 1)), chunk + 1, 0};
+  typename GraphPlan<T>::ValueStore store;  // slot 0: the carried base point, slots 1..chunk: this chunk's
+  if (value_store) store = {grow(B.value_store, f1.value_store_elems() * (chunk + 1)), chunk + 1, 0};
   if (tangent) be->zero(zeros, xn * t);
   if (B.ipna_acc.size() < req.boxes.size()) B.ipna_acc.resize(req.boxes.size());
   std::vector<T*> ipna_acc;
@@ -392,14 +392,14 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
           be->accumulate_path_product(hn, c, dh, h_patch, nullptr, ipna_acc[b]);
         } else {        // IPNA += g(x_k) * (h(x_{k-1} + d_k * 1_S) - h(x_{k-1}))
           be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), patch, pts);
-          if (conv_store)
+          if (value_store)
             f1.patched_forward(c, pts, h_patch, ws1, cones[b], store);  // base x_{k-1}: store slot i
           else
             f1.forward(c, pts, h_patch, ws1, false);
           be->accumulate_path_product(hn, c, dh, h_patch, h_prev, ipna_acc[b]);
         }
       }
-      if (conv_store) f1.carry_store(store, c);  // the chunk's last point, the next chunk's first base point
+      if (value_store) f1.carry_store(store, c);  // the chunk's last point, the next chunk's first base point
     }
     if (req.progress) req.progress(first + c, npoints);
   }

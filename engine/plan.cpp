@@ -96,15 +96,11 @@ GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g.without_
     permutations_.push_back(std::move(perm));
   }
 
-  conv_store_in_.assign(nn, -1);
-  conv_store_out_.assign(nn, -1);
-  for (int i = 0; i < nn; ++i)
-    if (graph_.nodes[i].kind == OpKind::Conv) {
-      conv_store_in_[i] = conv_store_elems_;
-      conv_store_elems_ += graph_.values[graph_.nodes[i].inputs[0]].shape.numel();
-      conv_store_out_[i] = conv_store_elems_;
-      conv_store_elems_ += launches_[i].count;
-    }
+  value_store_offset_.assign(nv, 0);
+  for (int v = 0; v < nv; ++v) {
+    value_store_offset_[v] = value_store_elems_;
+    value_store_elems_ += graph_.values[v].shape.numel();
+  }
 
   // Forward liveness: a value lives from its node to its last reader.
   std::vector<int> last_use(nv, -1);
@@ -331,23 +327,22 @@ void GraphPlan<T>::launch_forward(size_t si, int n, const T* x, T* y, T* arena, 
 }
 
 template <typename T>
-void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, ConvStore store) const {
+void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, ValueStore store) const {
   if (n > ws.capacity) throw Error("internal: batch of " + std::to_string(n) + " exceeds workspace");
   if (save && !ws.saved.bytes() && saved_bytes(n))
     throw Error("internal: forward with save needs a workspace made with_backward");
   T* arena = ws.forward_arena.template as<T>();
   auto* saved = ws.saved.template as<uint8_t>();
+  auto keep_value = [&](int v) {
+    be_.copy_on_device(stored(store, v, store.first_slot), value_ptr(v, n, x, y, arena),
+                       sizeof(T) * n * graph_.values[v].shape.numel());
+  };
+  if (store.data) keep_value(graph_.input);
   for (size_t si = 0; si < launches_.size(); ++si) {
     const Node& node = graph_.nodes[launches_[si].node];
     at_node(node, "forward", [&] {
       launch_forward(si, n, x, y, arena, save ? saved + saved_offset(static_cast<int>(si), n) : nullptr);
-      if (store.data && node.kind == OpKind::Conv) {
-        const int64_t in_count = graph_.values[node.inputs[0]].shape.numel(), out_count = launches_[si].count;
-        be_.copy_on_device(stored(store, conv_store_in_[si], in_count, store.first_slot),
-                           value_ptr(node.inputs[0], n, x, y, arena), sizeof(T) * n * in_count);
-        be_.copy_on_device(stored(store, conv_store_out_[si], out_count, store.first_slot),
-                           value_ptr(node.output, n, x, y, arena), sizeof(T) * n * out_count);
-      }
+      if (store.data) keep_value(node.output);
     });
   }
 }

@@ -17,7 +17,7 @@
 namespace ipna {
 
 // A receptive-field cone: a rectangle of each value's plane (the whole plane
-// after a global op), and which convolutions compute only their cone window.
+// after a global op), and which launches run on their cone window only.
 struct Cone {
   struct Rect {
     int r0 = 0, r1 = 0, c0 = 0, c1 = 0;
@@ -25,13 +25,15 @@ struct Cone {
     PlaneWindow window() const { return {r0, c0, r1 - r0, c1 - c0}; }
   };
   std::vector<Rect> rect;      // per value
-  // Per launch, what runs on its cone window: in the difference form, convolutions whose cone
-  // covers under 80% of their plane and that read enough inputs per output to pay for the
-  // copies around them; in the tangent form, every such convolution and per-position op
-  // (Clip, Affine, Activation, Add, MaxPool).
-  std::vector<bool> windowed, windowed_tangent;
-  // Per value, tangent form: kept as [n, C, rect height, rect width] in its arena slot, because
-  // a windowed launch writes it and only windowed launches read it; others are whole planes.
+  // Per launch: runs on its cone window (convolutions and per-position ops, Clip, Affine,
+  // Activation, Add, MaxPool, whose cone covers under 80% of their plane). Both forms use
+  // the same set: the tangent form carries tangents on the windows, the difference form the
+  // patch's changes of the values.
+  std::vector<bool> windowed;
+  // Per value: kept as [n, C, rect height, rect width] in its arena slot (the tangent, or the
+  // change from the base point), because a windowed launch writes it and only windowed
+  // launches read it; others are whole planes (the tangent, zero outside the cone, or the
+  // value at the patch point).
   std::vector<bool> compact;
   int64_t window_elems = 0;    // per sample: the largest cone window, in or out
 };
@@ -46,8 +48,9 @@ class GraphPlan {
   struct Workspace {
     int capacity = 0;
     DeviceBuffer forward_arena, backward_arena, saved;
-    // A convolution's cone window: in, out, and the base point's (the difference form's patch passes).
-    DeviceBuffer window_in, window_out, window_base;
+    // Cone windows of the patch passes: a launch's input, its output, and a third (a second
+    // input, a saved derivative, the base point's values).
+    DeviceBuffer window_in, window_out, window_aux;
   };
   Workspace make_workspace(int capacity, bool with_backward) const;
   // Grows ws to hold `capacity` samples (and backward state) only when it is
@@ -55,25 +58,26 @@ class GraphPlan {
   void reserve(Workspace& ws, int capacity, bool with_backward) const;
 
   // y = graph(x) for n samples. With `save`, keeps the masks backward needs in ws.
-  // With a convolution store (see patched_forward), also copies each
-  // convolution's input and output there, samples going to slots first_slot.. of `slots`.
-  struct ConvStore {
+  // With a value store (see patched_forward), also copies every value (the input,
+  // each launch's output) there, samples going to slots first_slot.. of `slots`.
+  struct ValueStore {
     T* data = nullptr;
     int slots = 0, first_slot = 0;
   };
-  void forward(int n, const T* x, T* y, Workspace& ws, bool save, ConvStore store = {}) const;
-  // Per-sample elements of every convolution's input and output, the size of one store slot.
-  int64_t conv_store_elems() const { return conv_store_elems_; }
+  void forward(int n, const T* x, T* y, Workspace& ws, bool save, ValueStore store = {}) const;
+  // Per-sample elements of all values, the size of one store slot.
+  int64_t value_store_elems() const { return value_store_elems_; }
   // The difference form of IPNA on a cone: y_i = graph(x_i) where x_i differs
-  // from a base point only inside the cone's box, with the base point's
-  // convolution inputs and outputs in store slot i. A windowed convolution's
-  // output is the base output plus the convolution (no bias) of the input's
-  // change on the cone window: where the change is zero, the output is the base
-  // output bit for bit, as in the whole-plane pass; every other op runs on
-  // whole planes, as in forward.
-  void patched_forward(int n, const T* x, T* y, Workspace& ws, const Cone& cone, const ConvStore& store) const;
-  // Moves store slot `from` of every convolution to slot 0 (the next chunk's first base point).
-  void carry_store(const ConvStore& store, int from) const;
+  // from a base point only inside the cone's box, with the base point's values
+  // in store slot i. A windowed launch computes the change of its output from
+  // the changes of its inputs on its cone window (linear ops: the op without
+  // bias on the changes; Clip, activations, MaxPool: the op at base + change
+  // minus the op at base), kept compact where the cone says; a value some
+  // whole-plane launch reads is written whole, base plus change, and every
+  // other launch runs on whole planes, as in forward.
+  void patched_forward(int n, const T* x, T* y, Workspace& ws, const Cone& cone, const ValueStore& store) const;
+  // Moves store slot `from` to slot 0 (the next chunk's first base point).
+  void carry_store(const ValueStore& store, int from) const;
   // dx = (d graph / d x)^T dy at the points of the last saving forward.
   void backward(int n, const T* dy, T* dx, Workspace& ws) const;
 
@@ -116,10 +120,9 @@ class GraphPlan {
   T* value_ptr(int v, int n, const T* x, T* y, T* arena) const;
   // One node of the forward pass (forward and patched_forward share it); keep: its saved state or null.
   void launch_forward(size_t launch, int n, const T* x, T* y, T* arena, void* keep) const;
-  // A convolution (no bias) on its cone window only, written into that window of `out`
-  // (plan_tangent.cpp): of in - base_in, plus base_out (the difference form's patched forward).
-  void conv_window(size_t launch, int n, const T* in, const T* base_in, T* out, const T* base_out, Workspace& ws,
-                   const Cone& cone) const;
+  // The difference form's launch `launch` on its cone window (plan_tangent.cpp).
+  void difference_window(size_t launch, int n, const T* x, T* y, T* arena, Workspace& ws, const Cone& cone,
+                         const ValueStore& store) const;
   // The tangent form's launch `launch` on its cone window, values kept compact where the cone says.
   void tangent_window(size_t launch, int n, const T* tx, T* ty, T* arena, const void* keep, Workspace& ws,
                       const Cone& cone) const;
@@ -134,12 +137,12 @@ class GraphPlan {
   std::vector<NodeLaunch> launches_;
   std::vector<DeviceBuffer> weights_, biases_, permutations_;
   std::vector<int64_t> fwd_offset_, bwd_offset_;  // per value, per-sample elements; -1 = external
-  // Per launch (convolutions; -1 otherwise): where its input and its output start in a store slot.
-  std::vector<int64_t> conv_store_in_, conv_store_out_;
-  int64_t conv_store_elems_ = 0;
-  // Sample `slot`'s copy of the stored tensor of `count` elements at `offset`.
-  static T* stored(const ConvStore& s, int64_t offset, int64_t count, int slot) {
-    return s.data + offset * s.slots + slot * count;
+  // Per value: where it starts in a store slot.
+  std::vector<int64_t> value_store_offset_;
+  int64_t value_store_elems_ = 0;
+  // Sample `slot`'s copy of value v in the store.
+  T* stored(const ValueStore& s, int v, int slot) const {
+    return s.data + value_store_offset_[v] * s.slots + slot * graph_.values[v].shape.numel();
   }
   int64_t fwd_peak_ = 0, bwd_peak_ = 0;
   // Backward: whether the step writes each input's gradient fresh or adds to it.

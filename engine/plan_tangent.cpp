@@ -1,18 +1,19 @@
 // The receptive-field cones of IPNA's patch passes, and the two passes that
 // use them: the tangent (forward-mode) pass, and the difference form's
 // forward at the patch point. A patch changes (and its tangent is nonzero in)
-// the cone of S only, so a convolution needs to run only on its cone window:
-// the window of the input its output window reads is copied out (positions
-// beyond the plane read as zero, which is the padding), the convolution runs
-// unpadded on it, and the result is written into an output that holds the
-// rest already (the base point's output, kept by its forward, for a patch
-// point). In the difference form every other op runs on whole planes. In the
-// tangent form, which is zero outside the cone, the per-position ops (Clip,
-// Affine, Activation, Add, MaxPool) run on their cone windows too, and a value
-// that only windowed launches write and read is kept compactly, [n, C, rect],
-// in its arena slot: a patch pass then touches whole planes only where a
-// whole-plane op (a global pool, a gate, a convolution whose cone covers most
-// of its plane) or the output needs them, and those hold exact zeros outside.
+// the cone of S only, so the convolutions and the per-position ops (Clip,
+// Affine, Activation, Add, MaxPool) need to run only on their cone windows: a
+// convolution on the window of its input that its output window reads
+// (positions beyond the plane read as zero, which is the padding), unpadded.
+// Both passes carry what is zero outside the cone: the tangent, or the patch's
+// change of each value from the base point (kept by the base point's forward),
+// which linear ops map as the tangent (without bias) and Clip, activations and
+// MaxPool as f(base + change) - f(base). A value that only windowed launches
+// write and read is kept compactly, [n, C, rect], in its arena slot: a patch
+// pass touches whole planes only where a whole-plane op (a global pool, a
+// gate, a convolution whose cone covers most of its plane) or the output
+// needs them; there a tangent is written with exact zeros outside the cone,
+// and the patched value as the base value plus the change.
 #include <algorithm>
 
 #include "engine/error.h"
@@ -30,11 +31,6 @@ Rect unite(const Rect& a, const Rect& b) {
   return {std::min(a.r0, b.r0), std::max(a.r1, b.r1), std::min(a.c0, b.c0), std::max(a.c1, b.c1)};
 }
 
-// Inputs per output (channels per group x taps) from which a windowed convolution saves more
-// in the difference form than its copies of the base output cost (measured on EfficientNet-Lite0's
-// depthwise convolutions, 9 and 25 taps, which ran slower windowed).
-constexpr int kDifferenceWindowTaps = 32;
-
 int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 // Output positions [lo, hi) of one axis whose window taps o*s - p + t*d meet input positions [a, b).
@@ -45,6 +41,15 @@ void window_out(int a, int b, int k, int s, int p, int d, int out, int& lo, int&
   if (hi < lo) hi = lo;
 }
 
+// The input positions a max-pool's output window reads, within the plane (where the pool's
+// padding would read, the difference form's windowed pool pads instead).
+Rect pool_input_window(const PoolDesc& p, const Rect& out) {
+  const Window& w = p.win;
+  return {std::max(0, out.r0 * w.sh - w.pad_top), std::min(p.h, (out.r1 - 1) * w.sh - w.pad_top + (w.kh - 1) * w.dh + 1),
+          std::max(0, out.c0 * w.sw - w.pad_left),
+          std::min(p.w, (out.c1 - 1) * w.sw - w.pad_left + (w.kw - 1) * w.dw + 1)};
+}
+
 }  // namespace
 
 template <typename T>
@@ -52,7 +57,6 @@ Cone GraphPlan<T>::cone(const Box& box) const {
   Cone c;
   c.rect.resize(graph_.values.size());
   c.windowed.assign(launches_.size(), false);
-  c.windowed_tangent.assign(launches_.size(), false);
   const Shape& in = graph_.values[graph_.input].shape;
   if (in.rank() != 3) throw Error("receptive-field cones need a C,H,W input, got " + in.str());
   c.rect[graph_.input] = {std::max(box.r0, 0), std::min<int>(box.r1, static_cast<int>(in.height())),
@@ -75,17 +79,15 @@ Cone GraphPlan<T>::cone(const Box& box) const {
         window_out(x.r0, x.r1, w.kh, w.sh, w.pad_top, w.dh, static_cast<int>(so.height()), out.r0, out.r1);
         window_out(x.c0, x.c1, w.kw, w.sw, w.pad_left, w.dw, static_cast<int>(so.width()), out.c0, out.c1);
         if (node.kind == OpKind::Conv && out.area() * 10 < so.plane() * 8) {  // below 80% of the plane: worth it
-          // The difference form pays whole-plane copies of the base output around a windowed
-          // convolution: worth it where each output reads enough inputs (not a depthwise one).
-          c.windowed[li] = st.conv.cin / st.conv.groups * w.kh * w.kw >= kDifferenceWindowTaps;
-          c.windowed_tangent[li] = true;
+          c.windowed[li] = true;
           const int64_t hr = (out.r1 - out.r0 - 1) * w.sh + (w.kh - 1) * w.dh + 1;
           const int64_t wr = (out.c1 - out.c0 - 1) * w.sw + (w.kw - 1) * w.dw + 1;
           c.window_elems = std::max({c.window_elems, st.conv.cin * hr * wr, st.conv.cout * out.area()});
         }
         if (node.kind == OpKind::MaxPool && out.area() * 10 < so.plane() * 8) {
-          c.windowed_tangent[li] = true;
-          c.window_elems = std::max({c.window_elems, so.channels() * out.area(), so.channels() * x.area()});
+          c.windowed[li] = true;
+          c.window_elems = std::max({c.window_elems, so.channels() * out.area(),
+                                     so.channels() * pool_input_window(st.pool, out).area()});
         }
         break;
       }
@@ -103,86 +105,25 @@ Cone GraphPlan<T>::cone(const Box& box) const {
     const bool per_position = node.kind == OpKind::Clip || node.kind == OpKind::Affine ||
                               node.kind == OpKind::Activation || (node.kind == OpKind::Add && node.inputs.size() == 2);
     if (per_position && out.area() * 10 < so.plane() * 8) {
-      c.windowed_tangent[li] = true;
+      c.windowed[li] = true;
       c.window_elems = std::max(c.window_elems, so.channels() * out.area());
     }
   }
   // Compact: written by a windowed launch and read only by windowed launches (never the output).
   c.compact.assign(graph_.values.size(), false);
   for (size_t li = 0; li < launches_.size(); ++li)
-    if (c.windowed_tangent[li]) c.compact[graph_.nodes[launches_[li].node].output] = true;
+    if (c.windowed[li]) c.compact[graph_.nodes[launches_[li].node].output] = true;
   c.compact[graph_.output] = false;
   for (size_t li = 0; li < launches_.size(); ++li)
-    if (!c.windowed_tangent[li])
+    if (!c.windowed[li])
       for (int v : graph_.nodes[launches_[li].node].inputs) c.compact[v] = false;
   return c;
 }
 
 template <typename T>
-void GraphPlan<T>::conv_window(size_t si, int n, const T* in, const T* base_in, T* out, const T* base_out,
-                               Workspace& ws, const Cone& cone) const {
-  const NodeLaunch& st = launches_[si];
-  const Node& node = graph_.nodes[st.node];
-  const Cone::Rect& o = cone.rect[node.output];
-  const Window& win = node.win;
-  ConvDesc d = st.conv;  // the window as its own unpadded convolution
-  d.h = (o.r1 - o.r0 - 1) * win.sh + (win.kh - 1) * win.dh + 1;
-  d.w = (o.c1 - o.c0 - 1) * win.sw + (win.kw - 1) * win.dw + 1;
-  d.ho = o.r1 - o.r0;
-  d.wo = o.c1 - o.c0;
-  d.win.pad_top = d.win.pad_left = d.win.pad_bottom = d.win.pad_right = 0;
-  const size_t bytes = static_cast<size_t>(cone.window_elems) * n * sizeof(T);
-  for (DeviceBuffer* b : {&ws.window_in, &ws.window_out, &ws.window_base})  // grown once per cone size
-    if ((b != &ws.window_base || base_in) && b->bytes() < bytes) *b = DeviceBuffer(be_, bytes);
-  T* sub_in = ws.window_in.template as<T>();
-  T* sub_out = ws.window_out.template as<T>();
-  T* sub_base = ws.window_base.template as<T>();
-  const int r0 = o.r0 * win.sh - win.pad_top, c0 = o.c0 * win.sw - win.pad_left;
-  be_.copy_window(n, d.cin, in, st.conv.h, st.conv.w, r0, c0, sub_in, d.h, d.w, 0, 0, d.h, d.w);
-  if (base_in) {  // the input's change, zero bit for bit where the patch does not reach
-    be_.copy_window(n, d.cin, base_in, st.conv.h, st.conv.w, r0, c0, sub_base, d.h, d.w, 0, 0, d.h, d.w);
-    be_.subtract(static_cast<int64_t>(n) * d.cin * d.h * d.w, sub_in, sub_base, sub_in);
-  }
-  be_.conv2d_forward(d, weights_[st.node].template as<T>(), nullptr, sub_in, sub_out, n);
-  if (base_out) {
-    be_.copy_window(n, d.cout, base_out, st.conv.ho, st.conv.wo, o.r0, o.c0, sub_base, d.ho, d.wo, 0, 0, d.ho, d.wo);
-    be_.add_forward(static_cast<int64_t>(n) * d.cout * d.ho * d.wo, sub_out, sub_base, sub_out);
-  }
-  be_.copy_window(n, d.cout, sub_out, d.ho, d.wo, 0, 0, out, st.conv.ho, st.conv.wo, o.r0, o.c0, d.ho, d.wo);
-}
-
-template <typename T>
-void GraphPlan<T>::patched_forward(int n, const T* x, T* y, Workspace& ws, const Cone& cone,
-                                   const ConvStore& store) const {
-  T* arena = ws.forward_arena.template as<T>();
-  for (size_t si = 0; si < launches_.size(); ++si) {
-    const NodeLaunch& st = launches_[si];
-    const Node& node = graph_.nodes[st.node];
-    at_node(node, "patched forward", [&] {
-      if (!cone.windowed[si]) return launch_forward(si, n, x, y, arena, nullptr);
-      T* out = value_ptr(node.output, n, x, y, arena);
-      const int64_t in_count = graph_.values[node.inputs[0]].shape.numel();
-      const T* base_in = stored(store, conv_store_in_[si], in_count, store.first_slot);
-      const T* base_out = stored(store, conv_store_out_[si], st.count, store.first_slot);
-      be_.copy_on_device(out, base_out, sizeof(T) * n * st.count);  // outside the cone: the base point's output
-      conv_window(si, n, value_ptr(node.inputs[0], n, x, y, arena), base_in, out, base_out, ws, cone);
-    });
-  }
-}
-
-template <typename T>
-void GraphPlan<T>::carry_store(const ConvStore& store, int from) const {
-  for (size_t si = 0; si < launches_.size(); ++si)
-    if (conv_store_in_[si] >= 0)
-      for (auto [offset, count] : {std::pair{conv_store_in_[si], graph_.values[graph_.nodes[launches_[si].node].inputs[0]].shape.numel()},
-                                   std::pair{conv_store_out_[si], launches_[si].count}})
-        be_.copy_on_device(stored(store, offset, count, 0), stored(store, offset, count, from), sizeof(T) * count);
-}
-
-template <typename T>
 void GraphPlan<T>::grow_windows(Workspace& ws, const Cone& cone, int n) const {
   const size_t bytes = static_cast<size_t>(cone.window_elems) * n * sizeof(T);
-  for (DeviceBuffer* b : {&ws.window_in, &ws.window_out, &ws.window_base})  // grown once per cone size
+  for (DeviceBuffer* b : {&ws.window_in, &ws.window_out, &ws.window_aux})  // grown once per cone size
     if (b->bytes() < bytes) *b = DeviceBuffer(be_, bytes);
 }
 
@@ -196,7 +137,7 @@ void GraphPlan<T>::tangent_window(size_t si, int n, const T* tx, T* ty, T* arena
   const int c = static_cast<int>(so.channels()), h = static_cast<int>(so.height()), w = static_cast<int>(so.width());
   T* in_buf = ws.window_in.template as<T>();
   T* out_buf = ws.window_out.template as<T>();
-  T* aux_buf = ws.window_base.template as<T>();
+  T* aux_buf = ws.window_aux.template as<T>();
   // Value v's tangent on the window `want` (may hang over the plane: zeros there), from its
   // storage: compact over its own rect, or the whole plane. Where v is compact on that very
   // window, its slot is used as it is.
@@ -272,6 +213,146 @@ void GraphPlan<T>::tangent_window(size_t si, int n, const T* tx, T* ty, T* arena
 }
 
 template <typename T>
+void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* arena, Workspace& ws, const Cone& cone,
+                                     const ValueStore& store) const {
+  const NodeLaunch& st = launches_[si];
+  const Node& node = graph_.nodes[st.node];
+  const Shape& so = graph_.values[node.output].shape;
+  const Cone::Rect& r = cone.rect[node.output];
+  const int c = static_cast<int>(so.channels()), h = static_cast<int>(so.height()), w = static_cast<int>(so.width());
+  T* in_buf = ws.window_in.template as<T>();
+  T* out_buf = ws.window_out.template as<T>();
+  T* aux_buf = ws.window_aux.template as<T>();
+  // The base point's value v on the window `want` of its plane (zeros beyond the plane), into dst.
+  auto base_of = [&](int v, const Cone::Rect& want, T* dst) {
+    const Shape& s = graph_.values[v].shape;
+    const int wh = want.r1 - want.r0, ww = want.c1 - want.c0;
+    be_.copy_window(n, static_cast<int>(s.channels()), stored(store, v, store.first_slot), static_cast<int>(s.height()),
+                    static_cast<int>(s.width()), want.r0, want.c0, dst, wh, ww, 0, 0, wh, ww);
+  };
+  // The change of value v on `want` (zero beyond its cone and its plane): its compact slot as it
+  // is where that is the very window, else copied into `scratch`, or for a whole-plane value, its
+  // window minus the base point's (`aux` holds that).
+  auto change_of = [&](int v, const Cone::Rect& want, T* scratch, T* aux) -> const T* {
+    const T* p = value_ptr(v, n, x, y, arena);
+    const Shape& s = graph_.values[v].shape;
+    const Cone::Rect& have = cone.rect[v];
+    const int wh = want.r1 - want.r0, ww = want.c1 - want.c0, ch = static_cast<int>(s.channels());
+    if (cone.compact[v]) {
+      if (have.r0 == want.r0 && have.r1 == want.r1 && have.c0 == want.c0 && have.c1 == want.c1) return p;
+      be_.copy_window(n, ch, p, have.r1 - have.r0, have.c1 - have.c0, want.r0 - have.r0, want.c0 - have.c0, scratch, wh,
+                      ww, 0, 0, wh, ww);
+      return scratch;
+    }
+    be_.copy_window(n, ch, p, static_cast<int>(s.height()), static_cast<int>(s.width()), want.r0, want.c0, scratch, wh,
+                    ww, 0, 0, wh, ww);
+    base_of(v, want, aux);
+    be_.subtract(static_cast<int64_t>(n) * ch * wh * ww, scratch, aux, scratch);
+    return scratch;
+  };
+  T* out = value_ptr(node.output, n, x, y, arena);
+  const int64_t window_count = static_cast<int64_t>(n) * c * r.area();
+  if (r.area() == 0) {  // the patch does not reach this value
+    if (!cone.compact[node.output])
+      be_.copy_on_device(out, stored(store, node.output, store.first_slot), sizeof(T) * n * st.count);
+    return;
+  }
+  // f(base + change) - f(base) on the output's window, f elementwise, in place on out_buf.
+  auto elementwise_change = [&](auto&& f) {
+    const T* d = change_of(node.inputs[0], r, in_buf, aux_buf);
+    base_of(node.inputs[0], r, aux_buf);
+    be_.add_forward(window_count, d, aux_buf, out_buf);
+    f(out_buf);
+    f(aux_buf);
+    be_.subtract(window_count, out_buf, aux_buf, out_buf);
+  };
+  switch (node.kind) {
+    case OpKind::Conv: {  // linear: the convolution without bias of the change, unpadded on its window
+      const Window& win = node.win;
+      ConvDesc d = st.conv;
+      d.ho = r.r1 - r.r0;
+      d.wo = r.c1 - r.c0;
+      d.h = (d.ho - 1) * win.sh + (win.kh - 1) * win.dh + 1;
+      d.w = (d.wo - 1) * win.sw + (win.kw - 1) * win.dw + 1;
+      d.win.pad_top = d.win.pad_left = d.win.pad_bottom = d.win.pad_right = 0;
+      const int r0 = r.r0 * win.sh - win.pad_top, c0 = r.c0 * win.sw - win.pad_left;
+      const T* dx = change_of(node.inputs[0], {r0, r0 + d.h, c0, c0 + d.w}, in_buf, aux_buf);
+      be_.conv2d_forward(d, weights_[st.node].template as<T>(), nullptr, dx, out_buf, n);
+      break;
+    }
+    case OpKind::Affine:  // scale * change per channel
+      be_.affine_backward(c, r.area(), weights_[st.node].template as<T>(),
+                          change_of(node.inputs[0], r, in_buf, aux_buf), out_buf, n, false);
+      break;
+    case OpKind::Add: {
+      const T* a = change_of(node.inputs[0], r, in_buf, aux_buf);
+      const T* b = change_of(node.inputs[1], r, aux_buf, out_buf);
+      be_.add_forward(window_count, a, b, out_buf);
+      break;
+    }
+    case OpKind::Clip:
+      elementwise_change([&](T* v) {
+        be_.clip_forward(window_count, static_cast<T>(node.lo), static_cast<T>(node.hi), v, v, nullptr);
+      });
+      break;
+    case OpKind::Activation:
+      elementwise_change([&](T* v) {
+        be_.activation_forward(node.activation, window_count, static_cast<T>(node.alpha), static_cast<T>(node.beta), v, v,
+                               nullptr);
+      });
+      break;
+    case OpKind::MaxPool: {  // the pool of base + change on the part of the plane the window reads, padded beyond
+      const Cone::Rect in = pool_input_window(st.pool, r);
+      PoolDesc p = st.pool;
+      p.h = in.r1 - in.r0;
+      p.w = in.c1 - in.c0;
+      p.ho = r.r1 - r.r0;
+      p.wo = r.c1 - r.c0;
+      p.win.pad_top = in.r0 - (r.r0 * p.win.sh - st.pool.win.pad_top);
+      p.win.pad_left = in.c0 - (r.c0 * p.win.sw - st.pool.win.pad_left);
+      const T* d = change_of(node.inputs[0], in, in_buf, aux_buf);
+      base_of(node.inputs[0], in, aux_buf);
+      be_.add_forward(static_cast<int64_t>(n) * c * in.area(), d, aux_buf, in_buf);
+      be_.maxpool_forward(p, in_buf, out_buf, nullptr, n);
+      base_of(node.output, r, aux_buf);
+      be_.subtract(window_count, out_buf, aux_buf, out_buf);
+      break;
+    }
+    default:
+      throw Error(std::string("internal: no windowed difference for ") + op_name(node.kind));
+  }
+  // Into the output's storage: the change compact as it is, or base + change on a whole plane.
+  if (cone.compact[node.output]) {
+    be_.copy_on_device(out, out_buf, sizeof(T) * window_count);
+  } else {
+    be_.copy_on_device(out, stored(store, node.output, store.first_slot), sizeof(T) * n * st.count);
+    base_of(node.output, r, aux_buf);
+    be_.add_forward(window_count, out_buf, aux_buf, out_buf);
+    be_.copy_window(n, c, out_buf, r.r1 - r.r0, r.c1 - r.c0, 0, 0, out, h, w, r.r0, r.c0, r.r1 - r.r0, r.c1 - r.c0);
+  }
+}
+
+template <typename T>
+void GraphPlan<T>::patched_forward(int n, const T* x, T* y, Workspace& ws, const Cone& cone,
+                                   const ValueStore& store) const {
+  if (n > ws.capacity) throw Error("internal: batch of " + std::to_string(n) + " exceeds workspace");
+  grow_windows(ws, cone, n);
+  T* arena = ws.forward_arena.template as<T>();
+  for (size_t si = 0; si < launches_.size(); ++si)
+    at_node(graph_.nodes[launches_[si].node], "patched forward", [&] {
+      if (cone.windowed[si]) return difference_window(si, n, x, y, arena, ws, cone, store);
+      launch_forward(si, n, x, y, arena, nullptr);
+    });
+}
+
+template <typename T>
+void GraphPlan<T>::carry_store(const ValueStore& store, int from) const {
+  for (size_t v = 0; v < graph_.values.size(); ++v)
+    be_.copy_on_device(stored(store, static_cast<int>(v), 0), stored(store, static_cast<int>(v), from),
+                       sizeof(T) * graph_.values[v].shape.numel());
+}
+
+template <typename T>
 void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone* cone) const {
   if (n > ws.capacity || (!ws.saved.bytes() && saved_bytes(n)))
     throw Error("internal: tangent pass without the saved state of a forward of " + std::to_string(n) + " samples");
@@ -286,7 +367,7 @@ void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone*
     const T* w = weights_[st.node].template as<T>();
     const void* keep = saved + saved_offset(static_cast<int>(si), n);
     at_node(node, "tangent", [&] {
-      if (cone && cone->windowed_tangent[si]) return tangent_window(si, n, tx, ty, arena, keep, ws, *cone);
+      if (cone && cone->windowed[si]) return tangent_window(si, n, tx, ty, arena, keep, ws, *cone);
       switch (node.kind) {
         case OpKind::Conv:
           be_.conv2d_forward(st.conv, w, nullptr, in0, out, n);
@@ -344,11 +425,11 @@ template Cone GraphPlan<float>::cone(const Box&) const;
 template Cone GraphPlan<double>::cone(const Box&) const;
 template void GraphPlan<float>::tangent(int, const float*, float*, Workspace&, const Cone*) const;
 template void GraphPlan<float>::patched_forward(int, const float*, float*, Workspace&, const Cone&,
-                                                const ConvStore&) const;
+                                                const ValueStore&) const;
 template void GraphPlan<double>::patched_forward(int, const double*, double*, Workspace&, const Cone&,
-                                                 const ConvStore&) const;
-template void GraphPlan<float>::carry_store(const ConvStore&, int) const;
-template void GraphPlan<double>::carry_store(const ConvStore&, int) const;
+                                                 const ValueStore&) const;
+template void GraphPlan<float>::carry_store(const ValueStore&, int) const;
+template void GraphPlan<double>::carry_store(const ValueStore&, int) const;
 template void GraphPlan<double>::tangent(int, const double*, double*, Workspace&, const Cone*) const;
 
 }  // namespace ipna

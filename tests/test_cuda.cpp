@@ -187,11 +187,11 @@ OpRun run_op(const Graph& g, Backend<T>& be, const std::vector<double>& x, const
   const Cone cone = plan.cone(kOpBox);
   plan.tangent(n, txd.as<T>(), yd.as<T>(), ws, &cone);
   out.ty_cone = download(yd, n * yn);
-  // x + tx (inside the box), against the base point x whose convolution inputs and outputs are stored
+  // x + tx (inside the box), against the base point x whose values are stored
   std::vector<double> xp = x;
   for (int64_t i = 0; i < n * xn; ++i) xp[i] += tx[i];
-  DeviceBuffer store(be, std::max<int64_t>(1, plan.conv_store_elems()) * n * sizeof(T)), xpd = upload(xp);
-  const typename GraphPlan<T>::ConvStore slots{store.as<T>(), n, 0};
+  DeviceBuffer store(be, std::max<int64_t>(1, plan.value_store_elems()) * n * sizeof(T)), xpd = upload(xp);
+  const typename GraphPlan<T>::ValueStore slots{store.as<T>(), n, 0};
   plan.forward(n, xd.as<T>(), yd.as<T>(), ws, false, slots);
   plan.patched_forward(n, xpd.as<T>(), yd.as<T>(), ws, cone, slots);
   out.y_patched = download(yd, n * yn);
