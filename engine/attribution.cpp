@@ -261,12 +261,14 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
       cone_window = std::max(cone_window, cones.back().window_elems);
     }
   const bool masked = !req.split_mask.empty();
+  using StoreLayout = typename GraphPlan<T>::StoreLayout;
+  const StoreLayout layout = value_store ? f1.store_layout(cones) : StoreLayout();
 
   // --- chunk of steps from the memory budget ---
   const size_t t = sizeof(T);
   size_t per_step = f1.bytes_per_sample(keep_f1) + f2.bytes_per_sample(true) + 2 * xn * t /* points, dx */ +
                     3 * cone_window * t /* a convolution's cone window: in, out, the base point's */ +
-                    (value_store ? f1.value_store_elems() * t : 0) /* the base points' values */ +
+                    layout.elems * t /* the base points' values the patch passes read */ +
                     (3 + (masked ? 1 : 0)) * hn * t /* h, h_prev, h_patch, masked h */ + hn * t /* dh */ +
                     2 * classes * t + 2 * t;
   const size_t available = be->memory_available() + held_bytes();
@@ -310,7 +312,8 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   T* carry = path ? grow(B.carry, hn) : nullptr;
   T* zeros = tangent ? grow(B.zeros, xn) : nullptr;
   typename GraphPlan<T>::ValueStore store;  // slot 0: the carried base point, slots 1..chunk: this chunk's
-  if (value_store) store = {grow(B.value_store, f1.value_store_elems() * (chunk + 1)), chunk + 1, 0};
+  if (value_store)
+    store = {grow(B.value_store, std::max<int64_t>(1, layout.elems) * (chunk + 1)), chunk + 1, 0, &layout};
   if (tangent) be->zero(zeros, xn * t);
   if (B.ipna_acc.size() < req.boxes.size()) B.ipna_acc.resize(req.boxes.size());
   std::vector<T*> ipna_acc;
@@ -355,7 +358,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     std::vector<double> step;  // s_k of the chunk's points (empty: all 1)
     if (!P.unit) step.assign(P.s.begin() + first, P.s.begin() + first + c);
     be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), cur, pts);
-    f1.forward(c, pts, h_cur, ws1, keep_f1, {store.data, store.slots, 1});
+    f1.forward(c, pts, h_cur, ws1, keep_f1, {store.data, store.slots, 1, store.layout});
     T* f2_in = h_cur;
     if (masked) {
       be->copy_on_device(h_f2, h_cur, c * hn * t);

@@ -96,12 +96,6 @@ GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g.without_
     permutations_.push_back(std::move(perm));
   }
 
-  value_store_offset_.assign(nv, 0);
-  for (int v = 0; v < nv; ++v) {
-    value_store_offset_[v] = value_store_elems_;
-    value_store_elems_ += graph_.values[v].shape.numel();
-  }
-
   // Forward liveness: a value lives from its node to its last reader.
   std::vector<int> last_use(nv, -1);
   for (int i = 0; i < nn; ++i)
@@ -337,12 +331,13 @@ void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, Va
     be_.copy_on_device(stored(store, v, store.first_slot), value_ptr(v, n, x, y, arena),
                        sizeof(T) * n * graph_.values[v].shape.numel());
   };
-  if (store.data) keep_value(graph_.input);
+  const auto kept = [&](int v) { return store.data && store.layout->offset[v] >= 0; };
+  if (kept(graph_.input)) keep_value(graph_.input);
   for (size_t si = 0; si < launches_.size(); ++si) {
     const Node& node = graph_.nodes[launches_[si].node];
     at_node(node, "forward", [&] {
       launch_forward(si, n, x, y, arena, save ? saved + saved_offset(static_cast<int>(si), n) : nullptr);
-      if (store.data) keep_value(node.output);
+      if (kept(node.output)) keep_value(node.output);
     });
   }
 }

@@ -57,19 +57,26 @@ class GraphPlan {
   // too small, so repeated runs reuse the same memory.
   void reserve(Workspace& ws, int capacity, bool with_backward) const;
 
-  // y = graph(x) for n samples. With `save`, keeps the masks backward needs in ws.
-  // With a value store (see patched_forward), also copies every value (the input,
-  // each launch's output) there, samples going to slots first_slot.. of `slots`.
+  // Which values the difference form's patched forward reads at the base point
+  // for some of `cones`, and where each starts in a store slot (-1: not kept).
+  struct StoreLayout {
+    std::vector<int64_t> offset;  // per value
+    int64_t elems = 0;            // per slot (one sample)
+  };
+  StoreLayout store_layout(const std::vector<Cone>& cones) const;
+  // Slots of the base points' values, laid out by a StoreLayout.
   struct ValueStore {
     T* data = nullptr;
     int slots = 0, first_slot = 0;
+    const StoreLayout* layout = nullptr;
   };
+  // y = graph(x) for n samples. With `save`, keeps the masks backward needs in ws.
+  // With a value store, also copies the values its layout keeps there, samples
+  // going to slots first_slot.. of `slots`.
   void forward(int n, const T* x, T* y, Workspace& ws, bool save, ValueStore store = {}) const;
-  // Per-sample elements of all values, the size of one store slot.
-  int64_t value_store_elems() const { return value_store_elems_; }
   // The difference form of IPNA on a cone: y_i = graph(x_i) where x_i differs
   // from a base point only inside the cone's box, with the base point's values
-  // in store slot i. A windowed launch computes the change of its output from
+  // (those the store layout of this cone keeps) in store slot i. A windowed launch computes the change of its output from
   // the changes of its inputs on its cone window (linear ops: the op without
   // bias on the changes; Clip, activations, MaxPool: the op at base + change
   // minus the op at base), kept compact where the cone says; a value some
@@ -137,12 +144,11 @@ class GraphPlan {
   std::vector<NodeLaunch> launches_;
   std::vector<DeviceBuffer> weights_, biases_, permutations_;
   std::vector<int64_t> fwd_offset_, bwd_offset_;  // per value, per-sample elements; -1 = external
-  // Per value: where it starts in a store slot.
-  std::vector<int64_t> value_store_offset_;
-  int64_t value_store_elems_ = 0;
   // Sample `slot`'s copy of value v in the store.
   T* stored(const ValueStore& s, int v, int slot) const {
-    return s.data + value_store_offset_[v] * s.slots + slot * graph_.values[v].shape.numel();
+    const int64_t at = s.layout->offset[v];
+    if (at < 0) throw Error("internal: value " + graph_.values[v].name + " is not in the store");
+    return s.data + at * s.slots + slot * graph_.values[v].shape.numel();
   }
   int64_t fwd_peak_ = 0, bwd_peak_ = 0;
   // Backward: whether the step writes each input's gradient fresh or adds to it.

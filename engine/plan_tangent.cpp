@@ -346,10 +346,40 @@ void GraphPlan<T>::patched_forward(int n, const T* x, T* y, Workspace& ws, const
 }
 
 template <typename T>
+typename GraphPlan<T>::StoreLayout GraphPlan<T>::store_layout(const std::vector<Cone>& cones) const {
+  // What difference_window reads at the base point: the inputs of Clip, activations and MaxPool
+  // (f(base + change)), MaxPool's output, and any whole-plane value a windowed launch reads or
+  // writes (its change is its value less the base's, and it is written as base plus change).
+  std::vector<bool> need(graph_.values.size(), false);
+  for (const Cone& cone : cones)
+    for (size_t li = 0; li < launches_.size(); ++li) {
+      if (!cone.windowed[li]) continue;
+      const Node& node = graph_.nodes[launches_[li].node];
+      if (!cone.compact[node.output]) need[node.output] = true;
+      if (cone.rect[node.output].area() == 0) continue;
+      const bool nonlinear =
+          node.kind == OpKind::Clip || node.kind == OpKind::Activation || node.kind == OpKind::MaxPool;
+      if (nonlinear) need[node.inputs[0]] = true;
+      if (node.kind == OpKind::MaxPool) need[node.output] = true;
+      for (int v : node.inputs)
+        if (!cone.compact[v]) need[v] = true;
+    }
+  StoreLayout layout;
+  layout.offset.assign(graph_.values.size(), -1);
+  for (size_t v = 0; v < need.size(); ++v)
+    if (need[v]) {
+      layout.offset[v] = layout.elems;
+      layout.elems += graph_.values[v].shape.numel();
+    }
+  return layout;
+}
+
+template <typename T>
 void GraphPlan<T>::carry_store(const ValueStore& store, int from) const {
   for (size_t v = 0; v < graph_.values.size(); ++v)
-    be_.copy_on_device(stored(store, static_cast<int>(v), 0), stored(store, static_cast<int>(v), from),
-                       sizeof(T) * graph_.values[v].shape.numel());
+    if (store.layout->offset[v] >= 0)
+      be_.copy_on_device(stored(store, static_cast<int>(v), 0), stored(store, static_cast<int>(v), from),
+                         sizeof(T) * graph_.values[v].shape.numel());
 }
 
 template <typename T>
@@ -428,6 +458,8 @@ template void GraphPlan<float>::patched_forward(int, const float*, float*, Works
                                                 const ValueStore&) const;
 template void GraphPlan<double>::patched_forward(int, const double*, double*, Workspace&, const Cone&,
                                                  const ValueStore&) const;
+template GraphPlan<float>::StoreLayout GraphPlan<float>::store_layout(const std::vector<Cone>&) const;
+template GraphPlan<double>::StoreLayout GraphPlan<double>::store_layout(const std::vector<Cone>&) const;
 template void GraphPlan<float>::carry_store(const ValueStore&, int) const;
 template void GraphPlan<double>::carry_store(const ValueStore&, int) const;
 template void GraphPlan<double>::tangent(int, const double*, double*, Workspace&, const Cone*) const;

@@ -190,8 +190,9 @@ OpRun run_op(const Graph& g, Backend<T>& be, const std::vector<double>& x, const
   // x + tx (inside the box), against the base point x whose values are stored
   std::vector<double> xp = x;
   for (int64_t i = 0; i < n * xn; ++i) xp[i] += tx[i];
-  DeviceBuffer store(be, std::max<int64_t>(1, plan.value_store_elems()) * n * sizeof(T)), xpd = upload(xp);
-  const typename GraphPlan<T>::ValueStore slots{store.as<T>(), n, 0};
+  const typename GraphPlan<T>::StoreLayout layout = plan.store_layout({cone});
+  DeviceBuffer store(be, std::max<int64_t>(1, layout.elems) * n * sizeof(T)), xpd = upload(xp);
+  const typename GraphPlan<T>::ValueStore slots{store.as<T>(), n, 0, &layout};
   plan.forward(n, xd.as<T>(), yd.as<T>(), ws, false, slots);
   plan.patched_forward(n, xpd.as<T>(), yd.as<T>(), ws, cone, slots);
   out.y_patched = download(yd, n * yn);
