@@ -76,12 +76,13 @@ class GraphPlan {
   void forward(int n, const T* x, T* y, Workspace& ws, bool save, ValueStore store = {}) const;
   // The difference form of IPNA on a cone: y_i = graph(x_i) where x_i differs
   // from a base point only inside the cone's box, with the base point's values
-  // (those the store layout of this cone keeps) in store slot i. A windowed launch computes the change of its output from
-  // the changes of its inputs on its cone window (linear ops: the op without
-  // bias on the changes; Clip, activations, MaxPool: the op at base + change
-  // minus the op at base), kept compact where the cone says; a value some
-  // whole-plane launch reads is written whole, base plus change, and every
-  // other launch runs on whole planes, as in forward.
+  // (those a store layout of this cone keeps) in store slot i. A windowed
+  // launch computes the change of its output from the changes of its inputs on
+  // its cone window (linear ops: the op without bias on the changes; Clip,
+  // activations, MaxPool: the op at base + change minus the op at base), kept
+  // compact where the cone says; a value some whole-plane launch reads is
+  // written whole, base plus change, and every other launch runs on whole
+  // planes, as in forward.
   void patched_forward(int n, const T* x, T* y, Workspace& ws, const Cone& cone, const ValueStore& store) const;
   // Moves store slot `from` to slot 0 (the next chunk's first base point).
   void carry_store(const ValueStore& store, int from) const;

@@ -107,7 +107,7 @@ TEST(TangentForm, TheTwoFormsMeetAsStepsGrow) {
 // both must happen on these models for the check to cover them.
 TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
   if (!fixtures_present()) return;
-  int compact_values = 0, per_position = 0;
+  int compact_values = 0, per_position = 0, trimmed_stores = 0;
   for (const char* name : {"lenet", "vgg_avg", "resnet18", "mbv2_block", "tiny224", "mobilenet_v3_small",
                            "efficientnet_b0", "densenet121", "shufflenet_v2_x0_5", "convnext_tiny"}) {
     const std::string dir = fixture_dir() + "/" + name;
@@ -126,6 +126,9 @@ TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
       compact_values += static_cast<int>(std::count(cone.compact.begin(), cone.compact.end(), true));
       for (size_t li = 0; li < cone.windowed.size(); ++li)
         per_position += cone.windowed[li] && m.f1.nodes[li].kind != OpKind::Conv;
+      int64_t every_value = 0;  // the difference form's store keeps only the base values it reads
+      for (const Value& v : m.f1.values) every_value += v.shape.numel();
+      trimmed_stores += plan.store_layout({cone}).elems < every_value;
     }
     const auto x = npy(dir + "/x.npy"), x0 = npy(dir + "/baseline.npy");
     for (IpnaForm form : {IpnaForm::Tangent, IpnaForm::Difference}) {
@@ -154,9 +157,11 @@ TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
       }
     }
   }
-  std::printf("compact values %d, windowed per-position launches %d\n", compact_values, per_position);
+  std::printf("compact values %d, windowed per-position launches %d, trimmed stores %d\n", compact_values,
+              per_position, trimmed_stores);
   EXPECT_GT(compact_values, 20);
   EXPECT_GT(per_position, 20);
+  EXPECT_GT(trimmed_stores, 10);
 }
 
 }  // namespace
