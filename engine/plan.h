@@ -128,6 +128,14 @@ class GraphPlan {
   T* value_ptr(int v, int n, const T* x, T* y, T* arena) const;
   // One node of the forward pass (forward and patched_forward share it); keep: its saved state or null.
   void launch_forward(size_t launch, int n, const T* x, T* y, T* arena, void* keep) const;
+  // Value v's window `want` of its plane (zeros beyond the plane, and beyond its cone rect where
+  // it is compact) from its storage p, compact or whole: p itself where compact on that very
+  // window, else copied into scratch.
+  const T* read_window(int v, int n, const T* p, const Cone& cone, const Cone::Rect& want, T* scratch) const;
+  // A windowed launch's result `window` (its output's cone window, [n, C, rect]) into the output's
+  // storage `out`: compact as it is, or a whole plane, zero outside the cone (the tangent) or, with
+  // `base`, the base value plus the window's change (the difference form; `window` is changed, aux is scratch).
+  void write_window(int v, int n, T* window, T* out, const Cone& cone, const T* base, T* aux) const;
   // The difference form's launch `launch` on its cone window (plan_tangent.cpp).
   void difference_window(size_t launch, int n, const T* x, T* y, T* arena, Workspace& ws, const Cone& cone,
                          const ValueStore& store) const;

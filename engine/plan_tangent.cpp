@@ -50,7 +50,58 @@ Rect pool_input_window(const PoolDesc& p, const Rect& out) {
           std::min(p.w, (out.c1 - 1) * w.sw - w.pad_left + (w.kw - 1) * w.dw + 1)};
 }
 
+// A convolution on a cone window of its output, as its own unpadded convolution, and the window
+// of the input it reads (which may hang over the plane).
+ConvDesc window_conv(const ConvDesc& whole, const Rect& r, Rect& in) {
+  ConvDesc d = whole;
+  const Window& w = whole.win;
+  d.ho = r.r1 - r.r0;
+  d.wo = r.c1 - r.c0;
+  d.h = (d.ho - 1) * w.sh + (w.kh - 1) * w.dh + 1;
+  d.w = (d.wo - 1) * w.sw + (w.kw - 1) * w.dw + 1;
+  d.win.pad_top = d.win.pad_left = d.win.pad_bottom = d.win.pad_right = 0;
+  const int r0 = r.r0 * w.sh - w.pad_top, c0 = r.c0 * w.sw - w.pad_left;
+  in = {r0, r0 + d.h, c0, c0 + d.w};
+  return d;
+}
+
 }  // namespace
+
+template <typename T>
+const T* GraphPlan<T>::read_window(int v, int n, const T* p, const Cone& cone, const Cone::Rect& want,
+                                   T* scratch) const {
+  const Shape& s = graph_.values[v].shape;
+  const Cone::Rect& have = cone.rect[v];
+  const bool compact = cone.compact[v];
+  if (compact && have.r0 == want.r0 && have.r1 == want.r1 && have.c0 == want.c0 && have.c1 == want.c1) return p;
+  const int sh = compact ? have.r1 - have.r0 : static_cast<int>(s.height());
+  const int sw = compact ? have.c1 - have.c0 : static_cast<int>(s.width());
+  const int or0 = compact ? have.r0 : 0, oc0 = compact ? have.c0 : 0;
+  const int wh = want.r1 - want.r0, ww = want.c1 - want.c0;
+  be_.copy_window(n, static_cast<int>(s.channels()), p, sh, sw, want.r0 - or0, want.c0 - oc0, scratch, wh, ww, 0, 0, wh,
+                  ww);
+  return scratch;
+}
+
+template <typename T>
+void GraphPlan<T>::write_window(int v, int n, T* window, T* out, const Cone& cone, const T* base, T* aux) const {
+  const Shape& s = graph_.values[v].shape;
+  const Cone::Rect& r = cone.rect[v];
+  const int c = static_cast<int>(s.channels()), h = static_cast<int>(s.height()), w = static_cast<int>(s.width());
+  const int wh = r.r1 - r.r0, ww = r.c1 - r.c0;
+  if (cone.compact[v]) {
+    be_.copy_on_device(out, window, sizeof(T) * n * c * wh * ww);
+    return;
+  }
+  if (base) {  // the patched value: the base plus the change on the window
+    be_.copy_on_device(out, base, sizeof(T) * n * s.numel());
+    be_.copy_window(n, c, base, h, w, r.r0, r.c0, aux, wh, ww, 0, 0, wh, ww);
+    be_.add_forward(static_cast<int64_t>(n) * c * wh * ww, window, aux, window);
+  } else {  // the tangent: zero outside the cone
+    be_.zero(out, sizeof(T) * n * s.numel());
+  }
+  be_.copy_window(n, c, window, wh, ww, 0, 0, out, h, w, r.r0, r.c0, wh, ww);
+}
 
 template <typename T>
 Cone GraphPlan<T>::cone(const Box& box) const {
@@ -138,22 +189,9 @@ void GraphPlan<T>::tangent_window(size_t si, int n, const T* tx, T* ty, T* arena
   T* in_buf = ws.window_in.template as<T>();
   T* out_buf = ws.window_out.template as<T>();
   T* aux_buf = ws.window_aux.template as<T>();
-  // Value v's tangent on the window `want` (may hang over the plane: zeros there), from its
-  // storage: compact over its own rect, or the whole plane. Where v is compact on that very
-  // window, its slot is used as it is.
-  auto window_of = [&](int v, const Cone::Rect& want, T* scratch) -> const T* {
-    const T* p = value_ptr(v, n, tx, ty, arena);
-    const Shape& s = graph_.values[v].shape;
-    const Cone::Rect& have = cone.rect[v];
-    const bool compact = cone.compact[v];
-    if (compact && have.r0 == want.r0 && have.r1 == want.r1 && have.c0 == want.c0 && have.c1 == want.c1) return p;
-    const int sh = compact ? have.r1 - have.r0 : static_cast<int>(s.height());
-    const int sw = compact ? have.c1 - have.c0 : static_cast<int>(s.width());
-    const int or0 = compact ? have.r0 : 0, oc0 = compact ? have.c0 : 0;
-    const int wh = want.r1 - want.r0, ww = want.c1 - want.c0;
-    be_.copy_window(n, static_cast<int>(s.channels()), p, sh, sw, want.r0 - or0, want.c0 - oc0, scratch, wh, ww, 0, 0,
-                    wh, ww);
-    return scratch;
+  // Value v's tangent on the window `want` (zero beyond its cone and the plane).
+  auto window_of = [&](int v, const Cone::Rect& want, T* scratch) {
+    return read_window(v, n, value_ptr(v, n, tx, ty, arena), cone, want, scratch);
   };
   T* out = value_ptr(node.output, n, tx, ty, arena);
   const int64_t window_count = static_cast<int64_t>(n) * c * r.area();
@@ -163,16 +201,10 @@ void GraphPlan<T>::tangent_window(size_t si, int n, const T* tx, T* ty, T* arena
   }
   switch (node.kind) {
     case OpKind::Conv: {  // unpadded on the window of the input its output window reads
-      const Window& win = node.win;
-      ConvDesc d = st.conv;
-      d.ho = r.r1 - r.r0;
-      d.wo = r.c1 - r.c0;
-      d.h = (d.ho - 1) * win.sh + (win.kh - 1) * win.dh + 1;
-      d.w = (d.wo - 1) * win.sw + (win.kw - 1) * win.dw + 1;
-      d.win.pad_top = d.win.pad_left = d.win.pad_bottom = d.win.pad_right = 0;
-      const int r0 = r.r0 * win.sh - win.pad_top, c0 = r.c0 * win.sw - win.pad_left;
-      const T* x = window_of(node.inputs[0], {r0, r0 + d.h, c0, c0 + d.w}, in_buf);
-      be_.conv2d_forward(d, weights_[st.node].template as<T>(), nullptr, x, out_buf, n);
+      Cone::Rect in;
+      const ConvDesc d = window_conv(st.conv, r, in);
+      be_.conv2d_forward(d, weights_[st.node].template as<T>(), nullptr, window_of(node.inputs[0], in, in_buf), out_buf,
+                         n);
       break;
     }
     case OpKind::Clip:
@@ -203,13 +235,7 @@ void GraphPlan<T>::tangent_window(size_t si, int n, const T* tx, T* ty, T* arena
     default:
       throw Error(std::string("internal: no windowed tangent for ") + op_name(node.kind));
   }
-  // Into the output's storage: compact as it is, or a whole plane, zero outside the cone.
-  if (cone.compact[node.output]) {
-    be_.copy_on_device(out, out_buf, sizeof(T) * window_count);
-  } else {
-    be_.zero(out, sizeof(T) * n * st.count);
-    be_.copy_window(n, c, out_buf, r.r1 - r.r0, r.c1 - r.c0, 0, 0, out, h, w, r.r0, r.c0, r.r1 - r.r0, r.c1 - r.c0);
-  }
+  write_window(node.output, n, out_buf, out, cone, nullptr, aux_buf);
 }
 
 template <typename T>
@@ -219,7 +245,7 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
   const Node& node = graph_.nodes[st.node];
   const Shape& so = graph_.values[node.output].shape;
   const Cone::Rect& r = cone.rect[node.output];
-  const int c = static_cast<int>(so.channels()), h = static_cast<int>(so.height()), w = static_cast<int>(so.width());
+  const int c = static_cast<int>(so.channels());
   T* in_buf = ws.window_in.template as<T>();
   T* out_buf = ws.window_out.template as<T>();
   T* aux_buf = ws.window_aux.template as<T>();
@@ -230,24 +256,15 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
     be_.copy_window(n, static_cast<int>(s.channels()), stored(store, v, store.first_slot), static_cast<int>(s.height()),
                     static_cast<int>(s.width()), want.r0, want.c0, dst, wh, ww, 0, 0, wh, ww);
   };
-  // The change of value v on `want` (zero beyond its cone and its plane): its compact slot as it
-  // is where that is the very window, else copied into `scratch`, or for a whole-plane value, its
-  // window minus the base point's (`aux` holds that).
+  // The change of value v on `want` (zero beyond its cone and its plane): read from its compact
+  // slot, or for a whole-plane value, its window less the base point's (`aux` holds that).
   auto change_of = [&](int v, const Cone::Rect& want, T* scratch, T* aux) -> const T* {
-    const T* p = value_ptr(v, n, x, y, arena);
-    const Shape& s = graph_.values[v].shape;
-    const Cone::Rect& have = cone.rect[v];
-    const int wh = want.r1 - want.r0, ww = want.c1 - want.c0, ch = static_cast<int>(s.channels());
-    if (cone.compact[v]) {
-      if (have.r0 == want.r0 && have.r1 == want.r1 && have.c0 == want.c0 && have.c1 == want.c1) return p;
-      be_.copy_window(n, ch, p, have.r1 - have.r0, have.c1 - have.c0, want.r0 - have.r0, want.c0 - have.c0, scratch, wh,
-                      ww, 0, 0, wh, ww);
-      return scratch;
-    }
-    be_.copy_window(n, ch, p, static_cast<int>(s.height()), static_cast<int>(s.width()), want.r0, want.c0, scratch, wh,
-                    ww, 0, 0, wh, ww);
+    const T* p = read_window(v, n, value_ptr(v, n, x, y, arena), cone, want, scratch);
+    if (cone.compact[v]) return p;
     base_of(v, want, aux);
-    be_.subtract(static_cast<int64_t>(n) * ch * wh * ww, scratch, aux, scratch);
+    be_.subtract(static_cast<int64_t>(n) * graph_.values[v].shape.channels() * (want.r1 - want.r0) *
+                     (want.c1 - want.c0),
+                 scratch, aux, scratch);
     return scratch;
   };
   T* out = value_ptr(node.output, n, x, y, arena);
@@ -268,16 +285,10 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
   };
   switch (node.kind) {
     case OpKind::Conv: {  // linear: the convolution without bias of the change, unpadded on its window
-      const Window& win = node.win;
-      ConvDesc d = st.conv;
-      d.ho = r.r1 - r.r0;
-      d.wo = r.c1 - r.c0;
-      d.h = (d.ho - 1) * win.sh + (win.kh - 1) * win.dh + 1;
-      d.w = (d.wo - 1) * win.sw + (win.kw - 1) * win.dw + 1;
-      d.win.pad_top = d.win.pad_left = d.win.pad_bottom = d.win.pad_right = 0;
-      const int r0 = r.r0 * win.sh - win.pad_top, c0 = r.c0 * win.sw - win.pad_left;
-      const T* dx = change_of(node.inputs[0], {r0, r0 + d.h, c0, c0 + d.w}, in_buf, aux_buf);
-      be_.conv2d_forward(d, weights_[st.node].template as<T>(), nullptr, dx, out_buf, n);
+      Cone::Rect in;
+      const ConvDesc d = window_conv(st.conv, r, in);
+      be_.conv2d_forward(d, weights_[st.node].template as<T>(), nullptr, change_of(node.inputs[0], in, in_buf, aux_buf),
+                         out_buf, n);
       break;
     }
     case OpKind::Affine:  // scale * change per channel
@@ -321,15 +332,8 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
     default:
       throw Error(std::string("internal: no windowed difference for ") + op_name(node.kind));
   }
-  // Into the output's storage: the change compact as it is, or base + change on a whole plane.
-  if (cone.compact[node.output]) {
-    be_.copy_on_device(out, out_buf, sizeof(T) * window_count);
-  } else {
-    be_.copy_on_device(out, stored(store, node.output, store.first_slot), sizeof(T) * n * st.count);
-    base_of(node.output, r, aux_buf);
-    be_.add_forward(window_count, out_buf, aux_buf, out_buf);
-    be_.copy_window(n, c, out_buf, r.r1 - r.r0, r.c1 - r.c0, 0, 0, out, h, w, r.r0, r.c0, r.r1 - r.r0, r.c1 - r.c0);
-  }
+  write_window(node.output, n, out_buf, out, cone,
+               cone.compact[node.output] ? nullptr : stored(store, node.output, store.first_slot), aux_buf);
 }
 
 template <typename T>
