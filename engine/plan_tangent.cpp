@@ -274,11 +274,19 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
       be_.copy_on_device(out, stored(store, node.output, store.first_slot), sizeof(T) * n * st.count);
     return;
   }
+  // Value v at the patch point on `want`, into dst, with its base point's window in aux: a
+  // whole-plane value holds it already, a compact one holds the change to add to the base.
+  auto patched_of = [&](int v, const Cone::Rect& want, T* dst, T* aux) {
+    base_of(v, want, aux);
+    const T* p = read_window(v, n, value_ptr(v, n, x, y, arena), cone, want, dst);
+    if (!cone.compact[v]) return;
+    be_.add_forward(static_cast<int64_t>(n) * graph_.values[v].shape.channels() * (want.r1 - want.r0) *
+                        (want.c1 - want.c0),
+                    p, aux, dst);
+  };
   // f(base + change) - f(base) on the output's window, f elementwise, in place on out_buf.
   auto elementwise_change = [&](auto&& f) {
-    const T* d = change_of(node.inputs[0], r, in_buf, aux_buf);
-    base_of(node.inputs[0], r, aux_buf);
-    be_.add_forward(window_count, d, aux_buf, out_buf);
+    patched_of(node.inputs[0], r, out_buf, aux_buf);
     f(out_buf);
     f(aux_buf);
     be_.subtract(window_count, out_buf, aux_buf, out_buf);
@@ -321,9 +329,7 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
       p.wo = r.c1 - r.c0;
       p.win.pad_top = in.r0 - (r.r0 * p.win.sh - st.pool.win.pad_top);
       p.win.pad_left = in.c0 - (r.c0 * p.win.sw - st.pool.win.pad_left);
-      const T* d = change_of(node.inputs[0], in, in_buf, aux_buf);
-      base_of(node.inputs[0], in, aux_buf);
-      be_.add_forward(static_cast<int64_t>(n) * c * in.area(), d, aux_buf, in_buf);
+      patched_of(node.inputs[0], in, in_buf, aux_buf);
       be_.maxpool_forward(p, in_buf, out_buf, nullptr, n);
       base_of(node.output, r, aux_buf);
       be_.subtract(window_count, out_buf, aux_buf, out_buf);
