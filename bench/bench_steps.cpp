@@ -10,6 +10,11 @@
 // effnet: float32 on the traffic-light example: the IG completeness gap
 // (relative to |F(x) - F(x')|) and the patch completeness gap of the box
 // 45 100 90 130 (difference form, relative to IG inside) at m = 16 .. --max.
+//   build/bench/bench_steps auto [--model ...] [--tol 0.01] [--max 2048] [--out FILE.csv]
+//
+// auto: float32, the traffic-light example, IG, conductance and the tangent
+// form's IPNA of the box, run_to_tolerance with and without reusing earlier points, uniform
+// and adaptive schedules, side by side: step counts, evaluations, seconds.
 // Evaluations count the gradient evaluations (m) plus, for the adaptive
 // schedule, the pilot's forward passes. Rows go to --out as CSV; the plot
 // and the tables come from bench/step_control.py.
@@ -64,10 +69,15 @@ int main(int argc, char** argv) {
   auto* eff = app.add_subcommand("effnet", "float32, the traffic-light example's completeness gaps");
   eff->add_option("--model", effnet, "EfficientNet-Lite0 ONNX with the tensor blocks.7")->capture_default_str();
   eff->add_option("--max", max_steps, "largest m")->capture_default_str();
+  auto* autom = app.add_subcommand("auto", "float32, the traffic-light example: step control with and without reuse");
+  autom->add_option("--model", effnet, "EfficientNet-Lite0 ONNX with the tensor blocks.7")->capture_default_str();
+  autom->add_option("--max", max_steps, "step cap")->capture_default_str();
+  double tol = 0.01;
+  autom->add_option("--tol", tol, "tolerance")->capture_default_str();
   PilotSpec pilot;
   std::vector<std::string> only;
   small->add_option("--models", only, "only these (default: all)");
-  for (auto* s : {small, eff}) {
+  for (auto* s : {small, eff, autom}) {
     s->add_option("--out", out, "CSV file of the rows")->required();
     s->add_option("--floor", pilot.floor, "uniform share of the adaptive schedule")->capture_default_str();
   }
@@ -120,6 +130,40 @@ int main(int argc, char** argv) {
           csv.flush();
         }
     }
+  } else if (autom->parsed()) {
+    csv << "schedule,reuse,steps,converged,evaluations,reused,pilot_forwards,seconds\n";
+    SplitModel model = load_split_model(effnet, "blocks.7");
+    const std::vector<double> x = imagenet_preprocess(load_image_rgb(IPNA_SOURCE_DIR "/tests/data/traffic_light.JPEG"));
+    const std::vector<double> x0 = black_baseline(model.input_shape());
+    Attributor a(model, Precision::F32);
+    AttributionRequest r;
+    r.target_class = 920;
+    r.integrated_gradients = r.conductance = true;
+    r.boxes = {{45, 100, 90, 130}};
+    r.ipna_form = IpnaForm::Tangent;
+    a.run(x, x0, [&] {  // warm-up: first-touch of the buffers, oneDNN's primitives
+      AttributionRequest w = r;
+      w.steps = 16;
+      return w;
+    }());
+    for (bool adaptive : {false, true})
+      for (bool reuse : {true, false}) {
+        StepControl c;
+        c.tolerance = tol;
+        c.max_steps = max_steps;
+        c.adaptive = adaptive;
+        c.reuse_points = reuse;
+        c.pilot = pilot;
+        const ControlledResult cr = run_to_tolerance(a, x, x0, r, c);
+        int reused = 0;
+        for (const StepLevel& l : cr.levels) reused += l.reused;
+        csv << (adaptive ? "adaptive" : "uniform") << "," << (reuse ? "yes" : "no") << "," << cr.levels.back().steps
+            << "," << (cr.converged ? "yes" : "no") << "," << cr.evaluations << "," << reused << ","
+            << cr.pilot_forwards << "," << cr.seconds << "\n";
+        csv.flush();
+        std::fprintf(stderr, "%-8s reuse %-3s %.1f s: %s\n", adaptive ? "adaptive" : "uniform", reuse ? "yes" : "no",
+                     cr.seconds, cr.summary().c_str());
+      }
   } else {
     csv << "schedule,steps,evaluations,ig_gap,patch_gap,seconds\n";
     SplitModel model = load_split_model(effnet, "blocks.7");

@@ -21,7 +21,18 @@
 
 namespace ipna {
 
+struct SplitSamples {
+  virtual ~SplitSamples() = default;
+};
+
 namespace {
+
+template <typename T>
+struct SamplesOf : SplitSamples {
+  int points = 0;
+  int64_t per_point = 0;
+  std::vector<T> h, g;  // point i's values at i * per_point, points in the order of the schedule
+};
 
 template <typename T>
 struct Engine {
@@ -39,13 +50,13 @@ struct Engine {
   // The step loop's buffers and workspaces live across runs: a sweep of many
   // runs allocates (and page-faults) once, and nothing is allocated inside the loop.
   struct StepBuffers {
-    DeviceBuffer points, dx, h, h_masked, dh, h_prev, h_patch, logits, dlogits, fval, ig_acc, cond_acc, carry, zeros,
-        value_store;
+    DeviceBuffer points, dx, h, h_masked, dh, h_prev, h_next, g_next, h_patch, logits, dlogits, fval, ig_acc, cond_acc,
+        carry, zeros, value_store;
     std::vector<DeviceBuffer> ipna_acc;  // one per box
     template <typename F>
     void each(F&& f) {
-      for (DeviceBuffer* b : {&points, &dx, &h, &h_masked, &dh, &h_prev, &h_patch, &logits, &dlogits, &fval, &ig_acc,
-                              &cond_acc, &carry, &zeros, &value_store})
+      for (DeviceBuffer* b : {&points, &dx, &h, &h_masked, &dh, &h_prev, &h_next, &g_next, &h_patch, &logits, &dlogits,
+                              &fval, &ig_acc, &cond_acc, &carry, &zeros, &value_store})
         f(*b);
       for (DeviceBuffer& b : ipna_acc) f(b);
     }
@@ -107,7 +118,9 @@ struct Engine {
     return download(h, f1.output_numel());
   }
 
-  AttributionResult run(const std::vector<double>& x, const std::vector<double>& x0, const AttributionRequest& req);
+  // With `coarse`: Attributor::refine, the points at odd a_k only, plus half of coarse's sums.
+  AttributionResult run(const std::vector<double>& x, const std::vector<double>& x0, const AttributionRequest& req,
+                        const AttributionResult* coarse = nullptr);
 };
 
 void check_finite(const std::vector<double>& v, const char* what) {
@@ -123,7 +136,8 @@ struct PathPoints {
   bool unit = true;  // every s is 1: IG sums without weights and patches add d itself
 };
 
-PathPoints path_points(int m, std::vector<double> a, Quadrature q) {
+// new_only: the points at a_k with odd k, those a schedule of half as many steps lacks.
+PathPoints path_points(int m, std::vector<double> a, Quadrature q, bool new_only) {
   PathPoints p;
   bool uniform = true;  // a schedule of k/m is the default one, arithmetic included
   for (size_t k = 0; k < a.size() && uniform; ++k) uniform = a[k] == static_cast<double>(k) / m;
@@ -132,6 +146,7 @@ PathPoints path_points(int m, std::vector<double> a, Quadrature q) {
   auto at = [&](int k) { return a.empty() ? static_cast<double>(k) : m * a[k]; };
   auto len = [&](int k) { return a.empty() ? 1.0 : m * (a[k] - a[k - 1]); };  // step k, from a_{k-1} to a_k
   for (int k = 1; k <= m; ++k) {
+    if (new_only && (q == Quadrature::Right ? k : k - 1) % 2 == 0) continue;
     switch (q) {
       case Quadrature::Right: p.t.push_back(at(k)); break;
       case Quadrature::Left: p.t.push_back(at(k - 1)); break;
@@ -141,7 +156,7 @@ PathPoints path_points(int m, std::vector<double> a, Quadrature q) {
     if (q != Quadrature::Trapezoid) p.s.push_back(len(k));
   }
   if (q == Quadrature::Trapezoid)  // the nodes a_0..a_m, each weighing half of each step beside it
-    for (int k = 0; k <= m; ++k) {
+    for (int k = new_only ? 1 : 0; k <= m; k += new_only ? 2 : 1) {
       p.t.push_back(at(k));
       p.s.push_back(0.5 * ((k > 0 ? len(k) : 0.0) + (k < m ? len(k + 1) : 0.0)));
     }
@@ -165,6 +180,35 @@ void check_schedule(const std::vector<double>& a, int steps) {
                   " after a_" + std::to_string(k - 1) + " = " + std::to_string(a[k - 1]));
 }
 
+// What Attributor::refine needs of its request and of the coarse run.
+void check_refinable(const AttributionRequest& req, int m, const AttributionResult& coarse, int64_t xn, int64_t hn) {
+  if (!req.boxes.empty() && req.ipna_form == IpnaForm::Difference)
+    throw Error("IPNA in the difference form cannot be refined from a coarser run: each point pairs with the one "
+                "before it (the tangent form can)");
+  if (req.integrated_gradients && req.quadrature == Quadrature::Middle)
+    throw Error("the midpoint rule cannot be refined from a coarser run: its points are not nested");
+  if (m < 2 || m % 2)
+    throw Error("a refined run needs an even number of steps (twice the coarse run's), got " + std::to_string(m));
+  const std::vector<double>& a = req.schedule;
+  for (size_t k = 2; k < a.size(); k += 2) {
+    const double first = a[k - 1] - a[k - 2], second = a[k] - a[k - 1];
+    if (std::abs(first - second) > 1e-9 * (first + second))
+      throw Error("the schedule does not split the coarse run's steps into equal halves: steps " +
+                  std::to_string(k - 1) + " and " + std::to_string(k) + " are " + std::to_string(first) + " and " +
+                  std::to_string(second) + " long");
+  }
+  if (req.integrated_gradients && static_cast<int64_t>(coarse.ig.size()) != xn)
+    throw Error("the coarse run's integrated gradients have " + std::to_string(coarse.ig.size()) +
+                " values, the input " + std::to_string(xn));
+  if (coarse.ipna.size() != req.boxes.size())
+    throw Error("the coarse run has " + std::to_string(coarse.ipna.size()) + " IPNA maps, the request " +
+                std::to_string(req.boxes.size()) + " boxes");
+  for (const std::vector<double>& map : coarse.ipna)
+    if (static_cast<int64_t>(map.size()) != hn)
+      throw Error("the coarse run's IPNA maps have " + std::to_string(map.size()) + " values, the split tensor " +
+                  std::to_string(hn));
+}
+
 void add_box_sums(AttributionResult& r, const std::vector<Box>& boxes) {
   r.ig_in_box.clear();
   r.ipna_gap.clear();
@@ -177,7 +221,7 @@ void add_box_sums(AttributionResult& r, const std::vector<Box>& boxes) {
 
 template <typename T>
 AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector<double>& x0,
-                                 const AttributionRequest& req) {
+                                 const AttributionRequest& req, const AttributionResult* coarse) {
   const bool path_quantities = req.conductance || !req.boxes.empty();
   if (req.integrated_gradients && req.quadrature != Quadrature::Right && path_quantities) {
     // IG at its own points; conductance and IPNA on the path's steps.
@@ -194,8 +238,14 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
       };
       ig_req.progress = [&](int done, int total) { req.progress(first_total + done, first_total + total); };
     }
-    AttributionResult r = run(x, x0, path_req);
-    const AttributionResult g = run(x, x0, ig_req);
+    AttributionResult path_coarse, ig_coarse;  // each run refines its own part of the coarse run
+    if (coarse) {
+      path_coarse.ipna = coarse->ipna;
+      path_coarse.split_samples = coarse->split_samples;
+      ig_coarse.ig = coarse->ig;
+    }
+    AttributionResult r = run(x, x0, path_req, coarse ? &path_coarse : nullptr);
+    const AttributionResult g = run(x, x0, ig_req, coarse ? &ig_coarse : nullptr);
     r.ig = g.ig;
     r.ig_sum = g.ig_sum;
     r.ig_gap = g.ig_gap;
@@ -214,6 +264,21 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   const int classes = model.num_classes();
   check_schedule(req.schedule, req.steps);
   const int m = req.schedule.empty() ? req.steps : static_cast<int>(req.schedule.size()) - 1;
+  // Refined conductance pairs each new point with the coarse points on either side (SplitSamples).
+  const SamplesOf<T>* coarse_samples = nullptr;
+  if (coarse) {
+    check_refinable(req, m, *coarse, xn, hn);
+    if (req.conductance) {
+      coarse_samples = dynamic_cast<const SamplesOf<T>*>(coarse->split_samples.get());
+      if (!coarse_samples)
+        throw Error("conductance can be refined only from a coarse run that kept its split activations and gradients "
+                    "(AttributionRequest::keep_split_samples) in the same precision");
+      if (coarse_samples->points != m / 2 || coarse_samples->per_point != hn)
+        throw Error("the coarse run kept " + std::to_string(coarse_samples->points) + " points of " +
+                    std::to_string(coarse_samples->per_point) + " split values; refining to " + std::to_string(m) +
+                    " steps needs " + std::to_string(m / 2) + " of " + std::to_string(hn));
+    }
+  }
 
   // --- validate everything before any work ---
   if (static_cast<int64_t>(x.size()) != xn)
@@ -246,7 +311,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     check_finite(req.split_mask, "the pruning mask");
   }
   const bool ig = req.integrated_gradients, path = path_quantities;
-  const PathPoints P = path_points(m, req.schedule, req.quadrature);
+  const PathPoints P = path_points(m, req.schedule, req.quadrature, coarse != nullptr);
   const int npoints = static_cast<int>(P.t.size());
   const bool tangent = !req.boxes.empty() && req.ipna_form == IpnaForm::Tangent;
   const bool keep_f1 = ig || tangent;  // what f1's backward (or tangent pass) needs, saved by its forward
@@ -270,6 +335,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
                     3 * cone_window * t /* a convolution's cone window: in, out, the base point's */ +
                     layout.elems * t /* the base points' values the patch passes read */ +
                     (3 + (masked ? 1 : 0)) * hn * t /* h, h_prev, h_patch, masked h */ + hn * t /* dh */ +
+                    (coarse_samples ? 2 : 0) * hn * t /* the coarse points' h and g after each new point */ +
                     2 * classes * t + 2 * t;
   const size_t available = be->memory_available() + held_bytes();
   int chunk = req.chunk;
@@ -303,6 +369,18 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   T* h_f2 = masked ? grow(B.h_masked, chunk * hn) : nullptr;
   T* dh = grow(B.dh, chunk * hn);
   T* h_prev = path ? grow(B.h_prev, chunk * hn) : nullptr;
+  T* h_next = coarse_samples ? grow(B.h_next, chunk * hn) : nullptr;
+  T* g_next = coarse_samples ? grow(B.g_next, chunk * hn) : nullptr;
+  // Samples of this run's points: a whole run's in order, a refined run's new points between the coarse ones.
+  const int level_points = coarse ? 2 * npoints : npoints;
+  std::shared_ptr<SamplesOf<T>> samples;
+  if (req.keep_split_samples && req.conductance && size_t(level_points) * hn * 2 * t <= kSplitSamplesMaxBytes) {
+    samples = std::make_shared<SamplesOf<T>>();
+    samples->points = level_points;
+    samples->per_point = hn;
+    samples->h.resize(size_t(level_points) * hn);
+    samples->g.resize(size_t(level_points) * hn);
+  }
   T* h_patch = req.boxes.empty() ? nullptr : grow(B.h_patch, chunk * hn);
   T* logits = grow(B.logits, chunk * classes);
   T* dlogits = grow(B.dlogits, chunk * classes);
@@ -374,11 +452,35 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
       f1.backward(c, dh, dx, ws1);
       be->sum_batch(xn, c, dx, step, ig_acc);
     }
-    if (path) {
+    if (path && !coarse) {
       // h_prev[i] = h(x_{k-1}) of the chunk's point i: the carry, then this chunk's h shifted by one.
       be->copy_on_device(h_prev, carry, hn * t);
       if (c > 1) be->copy_on_device(h_prev + hn, h_cur, (c - 1) * hn * t);
       be->copy_on_device(carry, h_cur + (c - 1) * hn, hn * t);
+    } else if (coarse_samples) {
+      // New point k = first + i + 1 sits at a_{2k-1}, between the coarse points k - 1 (at a_{2k-2}; x_0 for
+      // k = 1: the carry) and k (at a_{2k}), whose step it splits: Cond += g_{2k-1} (h_{2k-1} - h_{2k-2}) +
+      // g_{2k} (h_{2k} - h_{2k-1}), the two terms the coarse run's g_{2k} (h_{2k} - h_{2k-2}) becomes.
+      const T* old_h = coarse_samples->h.data();
+      const int lead = first == 0 ? 1 : 0;
+      if (lead) be->copy_on_device(h_prev, carry, hn * t);
+      if (c > lead) be->copy_to_device(h_prev + lead * hn, old_h + (first + lead - 1) * hn, (c - lead) * hn * t);
+      be->copy_to_device(h_next, old_h + first * hn, c * hn * t);
+      be->copy_to_device(g_next, coarse_samples->g.data() + first * hn, c * hn * t);
+      be->accumulate_path_product(hn, c, g_next, h_next, h_cur, cond_acc);
+    }
+    if (samples)
+      for (int i = 0; i < c; ++i) {
+        const size_t at = size_t(coarse ? 2 * (first + i) : first + i) * hn;
+        be->copy_to_host(samples->h.data() + at, h_cur + i * hn, hn * t);
+        be->copy_to_host(samples->g.data() + at, dh + i * hn, hn * t);
+        if (coarse_samples) {  // the coarse point after it
+          const auto from = size_t(first + i) * hn;
+          std::copy_n(coarse_samples->h.begin() + from, hn, samples->h.begin() + at + hn);
+          std::copy_n(coarse_samples->g.begin() + from, hn, samples->g.begin() + at + hn);
+        }
+      }
+    if (path) {
       if (req.conductance)
         be->accumulate_path_product(hn, c, dh, h_cur, h_prev, cond_acc);
       for (size_t b = 0; b < req.boxes.size(); ++b) {
@@ -413,6 +515,8 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   if (ig) {
     r.ig = download(ig_acc, xn);
     for (int64_t j = 0; j < xn; ++j) r.ig[j] *= d[j];
+    if (coarse)
+      for (int64_t j = 0; j < xn; ++j) r.ig[j] += 0.5 * coarse->ig[j];
     r.ig_sum = std::accumulate(r.ig.begin(), r.ig.end(), 0.0);
     r.ig_gap = r.ig_sum - dF;
   }
@@ -423,9 +527,12 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   }
   for (size_t b = 0; b < req.boxes.size(); ++b) {
     r.ipna.push_back(download(ipna_acc[b], hn));
+    if (coarse)
+      for (int64_t j = 0; j < hn; ++j) r.ipna[b][j] += 0.5 * coarse->ipna[b][j];
     r.ipna_sum.push_back(std::accumulate(r.ipna.back().begin(), r.ipna.back().end(), 0.0));
   }
   add_box_sums(r, req.boxes);
+  r.split_samples = std::move(samples);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   r.algorithm_search_seconds = be->algorithm_search_seconds() - search_start;
   return r;
@@ -460,6 +567,11 @@ std::string Attributor::device_name() const {
 AttributionResult Attributor::run(const std::vector<double>& x, const std::vector<double>& baseline,
                                   const AttributionRequest& req) {
   return impl_->visit([&](auto& e) { return e.run(x, baseline, req); });
+}
+
+AttributionResult Attributor::refine(const std::vector<double>& x, const std::vector<double>& baseline,
+                                     const AttributionRequest& req, const AttributionResult& coarse) {
+  return impl_->visit([&](auto& e) { return e.run(x, baseline, req, &coarse); });
 }
 
 std::vector<double> Attributor::logits(const std::vector<double>& x, const std::vector<double>& split_mask, int n) {

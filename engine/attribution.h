@@ -14,6 +14,11 @@ namespace ipna {
 
 enum class Precision { F32, F64 };
 
+// A run's split activations h(x_k) and gradients g(x_k) = dF/dh at its points,
+// on the host in the run's precision: what Attributor::refine pairs its new
+// points with to refine conductance. Only the engine reads it.
+struct SplitSamples;
+
 // IPNA as the original computes it (SPEC.md): g(x_k) * (h(x_{k-1} + d*1_S) - h(x_{k-1})),
 // or in tangent form (SPEC.md "IPNA, tangent form"): g(x_k) * J_h(x_k) (d*1_S), a
 // forward-mode pass reusing the masks of the pass at x_k. The tangent form sums
@@ -47,6 +52,9 @@ struct AttributionRequest {
   // Pruned model: h is multiplied by this mask (one value per split neuron)
   // before f2. Empty: the model as it is.
   std::vector<double> split_mask;
+  // Keep h and g at every point in the result (AttributionResult::split_samples)
+  // when they take at most kSplitSamplesMaxBytes; with conductance only.
+  bool keep_split_samples = false;
   int chunk = 0;                    // steps per batch; 0: picked from the memory budget
   size_t memory_budget = 0;         // bytes for the batch buffers; 0: the device's default
                                     // (CPU: min(1 GiB, free/4); CUDA: 70% of free device memory)
@@ -64,12 +72,15 @@ struct AttributionResult {
   std::vector<double> ipna_sum;            // per box
   std::vector<double> ig_in_box;           // per box, sum of IG inside it (with IG)
   std::vector<double> ipna_gap;            // per box: sum IPNA - IG inside (with IG)
-  int evaluations = 0;                     // points where F and its gradient were computed
+  int evaluations = 0;                     // points where F and its gradient were computed (by refine: the new ones)
   int chunk = 0;
   size_t workspace_bytes = 0;              // batch buffers of the pass
   double seconds = 0;                      // the whole run, algorithm search included
   double algorithm_search_seconds = 0;     // of which choosing algorithms (cuDNN's Find: first runs only)
+  std::shared_ptr<const SplitSamples> split_samples;  // with keep_split_samples, when they fit
 };
+
+constexpr size_t kSplitSamplesMaxBytes = size_t{1} << 30;
 
 class Attributor {
  public:
@@ -81,6 +92,18 @@ class Attributor {
   // x and baseline are one input sample each (input-shaped, normalised).
   AttributionResult run(const std::vector<double>& x, const std::vector<double>& baseline,
                         const AttributionRequest& req);
+  // req's run (2m steps) from `coarse`, the same request's run at m steps on a
+  // schedule made of every other point of req's (a_k of m = a_2k of 2m), each
+  // of its steps split into two equal halves (PathWarp::subdividing; uniform
+  // steps are): only the m new points are evaluated and the coarse sums count
+  // with half their weight, equal to run(x, baseline, req) up to rounding. IG by
+  // the right, left or trapezoid rule, the tangent form, and conductance when
+  // the coarse run kept its split samples (each new point pairs with the coarse
+  // points on either side). Not the difference form (its patch passes start
+  // from the point before, whose values are not kept) nor the midpoint rule
+  // (its points are not nested).
+  AttributionResult refine(const std::vector<double>& x, const std::vector<double>& baseline,
+                           const AttributionRequest& req, const AttributionResult& coarse);
   // Logits of the model (pruned by split_mask when it is not empty) at x, or
   // at n samples laid end to end in x (n * classes values back).
   std::vector<double> logits(const std::vector<double>& x, const std::vector<double>& split_mask = {}, int n = 1);

@@ -54,6 +54,17 @@ std::vector<double> PathWarp::schedule(int m) const {
   return a;
 }
 
+PathWarp PathWarp::subdividing(int m) const {
+  PathWarp w;
+  if (identity_) return w;
+  w.a_ = schedule(m);
+  w.u_.resize(m + 1);
+  // k/m as schedule() computes it, so that the points of every multiple of m land on these knots bit for bit.
+  for (int k = 0; k <= m; ++k) w.u_[k] = static_cast<double>(k) / m;
+  w.identity_ = false;
+  return w;
+}
+
 PathWarp adaptive_warp(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
                        const AttributionRequest& req, const PilotSpec& pilot) {
   if (pilot.intervals < 1) throw Error("the pilot needs at least one interval");
@@ -111,8 +122,11 @@ std::string ControlledResult::summary() const {
                                                     percent(l.change)
                                               : std::string("nothing (one step count)"));
   s += converged ? " - all under the tolerance" : " - NOT under the tolerance: the step cap stopped it";
+  int reused = 0;
+  for (const StepLevel& level : levels) reused += level.reused;
   s += " (" + std::to_string(evaluations) + " gradient evaluations over " + std::to_string(levels.size()) +
        " step counts";
+  if (reused) s += ", " + std::to_string(reused) + " points reused from earlier step counts";
   if (pilot_forwards) s += ", " + std::to_string(pilot_forwards) + " pilot forwards";
   return s + ")";
 }
@@ -126,15 +140,24 @@ ControlledResult run_to_tolerance(Attributor& engine, const std::vector<double>&
   const auto start = std::chrono::steady_clock::now();
   req.integrated_gradients = true;
   ControlledResult out;
-  const PathWarp warp = c.adaptive ? adaptive_warp(engine, x, x0, req, c.pilot) : PathWarp();
+  const PathWarp warp =
+      c.adaptive ? adaptive_warp(engine, x, x0, req, c.pilot).subdividing(c.initial_steps) : PathWarp();
   if (c.adaptive) out.pilot_forwards = c.pilot.intervals + 1;
+  // Sums that are weighted sums over points keep every earlier point at half its weight; conductance pairs
+  // each new point with the kept samples of the points on either side.
+  const bool reusable = c.reuse_points && (req.boxes.empty() || req.ipna_form == IpnaForm::Tangent) &&
+                        req.quadrature != Quadrature::Middle;
+  req.keep_split_samples = reusable && req.conductance;
   for (int m = c.initial_steps;; m = std::min(2 * m, c.max_steps)) {
     req.schedule = warp.schedule(m);
     req.steps = m;
-    AttributionResult r = engine.run(x, x0, req);
+    const bool refine = reusable && !out.levels.empty() && m == 2 * out.levels.back().steps &&
+                        (!req.conductance || out.result.split_samples);
+    AttributionResult r = refine ? engine.refine(x, x0, req, out.result) : engine.run(x, x0, req);
     StepLevel l;
     l.steps = m;
     l.evaluations = r.evaluations;
+    if (refine) l.reused = out.levels.back().evaluations + out.levels.back().reused;
     l.seconds = r.seconds;
     const double dF = std::abs(r.f_input - r.f_baseline), unit = dF > 0 ? dF : 1.0;
     l.ig_gap = r.ig_gap / unit;
@@ -156,6 +179,7 @@ ControlledResult run_to_tolerance(Attributor& engine, const std::vector<double>&
     out.converged = l.worst() <= c.tolerance;
     if (out.converged || m >= c.max_steps) break;
   }
+  out.result.split_samples.reset();  // up to kSplitSamplesMaxBytes, of no use past the last step count
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return out;
 }

@@ -22,6 +22,12 @@ class PathWarp {
   double operator()(double u) const;
   std::vector<double> schedule(int m) const;  // a_0 .. a_m; exactly k/m for the identity
   bool identity() const { return identity_; }
+  // The warp through this one's schedule of m steps, linear between its points.
+  // Its schedules of m, 2m, 4m, ... split every step of the one before into two
+  // equal halves, so a doubling keeps each point with half its weight: what lets
+  // step control reuse the sums of earlier step counts (Attributor::refine). The
+  // identity stays the identity.
+  PathWarp subdividing(int m) const;
 
  private:
   std::vector<double> u_, a_;  // knots: warp(u_[i]) = a_[i]
@@ -40,7 +46,12 @@ PathWarp adaptive_warp(Attributor& engine, const std::vector<double>& x, const s
 struct StepControl {
   double tolerance = 0.01;
   int initial_steps = 16, max_steps = 4096;  // the step counts tried: initial, 2 initial, ... up to max
-  bool adaptive = true;                      // schedules from the pilot's warp; false: uniform steps
+  // Schedules from the pilot's warp through its initial_steps points
+  // (PathWarp::subdividing); false: uniform steps.
+  bool adaptive = true;
+  // Doublings evaluate only the new points where the sums allow it; false: every step count is a whole run
+  // (the same results up to rounding, for comparison).
+  bool reuse_points = true;
   PilotSpec pilot;
 };
 
@@ -51,6 +62,7 @@ struct StepControl {
 // from the previous step count (infinite for the first).
 struct StepLevel {
   int steps = 0, evaluations = 0;
+  int reused = 0;  // points whose gradients this step count took from the one before (Attributor::refine)
   double ig_gap = 0, conductance_gap = 0, change = 0, seconds = 0;
   std::vector<double> patch_gap;
   double worst() const;  // the largest of the gaps and the change
@@ -61,7 +73,7 @@ struct ControlledResult {
   std::vector<double> schedule;  // its a_0..a_m (to rerun the same path, e.g. on a pruned model)
   std::vector<StepLevel> levels;
   bool converged = false;    // every criterion under the tolerance at the last step count
-  int evaluations = 0;       // gradient evaluations over all step counts
+  int evaluations = 0;       // gradient evaluations over all step counts (reused points not counted again)
   int pilot_forwards = 0;    // forward passes of the pilot
   double seconds = 0;
   std::string summary() const;  // one line: the steps used, the gaps, or what stopped it short
@@ -69,7 +81,11 @@ struct ControlledResult {
 
 // Grows m (doubling, nested schedules) until every criterion of StepLevel is
 // under the tolerance, or max_steps. IG is computed whatever req asks (every
-// gap needs it); req.steps and req.schedule are replaced.
+// gap needs it); req.steps and req.schedule are replaced. A doubling evaluates
+// only the new points (Attributor::refine) where every requested sum allows it:
+// IG by the right, left or trapezoid rule, the tangent form, and conductance
+// while the split samples it keeps fit kSplitSamplesMaxBytes; not the
+// difference form. Otherwise every step count is a whole run.
 ControlledResult run_to_tolerance(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
                                   AttributionRequest req, const StepControl& control);
 

@@ -430,6 +430,32 @@ TEST(CudaDevice, MatchesCpuBackendOnTheReferenceModels) {
   EXPECT_GE(compared, 4);
 }
 
+// Attributor::refine on the GPU (the new points only, conductance from the kept split samples, chunks
+// of 5 points) equals the whole run at 32 steps on the same device.
+TEST(CudaDevice, RefiningEqualsTheWholeRun) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device: refinement on the GPU runs in bench/gpu_check.sh on a GPU";
+  if (!fixtures_present()) return;
+  const std::string dir = fixture_dir() + "/tiny224";
+  auto meta = read_json(dir + "/meta.json");
+  SplitModel m = load_split_model(dir + "/model.onnx", meta["split"].get<std::string>());
+  const auto x = npy(dir + "/x.npy"), x0 = npy(dir + "/baseline.npy");
+  Attributor a(m, Precision::F64, "cuda:0");
+  AttributionRequest r;
+  r.target_class = meta["class"];
+  r.integrated_gradients = r.conductance = r.keep_split_samples = true;
+  for (auto& b : meta["boxes"]) r.boxes.push_back({b[0], b[1], b[2], b[3]});
+  r.ipna_form = IpnaForm::Tangent;
+  r.chunk = 5;
+  r.steps = 16;
+  const AttributionResult coarse = a.run(x, x0, r);
+  r.steps = 32;
+  const AttributionResult fine = a.refine(x, x0, r, coarse), whole = a.run(x, x0, r);
+  EXPECT_EQ(fine.evaluations, 16);
+  EXPECT_LT(rel_err(fine.ig, whole.ig), 1e-12);
+  EXPECT_LT(rel_err(fine.conductance, whole.conductance), 1e-12);
+  for (size_t b = 0; b < r.boxes.size(); ++b) EXPECT_LT(rel_err(fine.ipna[b], whole.ipna[b]), 1e-12) << b;
+}
+
 // ResNet-152 split after layer2 at 224x224 (the original's workload, random
 // weights), 16 steps, IG + conductance + IPNA: the GPU against the CPU in
 // float64. IPNA_RESNET152 names the folder holding model.onnx (split

@@ -150,6 +150,102 @@ TEST(StepControl, AdaptiveStepsConvergeFasterWhereFSaturates) {
   EXPECT_LT(last_uniform, first_uniform / 12);  // 16x the steps: about 1/16 the error
 }
 
+// The subdividing warp's schedules are nested: the points of m are those of 2m at even k, bit for bit,
+// and each step of m is split into two equal halves.
+TEST(StepControl, SubdividingWarpsNestTheirSchedules) {
+  const PathWarp warp = PathWarp({0, 0.25, 0.5, 0.75, 1}, {0.1, 0.1, 0.8, 0.9, 0.9}, 0.2).subdividing(16);
+  const PathWarp full = PathWarp({0, 0.25, 0.5, 0.75, 1}, {0.1, 0.1, 0.8, 0.9, 0.9}, 0.2);
+  EXPECT_EQ(warp.schedule(16), full.schedule(16));
+  for (int m : {16, 32, 64, 128}) {
+    const std::vector<double> a = warp.schedule(m), b = warp.schedule(2 * m);
+    for (int k = 0; k <= m; ++k) ASSERT_EQ(a[k], b[2 * k]) << "m=" << m << " k=" << k;
+    for (int k = 1; k <= m; ++k)
+      ASSERT_NEAR(b[2 * k] - b[2 * k - 1], b[2 * k - 1] - b[2 * k - 2], 1e-15) << "m=" << m << " k=" << k;
+  }
+  EXPECT_TRUE(PathWarp().subdividing(16).identity());
+}
+
+// refine(2m from m) evaluates the m new points only and equals the whole run at 2m, for IG by the right,
+// left and trapezoid rules, conductance (from the coarse run's split samples) and the tangent form, on
+// uniform and adaptive schedules, in one chunk and in chunks of 3 points; float64 to 1e-12, float32 to 1e-5.
+TEST(StepControl, RefiningFromACoarserRunEqualsTheWholeRun) {
+  SmallNet s;
+  for (Precision p : {Precision::F64, Precision::F32})
+  for (int chunk : {0, 3}) {
+    Attributor a(s.model, p);
+    const double tol = p == Precision::F64 ? 1e-12 : 1e-5;
+    AttributionRequest r = s.request(0);
+    r.ipna_form = IpnaForm::Tangent;
+    r.keep_split_samples = true;
+    r.chunk = chunk;
+    const PathWarp adaptive = adaptive_warp(a, s.x, s.x0, r, PilotSpec{}).subdividing(8);
+    ASSERT_FALSE(adaptive.identity());
+    for (const PathWarp& warp : {PathWarp(), adaptive})
+      for (Quadrature q : {Quadrature::Right, Quadrature::Left, Quadrature::Trapezoid}) {
+        const std::string what = std::string(warp.identity() ? "uniform" : "adaptive") + " rule " +
+                                 std::to_string(static_cast<int>(q)) + (p == Precision::F64 ? " f64" : " f32") +
+                                 " chunk " + std::to_string(chunk);
+        r.quadrature = q;
+        r.schedule = warp.schedule(8);
+        AttributionResult coarse = a.run(s.x, s.x0, r);
+        for (int m : {16, 32}) {  // twice: a refined run refines further
+          r.schedule = warp.schedule(m);
+          const AttributionResult fine = a.refine(s.x, s.x0, r, coarse), whole = a.run(s.x, s.x0, r);
+          EXPECT_EQ(fine.evaluations, whole.evaluations / 2) << what;
+          EXPECT_LT(rel_err(fine.ig, whole.ig), tol) << what << " m=" << m;
+          EXPECT_LT(rel_err(fine.conductance, whole.conductance), tol) << what << " m=" << m;
+          ASSERT_TRUE(fine.split_samples) << what;
+          for (size_t b = 0; b < s.boxes.size(); ++b) {
+            EXPECT_LT(rel_err(fine.ipna[b], whole.ipna[b]), tol) << what << " m=" << m << " box " << b;
+            EXPECT_NEAR(fine.ipna_gap[b], whole.ipna_gap[b], tol * std::abs(whole.ig_in_box[b])) << what;
+          }
+          EXPECT_NEAR(fine.ig_gap, whole.ig_gap, tol * std::abs(whole.f_input - whole.f_baseline)) << what;
+          coarse = fine;
+        }
+      }
+  }
+}
+
+TEST(StepControl, RefiningRefusesWhatIsNotNested) {
+  SmallNet s;
+  Attributor a(s.model, Precision::F64);
+  AttributionRequest r = s.request(8);
+  r.conductance = false;
+  r.ipna_form = IpnaForm::Tangent;
+  const AttributionResult coarse = a.run(s.x, s.x0, r);
+  ASSERT_FALSE(coarse.split_samples);  // nothing asked to keep them
+  auto message = [&](AttributionRequest q) {
+    try {
+      a.refine(s.x, s.x0, q, coarse);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  r.steps = 16;
+  AttributionRequest q = r;
+  q.conductance = true;
+  EXPECT_NE(message(q).find("kept its split activations and gradients"), std::string::npos);
+  q = r;
+  q.ipna_form = IpnaForm::Difference;
+  EXPECT_NE(message(q).find("difference form cannot be refined"), std::string::npos);
+  q = r;
+  q.quadrature = Quadrature::Middle;
+  EXPECT_NE(message(q).find("midpoint rule"), std::string::npos);
+  q = r;
+  q.steps = 15;
+  EXPECT_NE(message(q).find("even number of steps"), std::string::npos);
+  q = r;
+  q.steps = 0;
+  q.schedule = PathWarp().schedule(16);
+  q.schedule[3] = 3.5 / 16;  // step 4 is half as long as step 3
+  EXPECT_NE(message(q).find("steps 3 and 4"), std::string::npos);
+  q = r;
+  q.boxes.pop_back();
+  EXPECT_NE(message(q).find("2 IPNA maps, the request 1 boxes"), std::string::npos);
+  EXPECT_EQ(message(r), "no error");
+}
+
 // run_to_tolerance doubles m until every gap and the change are under the tolerance, and says so; with
 // a cap below what the tolerance needs it stops there and says that instead.
 TEST(StepControl, RunToToleranceStopsWhereItSays) {
@@ -174,7 +270,9 @@ TEST(StepControl, RunToToleranceStopsWhereItSays) {
   for (size_t b = 0; b < r.ipna_gap.size(); ++b)
     EXPECT_LE(std::abs(r.ipna_gap[b]), c.tolerance * std::max(std::abs(r.ig_in_box[b]), 0.01 * dF)) << b;
   EXPECT_LE(done.levels.back().worst(), c.tolerance);
-  EXPECT_EQ(done.schedule, adaptive_warp(a, s.x, s.x0, s.request(0), c.pilot).schedule(done.levels.back().steps));
+  EXPECT_EQ(done.schedule,
+            adaptive_warp(a, s.x, s.x0, s.request(0), c.pilot).subdividing(16).schedule(done.levels.back().steps));
+  for (const StepLevel& l : done.levels) EXPECT_EQ(l.reused, 0);  // the difference form
   EXPECT_NE(done.summary().find("all under the tolerance"), std::string::npos) << done.summary();
 
   c.tolerance = 1e-9;
@@ -183,6 +281,35 @@ TEST(StepControl, RunToToleranceStopsWhereItSays) {
   EXPECT_FALSE(capped.converged);
   EXPECT_EQ(capped.levels.back().steps, 32);
   EXPECT_NE(capped.summary().find("NOT under the tolerance"), std::string::npos) << capped.summary();
+}
+
+// With IG, conductance and the tangent form, every doubling evaluates the new points alone, and the result
+// is the whole run at the last step count on the same schedule.
+TEST(StepControl, RunToToleranceReusesEarlierPoints) {
+  SmallNet s;
+  Attributor a(s.model, Precision::F64);
+  AttributionRequest r = s.request(0);
+  r.ipna_form = IpnaForm::Tangent;
+  StepControl c;
+  c.tolerance = 0.01;
+  const ControlledResult done = run_to_tolerance(a, s.x, s.x0, r, c);
+  ASSERT_TRUE(done.converged) << done.summary();
+  ASSERT_GE(done.levels.size(), 3u) << done.summary();
+  EXPECT_EQ(done.levels[0].reused, 0);
+  EXPECT_EQ(done.levels[0].evaluations, 16);
+  for (size_t i = 1; i < done.levels.size(); ++i) {
+    EXPECT_EQ(done.levels[i].evaluations, done.levels[i].steps / 2) << i;
+    EXPECT_EQ(done.levels[i].reused, done.levels[i].steps / 2) << i;
+  }
+  EXPECT_EQ(done.evaluations, done.levels.back().steps);
+  EXPECT_NE(done.summary().find("points reused"), std::string::npos) << done.summary();
+  r.steps = done.levels.back().steps;
+  r.schedule = done.schedule;
+  const AttributionResult whole = a.run(s.x, s.x0, r);
+  EXPECT_LT(rel_err(done.result.ig, whole.ig), 1e-12);
+  EXPECT_LT(rel_err(done.result.conductance, whole.conductance), 1e-12);
+  EXPECT_FALSE(done.result.split_samples);
+  for (size_t b = 0; b < s.boxes.size(); ++b) EXPECT_LT(rel_err(done.result.ipna[b], whole.ipna[b]), 1e-12) << b;
 }
 
 }  // namespace

@@ -50,7 +50,8 @@ StepRun run_steps(Attributor& engine, const std::vector<double>& x, const std::v
     out.schedule = cr.schedule;
     json levels = json::array();
     for (const StepLevel& l : cr.levels) {
-      json j = {{"steps", l.steps}, {"evaluations", l.evaluations}, {"ig_gap", l.ig_gap}, {"seconds", l.seconds}};
+      json j = {{"steps", l.steps},   {"evaluations", l.evaluations}, {"reused", l.reused},
+                {"ig_gap", l.ig_gap}, {"seconds", l.seconds}};
       if (req.conductance) j["conductance_gap"] = l.conductance_gap;
       if (!l.patch_gap.empty()) j["patch_gaps"] = l.patch_gap;
       if (std::isfinite(l.change)) j["change"] = l.change;
