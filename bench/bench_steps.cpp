@@ -12,8 +12,8 @@
 // 45 100 90 130 (difference form, relative to IG inside) at m = 16 .. --max.
 //   build/bench/bench_steps auto [--model ...] [--tol 0.01] [--max 2048] [--out FILE.csv]
 //
-// auto: float32, the traffic-light example, IG, conductance and the tangent
-// form's IPNA of the box, run_to_tolerance with and without reusing earlier points, uniform
+// auto: float32, the traffic-light example, IG, conductance and IPNA of the box
+// (--form tangent or difference), run_to_tolerance with and without reusing earlier points, uniform
 // and adaptive schedules, side by side: step counts, evaluations, seconds.
 // Evaluations count the gradient evaluations (m) plus, for the adaptive
 // schedule, the pilot's forward passes. Rows go to --out as CSV; the plot
@@ -74,6 +74,8 @@ int main(int argc, char** argv) {
   autom->add_option("--max", max_steps, "step cap")->capture_default_str();
   double tol = 0.01;
   autom->add_option("--tol", tol, "tolerance")->capture_default_str();
+  std::string form = "tangent";
+  autom->add_option("--form", form, "IPNA's form")->check(CLI::IsMember({"tangent", "difference"}))->capture_default_str();
   PilotSpec pilot;
   std::vector<std::string> only;
   small->add_option("--models", only, "only these (default: all)");
@@ -131,7 +133,7 @@ int main(int argc, char** argv) {
         }
     }
   } else if (autom->parsed()) {
-    csv << "schedule,reuse,steps,converged,evaluations,reused,pilot_forwards,seconds\n";
+    csv << "form,schedule,reuse,steps,converged,evaluations,reused,pilot_forwards,seconds\n";
     SplitModel model = load_split_model(effnet, "blocks.7");
     const std::vector<double> x = imagenet_preprocess(load_image_rgb(IPNA_SOURCE_DIR "/tests/data/traffic_light.JPEG"));
     const std::vector<double> x0 = black_baseline(model.input_shape());
@@ -140,7 +142,7 @@ int main(int argc, char** argv) {
     r.target_class = 920;
     r.integrated_gradients = r.conductance = true;
     r.boxes = {{45, 100, 90, 130}};
-    r.ipna_form = IpnaForm::Tangent;
+    r.ipna_form = form == "tangent" ? IpnaForm::Tangent : IpnaForm::Difference;
     a.run(x, x0, [&] {  // warm-up: first-touch of the buffers, oneDNN's primitives
       AttributionRequest w = r;
       w.steps = 16;
@@ -157,7 +159,8 @@ int main(int argc, char** argv) {
         const ControlledResult cr = run_to_tolerance(a, x, x0, r, c);
         int reused = 0;
         for (const StepLevel& l : cr.levels) reused += l.reused;
-        csv << (adaptive ? "adaptive" : "uniform") << "," << (reuse ? "yes" : "no") << "," << cr.levels.back().steps
+        csv << form << "," << (adaptive ? "adaptive" : "uniform") << "," << (reuse ? "yes" : "no") << ","
+            << cr.levels.back().steps
             << "," << (cr.converged ? "yes" : "no") << "," << cr.evaluations << "," << reused << ","
             << cr.pilot_forwards << "," << cr.seconds << "\n";
         csv.flush();

@@ -133,6 +133,10 @@ void check_finite(const std::vector<double>& v, const char* what) {
 // weight there (IG) and the length of the step into it (conductance, IPNA), also in units of d.
 struct PathPoints {
   std::vector<double> t, s;
+  // Where each point's step starts (the point before it; for the right rule,
+  // a_{k-1}), and for a refinement's new points (right rule) the length of
+  // the step from the point to the coarse point after it.
+  std::vector<double> before, s_after;
   bool unit = true;  // every s is 1: IG sums without weights and patches add d itself
 };
 
@@ -148,7 +152,11 @@ PathPoints path_points(int m, std::vector<double> a, Quadrature q, bool new_only
   for (int k = 1; k <= m; ++k) {
     if (new_only && (q == Quadrature::Right ? k : k - 1) % 2 == 0) continue;
     switch (q) {
-      case Quadrature::Right: p.t.push_back(at(k)); break;
+      case Quadrature::Right:
+        p.t.push_back(at(k));
+        p.before.push_back(at(k - 1));
+        if (new_only) p.s_after.push_back(len(k + 1));
+        break;
       case Quadrature::Left: p.t.push_back(at(k - 1)); break;
       case Quadrature::Middle: p.t.push_back(a.empty() ? k - 0.5 : 0.5 * (at(k - 1) + at(k))); break;
       case Quadrature::Trapezoid: break;
@@ -160,7 +168,10 @@ PathPoints path_points(int m, std::vector<double> a, Quadrature q, bool new_only
       p.t.push_back(at(k));
       p.s.push_back(0.5 * ((k > 0 ? len(k) : 0.0) + (k < m ? len(k + 1) : 0.0)));
     }
-  for (double s : p.s) p.unit = p.unit && s == 1.0;
+  if (q != Quadrature::Right)
+    for (size_t i = 0; i < p.t.size(); ++i) p.before.push_back(i == 0 ? 0.0 : p.t[i - 1]);
+  for (const auto* v : {&p.s, &p.s_after})
+    for (double s : *v) p.unit = p.unit && s == 1.0;
   return p;
 }
 
@@ -182,11 +193,11 @@ void check_schedule(const std::vector<double>& a, int steps) {
 
 // What Attributor::refine needs of its request and of the coarse run.
 void check_refinable(const AttributionRequest& req, int m, const AttributionResult& coarse, int64_t xn, int64_t hn) {
-  if (!req.boxes.empty() && req.ipna_form == IpnaForm::Difference)
-    throw Error("IPNA in the difference form cannot be refined from a coarser run: each point pairs with the one "
-                "before it (the tangent form can)");
   if (req.integrated_gradients && req.quadrature == Quadrature::Middle)
     throw Error("the midpoint rule cannot be refined from a coarser run: its points are not nested");
+  if ((req.conductance || !req.boxes.empty()) && !req.integrated_gradients && req.quadrature != Quadrature::Right)
+    throw Error("conductance and IPNA are refined on the right rule's points; without IG the request's rule applies "
+                "to them");
   if (m < 2 || m % 2)
     throw Error("a refined run needs an even number of steps (twice the coarse run's), got " + std::to_string(m));
   const std::vector<double>& a = req.schedule;
@@ -264,15 +275,17 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   const int classes = model.num_classes();
   check_schedule(req.schedule, req.steps);
   const int m = req.schedule.empty() ? req.steps : static_cast<int>(req.schedule.size()) - 1;
-  // Refined conductance pairs each new point with the coarse points on either side (SplitSamples).
+  // Refined conductance and difference form pair each new point with the coarse points on either side,
+  // whose h and g the coarse run kept (SplitSamples).
+  const bool pairs_points = req.conductance || (!req.boxes.empty() && req.ipna_form == IpnaForm::Difference);
   const SamplesOf<T>* coarse_samples = nullptr;
   if (coarse) {
     check_refinable(req, m, *coarse, xn, hn);
-    if (req.conductance) {
+    if (pairs_points) {
       coarse_samples = dynamic_cast<const SamplesOf<T>*>(coarse->split_samples.get());
       if (!coarse_samples)
-        throw Error("conductance can be refined only from a coarse run that kept its split activations and gradients "
-                    "(AttributionRequest::keep_split_samples) in the same precision");
+        throw Error("conductance and the difference form can be refined only from a coarse run that kept its split "
+                    "activations and gradients (AttributionRequest::keep_split_samples) in the same precision");
       if (coarse_samples->points != m / 2 || coarse_samples->per_point != hn)
         throw Error("the coarse run kept " + std::to_string(coarse_samples->points) + " points of " +
                     std::to_string(coarse_samples->per_point) + " split values; refining to " + std::to_string(m) +
@@ -318,6 +331,9 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   // The difference form on cones carries each patch point's changes from the base point's values.
   const bool patch_cones = !req.boxes.empty() && req.receptive_field_cones;
   const bool value_store = patch_cones && !tangent;
+  // A refinement's patch passes from the coarse points read those points' values, recomputed into a second
+  // set of store slots.
+  const bool store_coarse = value_store && coarse;
   std::vector<Cone> cones;
   int64_t cone_window = 0;
   if (patch_cones)
@@ -333,7 +349,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   const size_t t = sizeof(T);
   size_t per_step = f1.bytes_per_sample(keep_f1) + f2.bytes_per_sample(true) + 2 * xn * t /* points, dx */ +
                     3 * cone_window * t /* a convolution's cone window: in, out, the base point's */ +
-                    layout.elems * t /* the base points' values the patch passes read */ +
+                    (store_coarse ? 2 : 1) * layout.elems * t /* the base points' values the patch passes read */ +
                     (3 + (masked ? 1 : 0)) * hn * t /* h, h_prev, h_patch, masked h */ + hn * t /* dh */ +
                     (coarse_samples ? 2 : 0) * hn * t /* the coarse points' h and g after each new point */ +
                     2 * classes * t + 2 * t;
@@ -374,7 +390,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   // Samples of this run's points: a whole run's in order, a refined run's new points between the coarse ones.
   const int level_points = coarse ? 2 * npoints : npoints;
   std::shared_ptr<SamplesOf<T>> samples;
-  if (req.keep_split_samples && req.conductance && size_t(level_points) * hn * 2 * t <= kSplitSamplesMaxBytes) {
+  if (req.keep_split_samples && pairs_points && size_t(level_points) * hn * 2 * t <= kSplitSamplesMaxBytes) {
     samples = std::make_shared<SamplesOf<T>>();
     samples->points = level_points;
     samples->per_point = hn;
@@ -389,9 +405,15 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   T* cond_acc = req.conductance ? grow(B.cond_acc, hn) : nullptr;
   T* carry = path ? grow(B.carry, hn) : nullptr;
   T* zeros = tangent ? grow(B.zeros, xn) : nullptr;
-  typename GraphPlan<T>::ValueStore store;  // slot 0: the carried base point, slots 1..chunk: this chunk's
-  if (value_store)
-    store = {grow(B.value_store, std::max<int64_t>(1, layout.elems) * (chunk + 1)), chunk + 1, 0, &layout};
+  // Slot 0: the carried base point, slots 1..chunk: this chunk's points; refining, chunk + 1..2 chunk: the
+  // coarse points before them.
+  typename GraphPlan<T>::ValueStore store;
+  if (value_store) {
+    const int slots = chunk + 1 + (store_coarse ? chunk : 0);
+    store = {grow(B.value_store, std::max<int64_t>(1, layout.elems) * slots), slots, 0, &layout};
+  }
+  const typename GraphPlan<T>::ValueStore new_points{store.data, store.slots, 1, store.layout},
+      coarse_points{store.data, store.slots, chunk + 1, store.layout};
   if (tangent) be->zero(zeros, xn * t);
   if (B.ipna_acc.size() < req.boxes.size()) B.ipna_acc.resize(req.boxes.size());
   std::vector<T*> ipna_acc;
@@ -436,7 +458,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     std::vector<double> step;  // s_k of the chunk's points (empty: all 1)
     if (!P.unit) step.assign(P.s.begin() + first, P.s.begin() + first + c);
     be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), cur, pts);
-    f1.forward(c, pts, h_cur, ws1, keep_f1, {store.data, store.slots, 1, store.layout});
+    f1.forward(c, pts, h_cur, ws1, keep_f1, new_points);
     T* f2_in = h_cur;
     if (masked) {
       be->copy_on_device(h_f2, h_cur, c * hn * t);
@@ -459,15 +481,22 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
       be->copy_on_device(carry, h_cur + (c - 1) * hn, hn * t);
     } else if (coarse_samples) {
       // New point k = first + i + 1 sits at a_{2k-1}, between the coarse points k - 1 (at a_{2k-2}; x_0 for
-      // k = 1: the carry) and k (at a_{2k}), whose step it splits: Cond += g_{2k-1} (h_{2k-1} - h_{2k-2}) +
-      // g_{2k} (h_{2k} - h_{2k-1}), the two terms the coarse run's g_{2k} (h_{2k} - h_{2k-2}) becomes.
+      // k = 1) and k (at a_{2k}), and splits the coarse step between them: each of its terms, g_{2k} (h_{2k} -
+      // h_{2k-2}) in conductance, becomes g_{2k-1} (h_{2k-1} - h_{2k-2}) + g_{2k} (h_{2k} - h_{2k-1}).
       const T* old_h = coarse_samples->h.data();
-      const int lead = first == 0 ? 1 : 0;
-      if (lead) be->copy_on_device(h_prev, carry, hn * t);
-      if (c > lead) be->copy_to_device(h_prev + lead * hn, old_h + (first + lead - 1) * hn, (c - lead) * hn * t);
+      if (store_coarse) {  // the patch passes from the coarse points before read their values: f1 there again
+        PointBatch before;
+        before.k.assign(P.before.begin() + first, P.before.begin() + first + c);
+        be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), before, pts);
+        f1.forward(c, pts, h_prev, ws1, false, coarse_points);
+      } else {
+        const int lead = first == 0 ? 1 : 0;
+        if (lead) be->copy_on_device(h_prev, carry, hn * t);  // h(x_0)
+        if (c > lead) be->copy_to_device(h_prev + lead * hn, old_h + (first + lead - 1) * hn, (c - lead) * hn * t);
+      }
       be->copy_to_device(h_next, old_h + first * hn, c * hn * t);
       be->copy_to_device(g_next, coarse_samples->g.data() + first * hn, c * hn * t);
-      be->accumulate_path_product(hn, c, g_next, h_next, h_cur, cond_acc);
+      if (req.conductance) be->accumulate_path_product(hn, c, g_next, h_next, h_cur, cond_acc);
     }
     if (samples)
       for (int i = 0; i < c; ++i) {
@@ -488,7 +517,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
         patch.boxes = req.boxes;
         patch.patch_scale = step;
         for (int i = 0; i < c; ++i) {
-          patch.k.push_back(tangent || first + i == 0 ? 0 : P.t[first + i - 1]);
+          patch.k.push_back(tangent ? 0 : P.before[first + i]);
           patch.box_index.push_back(static_cast<int>(b));
         }
         if (tangent) {  // IPNA^t += g(x_k) * J_h(x_k) (d_k * 1_S)
@@ -497,14 +526,24 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
           be->accumulate_path_product(hn, c, dh, h_patch, nullptr, ipna_acc[b]);
         } else {        // IPNA += g(x_k) * (h(x_{k-1} + d_k * 1_S) - h(x_{k-1}))
           be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), patch, pts);
-          if (value_store)
-            f1.patched_forward(c, pts, h_patch, ws1, cones[b], store);  // base x_{k-1}: store slot i
+          if (value_store)  // base x_{k-1}: store slot i, or refining, the coarse point's slot
+            f1.patched_forward(c, pts, h_patch, ws1, cones[b], coarse ? coarse_points : store);
           else
             f1.forward(c, pts, h_patch, ws1, false);
           be->accumulate_path_product(hn, c, dh, h_patch, h_prev, ipna_acc[b]);
+          if (coarse) {  // IPNA += g_{2k} (h(x_{2k-1} + d_{2k} * 1_S) - h(x_{2k-1})): the step on to the coarse point
+            patch.k.assign(P.t.begin() + first, P.t.begin() + first + c);
+            if (!P.unit) patch.patch_scale.assign(P.s_after.begin() + first, P.s_after.begin() + first + c);
+            be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), patch, pts);
+            if (value_store)
+              f1.patched_forward(c, pts, h_patch, ws1, cones[b], new_points);
+            else
+              f1.forward(c, pts, h_patch, ws1, false);
+            be->accumulate_path_product(hn, c, g_next, h_patch, h_cur, ipna_acc[b]);
+          }
         }
       }
-      if (value_store) f1.carry_store(store, c);  // the chunk's last point, the next chunk's first base point
+      if (value_store && !coarse) f1.carry_store(store, c);  // the chunk's last point, the next chunk's first base
     }
     if (req.progress) req.progress(first + c, npoints);
   }
@@ -527,7 +566,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   }
   for (size_t b = 0; b < req.boxes.size(); ++b) {
     r.ipna.push_back(download(ipna_acc[b], hn));
-    if (coarse)
+    if (coarse && tangent)  // the difference form's terms were all recomputed, on the split steps
       for (int64_t j = 0; j < hn; ++j) r.ipna[b][j] += 0.5 * coarse->ipna[b][j];
     r.ipna_sum.push_back(std::accumulate(r.ipna.back().begin(), r.ipna.back().end(), 0.0));
   }

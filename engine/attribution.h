@@ -53,7 +53,8 @@ struct AttributionRequest {
   // before f2. Empty: the model as it is.
   std::vector<double> split_mask;
   // Keep h and g at every point in the result (AttributionResult::split_samples)
-  // when they take at most kSplitSamplesMaxBytes; with conductance only.
+  // when they take at most kSplitSamplesMaxBytes; with conductance or the
+  // difference form only (what refine needs to refine them).
   bool keep_split_samples = false;
   int chunk = 0;                    // steps per batch; 0: picked from the memory budget
   size_t memory_budget = 0;         // bytes for the batch buffers; 0: the device's default
@@ -97,11 +98,11 @@ class Attributor {
   // of its steps split into two equal halves (PathWarp::subdividing; uniform
   // steps are): only the m new points are evaluated and the coarse sums count
   // with half their weight, equal to run(x, baseline, req) up to rounding. IG by
-  // the right, left or trapezoid rule, the tangent form, and conductance when
-  // the coarse run kept its split samples (each new point pairs with the coarse
-  // points on either side). Not the difference form (its patch passes start
-  // from the point before, whose values are not kept) nor the midpoint rule
-  // (its points are not nested).
+  // the right, left or trapezoid rule (not the midpoint rule: its points are
+  // not nested) and the tangent form as they are; conductance and the difference
+  // form from the coarse run's kept split samples, each new point paired with
+  // the coarse points on either side (the difference form's patch passes from
+  // the coarse point before also run f1 there again, without f2 or a backward).
   AttributionResult refine(const std::vector<double>& x, const std::vector<double>& baseline,
                            const AttributionRequest& req, const AttributionResult& coarse);
   // Logits of the model (pruned by split_mask when it is not empty) at x, or

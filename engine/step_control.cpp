@@ -143,16 +143,16 @@ ControlledResult run_to_tolerance(Attributor& engine, const std::vector<double>&
   const PathWarp warp =
       c.adaptive ? adaptive_warp(engine, x, x0, req, c.pilot).subdividing(c.initial_steps) : PathWarp();
   if (c.adaptive) out.pilot_forwards = c.pilot.intervals + 1;
-  // Sums that are weighted sums over points keep every earlier point at half its weight; conductance pairs
-  // each new point with the kept samples of the points on either side.
-  const bool reusable = c.reuse_points && (req.boxes.empty() || req.ipna_form == IpnaForm::Tangent) &&
-                        req.quadrature != Quadrature::Middle;
-  req.keep_split_samples = reusable && req.conductance;
+  // Sums that are weighted sums over points keep every earlier point at half its weight; conductance and
+  // the difference form pair each new point with the kept samples of the points on either side.
+  const bool reusable = c.reuse_points && req.quadrature != Quadrature::Middle;
+  const bool pairs_points = req.conductance || (!req.boxes.empty() && req.ipna_form == IpnaForm::Difference);
+  req.keep_split_samples = reusable && pairs_points;
   for (int m = c.initial_steps;; m = std::min(2 * m, c.max_steps)) {
     req.schedule = warp.schedule(m);
     req.steps = m;
     const bool refine = reusable && !out.levels.empty() && m == 2 * out.levels.back().steps &&
-                        (!req.conductance || out.result.split_samples);
+                        (!pairs_points || out.result.split_samples);
     AttributionResult r = refine ? engine.refine(x, x0, req, out.result) : engine.run(x, x0, req);
     StepLevel l;
     l.steps = m;

@@ -82,10 +82,9 @@ struct ControlledResult {
 // Grows m (doubling, nested schedules) until every criterion of StepLevel is
 // under the tolerance, or max_steps. IG is computed whatever req asks (every
 // gap needs it); req.steps and req.schedule are replaced. A doubling evaluates
-// only the new points (Attributor::refine) where every requested sum allows it:
-// IG by the right, left or trapezoid rule, the tangent form, and conductance
-// while the split samples it keeps fit kSplitSamplesMaxBytes; not the
-// difference form. Otherwise every step count is a whole run.
+// only the new points (Attributor::refine) unless IG takes the midpoint rule
+// or, with conductance or the difference form, the split samples kept at
+// every point outgrow kSplitSamplesMaxBytes; then the step count is a whole run.
 ControlledResult run_to_tolerance(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
                                   AttributionRequest req, const StepControl& control);
 

@@ -50,6 +50,12 @@ string(JSON auto_fx0 GET ${auto_out} F_baseline)
 if(NOT converged OR auto_steps LESS 32 OR levels LESS 2)
   message(FATAL_ERROR "-n auto: converged=${converged} steps=${auto_steps} levels=${levels}")
 endif()
+# The second step count (32) evaluates only its 16 new points and reuses the first's 16.
+string(JSON reused1 GET ${auto_out} step_control levels 1 reused)
+string(JSON evals1 GET ${auto_out} step_control levels 1 evaluations)
+if(NOT reused1 EQUAL 16 OR NOT evals1 EQUAL 16)
+  message(FATAL_ERROR "-n auto: the second step count reused ${reused1} points and evaluated ${evals1}, expected 16 and 16")
+endif()
 message(STATUS "-n auto: ${auto_steps} steps over ${levels} step counts, IG gap ${auto_gap} (F ${auto_fx0} -> ${auto_fx})")
 
 function(expect_failure name needle)

@@ -430,8 +430,8 @@ TEST(CudaDevice, MatchesCpuBackendOnTheReferenceModels) {
   EXPECT_GE(compared, 4);
 }
 
-// Attributor::refine on the GPU (the new points only, conductance from the kept split samples, chunks
-// of 5 points) equals the whole run at 32 steps on the same device.
+// Attributor::refine on the GPU (the new points only, conductance and the difference form on cones from
+// the kept split samples, chunks of 5 points) equals the whole run at 32 steps on the same device.
 TEST(CudaDevice, RefiningEqualsTheWholeRun) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device: refinement on the GPU runs in bench/gpu_check.sh on a GPU";
   if (!fixtures_present()) return;
@@ -444,16 +444,19 @@ TEST(CudaDevice, RefiningEqualsTheWholeRun) {
   r.target_class = meta["class"];
   r.integrated_gradients = r.conductance = r.keep_split_samples = true;
   for (auto& b : meta["boxes"]) r.boxes.push_back({b[0], b[1], b[2], b[3]});
-  r.ipna_form = IpnaForm::Tangent;
   r.chunk = 5;
-  r.steps = 16;
-  const AttributionResult coarse = a.run(x, x0, r);
-  r.steps = 32;
-  const AttributionResult fine = a.refine(x, x0, r, coarse), whole = a.run(x, x0, r);
-  EXPECT_EQ(fine.evaluations, 16);
-  EXPECT_LT(rel_err(fine.ig, whole.ig), 1e-12);
-  EXPECT_LT(rel_err(fine.conductance, whole.conductance), 1e-12);
-  for (size_t b = 0; b < r.boxes.size(); ++b) EXPECT_LT(rel_err(fine.ipna[b], whole.ipna[b]), 1e-12) << b;
+  for (IpnaForm form : {IpnaForm::Tangent, IpnaForm::Difference}) {
+    const char* what = form == IpnaForm::Tangent ? "tangent" : "difference";
+    r.ipna_form = form;
+    r.steps = 16;
+    const AttributionResult coarse = a.run(x, x0, r);
+    r.steps = 32;
+    const AttributionResult fine = a.refine(x, x0, r, coarse), whole = a.run(x, x0, r);
+    EXPECT_EQ(fine.evaluations, 16) << what;
+    EXPECT_LT(rel_err(fine.ig, whole.ig), 1e-12) << what;
+    EXPECT_LT(rel_err(fine.conductance, whole.conductance), 1e-12) << what;
+    for (size_t b = 0; b < r.boxes.size(); ++b) EXPECT_LT(rel_err(fine.ipna[b], whole.ipna[b]), 1e-12) << what << b;
+  }
 }
 
 // ResNet-152 split after layer2 at 224x224 (the original's workload, random

@@ -205,8 +205,8 @@ void add_step_options(CLI::App* app, StepOptions& s, const std::string& name) {
                   "Riemann steps m, or auto: double m from 16 until the completeness gaps of IG, conductance and "
                   "every box (relative to |F(x) - F(baseline)|, a box's to its |IG inside|) and the change from the "
                   "previous m are all under --tol, or --max-steps is reached (the report says which). Each doubling "
-                  "evaluates only the new points unless IPNA is in the difference form or IG uses the middle rule "
-                  "(conductance: while its kept samples, m x 2 x the split tensor, fit 1 GiB)")
+                  "evaluates only the new points, unless IG uses the middle rule or (with conductance or the "
+                  "difference form) the split values kept per point, m x 2 x the split tensor, outgrow 1 GiB")
       ->check([](const std::string& v) {
         if (v == "auto") return std::string();
         try {
