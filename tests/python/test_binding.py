@@ -201,3 +201,23 @@ def test_the_readme_example_runs_as_written(tmp_path):
         env["PYTHONPATH"] = os.path.abspath(os.environ["IPNA_PYTHON_DIR"])
     subprocess.run(["/usr/bin/python3", "-c", code], cwd=tmp_path, env=env, check=True)
     assert (tmp_path / "ig.png").stat().st_size > 1000
+
+
+def test_auto_steps_report_their_levels_and_equal_the_fixed_run(fixtures):
+    """steps='auto' says where it stopped and what it reused; its maps are those of a fixed run at that m."""
+    d, meta, x, x0 = case(fixtures, "lenet")
+    a = ipna_fast.Attributor(ipna_fast.load(os.path.join(d, "model.onnx"), split=meta["split"]), precision="f64")
+    box = meta["boxes"][0]
+    r = a.run(x, x0, target_class=meta["class"], steps="auto", tol=0.05, max_steps=256, boxes=[box])
+    sc = r.step_control
+    levels = sc["levels"]
+    assert r.steps == levels[-1]["steps"] >= 32
+    assert [l["steps"] for l in levels] == [16 << i for i in range(len(levels))]
+    # every doubling evaluates its new points only (conductance and the difference form included)
+    assert [l["reused"] for l in levels] == [0] + [l["steps"] // 2 for l in levels[1:]]
+    assert sc["evaluations"] == r.steps
+    assert sc["converged"] == ("all under the tolerance" in sc["summary"])
+    fixed = a.run(x, x0, target_class=meta["class"], steps=r.steps, boxes=[box])
+    assert fixed.step_control is None and fixed.steps == r.steps
+    for name in ("ig", "conductance", "ipna"):
+        assert rel(getattr(r, name), getattr(fixed, name)) < 1e-12, name

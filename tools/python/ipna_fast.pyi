@@ -1,5 +1,5 @@
 """Type stubs of the ipna_fast module (tools/python/ipna_fast_module.cpp)."""
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -54,6 +54,10 @@ class Result:
     def ipna_gap(self) -> list[float]: ...
     @property
     def evaluations(self) -> int: ...
+    @property
+    def steps(self) -> int: ...
+    @property
+    def step_control(self) -> Optional[Dict[str, Any]]: ...
     @property
     def chunk(self) -> int: ...
     @property

@@ -193,6 +193,8 @@ struct PyModel {
 struct PyResult {
   AttributionResult r;
   std::vector<Box> boxes;
+  int steps = 0;                // m of the result; with steps='auto', the step count it stopped at
+  nlohmann::json step_report;   // run_steps' report (mode, schedule, step counts tried, convergence)
 };
 
 py::dict grid_dict(const GridSummary& g) {
@@ -349,7 +351,16 @@ PYBIND11_MODULE(ipna_fast, m) {
       .def_property_readonly("ig_in_box", [](const PyResult& s) { return s.r.ig_in_box; }, "per box (with IG)")
       .def_property_readonly("ipna_gap", [](const PyResult& s) { return s.r.ipna_gap; },
                              "per box: sum IPNA - IG inside (with IG)")
-      .def_property_readonly("evaluations", [](const PyResult& s) { return s.r.evaluations; })
+      .def_property_readonly("evaluations", [](const PyResult& s) { return s.r.evaluations; },
+                             "gradient evaluations (of the last step count with steps='auto', its new points)")
+      .def_property_readonly("steps", [](const PyResult& s) { return s.steps; },
+                             "m of the result: with steps='auto', where step control stopped")
+      .def_property_readonly(
+          "step_control", [](const PyResult& s) -> py::object {
+            return s.step_report.is_null() ? py::none() : json_of(s.step_report);
+          },
+          "with steps='auto': 'converged', 'summary', 'evaluations' (over all step counts) and 'levels', each "
+          "step count tried with its gaps, change, evaluations and the points it reused; None otherwise")
       .def_property_readonly("chunk", [](const PyResult& s) { return s.r.chunk; })
       .def_property_readonly("seconds", [](const PyResult& s) { return s.r.seconds; })
       .def("__repr__", [](const PyResult& s) {
@@ -390,7 +401,10 @@ PYBIND11_MODULE(ipna_fast, m) {
             out.boxes = req.boxes;
             {
               py::gil_scoped_release nogil;
-              out.r = run_steps(*a.engine, xv, x0, req, plan).result;
+              StepRun run = run_steps(*a.engine, xv, x0, req, plan);
+              out.r = std::move(run.result);
+              out.steps = run.steps;
+              if (plan.automatic) out.step_report = std::move(run.report);
             }
             return out;
           },
@@ -445,7 +459,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
       "units); granularity 'channel' ranks channel sums and zeroes whole channels.");
 
   py::class_<AttributeResult>(m, "AttributeResult", "The original's main.py: attribution, grid and pruning.")
-      .def_property_readonly("result", [](const AttributeResult& s) { return PyResult{s.run.result, s.boxes}; })
+      .def_property_readonly("result", [](const AttributeResult& s) { return PyResult{s.run.result, s.boxes, s.run.steps}; })
       .def_property_readonly("steps", [](const AttributeResult& s) { return s.run.steps; })
       .def_property_readonly("grid", [](const AttributeResult& s) -> py::object {
         return s.grid ? py::object(grid_dict(*s.grid)) : py::object(py::none());
@@ -496,7 +510,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
 
   py::class_<CurveResult>(m, "CurveResult", "Progressive pruning: one row per fraction and ranking.")
       .def_property_readonly("rows", [](const CurveResult& s) { return json_of(s.to_json()["rows"]); })
-      .def_property_readonly("result", [](const CurveResult& s) { return PyResult{s.run.result, {s.box}}; })
+      .def_property_readonly("result", [](const CurveResult& s) { return PyResult{s.run.result, {s.box}, s.run.steps}; })
       .def("to_csv", &CurveResult::to_csv)
       .def("to_json", [](const CurveResult& s) { return json_of(s.to_json()); });
 
