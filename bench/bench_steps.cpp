@@ -10,7 +10,7 @@
 // effnet: float32 on the traffic-light example: the IG completeness gap
 // (relative to |F(x) - F(x')|) and the patch completeness gap of the box
 // 45 100 90 130 (difference form, relative to IG inside) at m = 16 .. --max.
-//   build/bench/bench_steps auto [--model ...] [--tol 0.01] [--max 2048] [--out FILE.csv]
+//   build/bench/bench_steps auto [--form tangent|difference] [--tol 0.01] [--max 2048] [--initial 16] --out FILE.csv
 //
 // auto: float32, the traffic-light example, IG, conductance and IPNA of the box
 // (--form tangent or difference), run_to_tolerance with and without reusing earlier points, uniform
@@ -75,6 +75,12 @@ int main(int argc, char** argv) {
   double tol = 0.01;
   autom->add_option("--tol", tol, "tolerance")->capture_default_str();
   std::string form = "tangent";
+  int initial = StepControl{}.initial_steps;
+  autom->add_option("--initial", initial, "first step count (the adaptive warp runs through its points)")
+      ->capture_default_str();
+  std::vector<std::string> schedules{"uniform", "adaptive"}, reuses{"yes", "no"};
+  autom->add_option("--schedules", schedules, "schedules to run")->capture_default_str();
+  autom->add_option("--reuse", reuses, "yes and/or no")->capture_default_str();
   autom->add_option("--form", form, "IPNA's form")->check(CLI::IsMember({"tangent", "difference"}))->capture_default_str();
   PilotSpec pilot;
   std::vector<std::string> only;
@@ -148,9 +154,11 @@ int main(int argc, char** argv) {
       w.steps = 16;
       return w;
     }());
-    for (bool adaptive : {false, true})
-      for (bool reuse : {true, false}) {
+    for (const std::string& schedule : schedules)
+      for (const std::string& reuse_s : reuses) {
+        const bool adaptive = schedule == "adaptive", reuse = reuse_s == "yes";
         StepControl c;
+        c.initial_steps = initial;
         c.tolerance = tol;
         c.max_steps = max_steps;
         c.adaptive = adaptive;
