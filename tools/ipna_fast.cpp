@@ -206,7 +206,8 @@ void add_step_options(CLI::App* app, StepOptions& s, const std::string& name) {
                   "every box (relative to |F(x) - F(baseline)|, a box's to its |IG inside|) and the change from the "
                   "previous m are all under --tol, or --max-steps is reached (the report says which). Each doubling "
                   "evaluates only the new points, unless IG uses the middle rule or (with conductance or the "
-                  "difference form) the split values kept per point, m x 2 x the split tensor, outgrow 1 GiB")
+                  "difference form) the split values kept per point, m x 2 x the split tensor, outgrow " +
+                      std::to_string(kSplitSamplesMaxBytes >> 20) + " MiB")
       ->check([](const std::string& v) {
         if (v == "auto") return std::string();
         try {
