@@ -148,6 +148,10 @@ ControlledResult run_to_tolerance(Attributor& engine, const std::vector<double>&
   const bool reusable = c.reuse_points && req.quadrature != Quadrature::Middle;
   const bool pairs_points = req.conductance || (!req.boxes.empty() && req.ipna_form == IpnaForm::Difference);
   req.keep_split_samples = reusable && pairs_points;
+  // Progress counts the points of every step count so far: one bar that never runs backwards.
+  int evaluated = 0;
+  if (const auto report = req.progress)
+    req.progress = [report, &evaluated](int done, int total) { report(evaluated + done, evaluated + total); };
   for (int m = c.initial_steps;; m = std::min(2 * m, c.max_steps)) {
     req.schedule = warp.schedule(m);
     req.steps = m;
@@ -173,6 +177,7 @@ ControlledResult run_to_tolerance(Attributor& engine, const std::vector<double>&
       for (size_t b = 0; b < r.ipna.size(); ++b) l.change = std::max(l.change, relative_change(r.ipna[b], p.ipna[b]));
     }
     out.evaluations += r.evaluations;
+    evaluated = out.evaluations;
     out.levels.push_back(l);
     out.result = std::move(r);
     out.schedule = req.schedule;

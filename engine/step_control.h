@@ -85,6 +85,8 @@ struct ControlledResult {
 // only the new points (Attributor::refine) unless IG takes the midpoint rule
 // or, with conductance or the difference form, the split samples kept at
 // every point outgrow kSplitSamplesMaxBytes; then the step count is a whole run.
+// req.progress sees the points of all step counts so far (done and total grow
+// with every step count).
 ControlledResult run_to_tolerance(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
                                   AttributionRequest req, const StepControl& control);
 

@@ -304,9 +304,18 @@ TEST(StepControl, RunToToleranceReusesEarlierPoints) {
   r.ipna_form = IpnaForm::Tangent;
   StepControl c;
   c.tolerance = 0.01;
+  r.chunk = 8;
+  std::vector<std::pair<int, int>> progress;
+  r.progress = [&](int d, int t) { progress.emplace_back(d, t); };
   const ControlledResult done = run_to_tolerance(a, s.x, s.x0, r, c);
   ASSERT_TRUE(done.converged) << done.summary();
   ASSERT_GE(done.levels.size(), 3u) << done.summary();
+  // one bar over all step counts: done never goes back, and ends at every evaluation
+  ASSERT_FALSE(progress.empty());
+  for (size_t i = 1; i < progress.size(); ++i) EXPECT_GT(progress[i].first, progress[i - 1].first) << i;
+  EXPECT_EQ(progress.back(), std::make_pair(done.evaluations, done.evaluations));
+  r.chunk = 0;
+  r.progress = nullptr;
   EXPECT_EQ(done.levels[0].reused, 0);
   EXPECT_EQ(done.levels[0].evaluations, 16);
   for (size_t i = 1; i < done.levels.size(); ++i) {
