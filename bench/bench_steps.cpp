@@ -56,6 +56,23 @@ struct Case {
   Box box;
 };
 
+// The traffic-light example: the image, the black baseline, class 920 and the box of the original's README.
+struct TrafficLight {
+  SplitModel model;
+  std::vector<double> x, x0;
+  explicit TrafficLight(const std::string& onnx)
+      : model(load_split_model(onnx, "blocks.7")),
+        x(imagenet_preprocess(load_image_rgb(IPNA_SOURCE_DIR "/tests/data/traffic_light.JPEG"))),
+        x0(black_baseline(model.input_shape())) {}
+  static AttributionRequest request() {
+    AttributionRequest r;
+    r.target_class = 920;
+    r.integrated_gradients = true;
+    r.boxes = {{45, 100, 90, 130}};
+    return r;
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -140,14 +157,11 @@ int main(int argc, char** argv) {
     }
   } else if (autom->parsed()) {
     csv << "form,schedule,reuse,steps,converged,evaluations,reused,pilot_forwards,seconds\n";
-    SplitModel model = load_split_model(effnet, "blocks.7");
-    const std::vector<double> x = imagenet_preprocess(load_image_rgb(IPNA_SOURCE_DIR "/tests/data/traffic_light.JPEG"));
-    const std::vector<double> x0 = black_baseline(model.input_shape());
-    Attributor a(model, Precision::F32);
-    AttributionRequest r;
-    r.target_class = 920;
-    r.integrated_gradients = r.conductance = true;
-    r.boxes = {{45, 100, 90, 130}};
+    const TrafficLight t(effnet);
+    const std::vector<double>&x = t.x, &x0 = t.x0;
+    Attributor a(t.model, Precision::F32);
+    AttributionRequest r = TrafficLight::request();
+    r.conductance = true;
     r.ipna_form = form == "tangent" ? IpnaForm::Tangent : IpnaForm::Difference;
     a.run(x, x0, [&] {  // warm-up: first-touch of the buffers, oneDNN's primitives
       AttributionRequest w = r;
@@ -167,24 +181,19 @@ int main(int argc, char** argv) {
         const ControlledResult cr = run_to_tolerance(a, x, x0, r, c);
         int reused = 0;
         for (const StepLevel& l : cr.levels) reused += l.reused;
-        csv << form << "," << (adaptive ? "adaptive" : "uniform") << "," << (reuse ? "yes" : "no") << ","
-            << cr.levels.back().steps
-            << "," << (cr.converged ? "yes" : "no") << "," << cr.evaluations << "," << reused << ","
-            << cr.pilot_forwards << "," << cr.seconds << "\n";
+        csv << form << "," << schedule << "," << reuse_s << "," << cr.levels.back().steps << ","
+            << (cr.converged ? "yes" : "no") << "," << cr.evaluations << "," << reused << "," << cr.pilot_forwards << ","
+            << cr.seconds << "\n";
         csv.flush();
-        std::fprintf(stderr, "%-8s reuse %-3s %.1f s: %s\n", adaptive ? "adaptive" : "uniform", reuse ? "yes" : "no",
-                     cr.seconds, cr.summary().c_str());
+        std::fprintf(stderr, "%-8s reuse %-3s %.1f s: %s\n", schedule.c_str(), reuse_s.c_str(), cr.seconds,
+                     cr.summary().c_str());
       }
   } else {
     csv << "schedule,steps,evaluations,ig_gap,patch_gap,seconds\n";
-    SplitModel model = load_split_model(effnet, "blocks.7");
-    const std::vector<double> x = imagenet_preprocess(load_image_rgb(IPNA_SOURCE_DIR "/tests/data/traffic_light.JPEG"));
-    const std::vector<double> x0 = black_baseline(model.input_shape());
-    Attributor a(model, Precision::F32);
-    AttributionRequest r;
-    r.target_class = 920;
-    r.integrated_gradients = true;
-    r.boxes = {{45, 100, 90, 130}};
+    const TrafficLight t(effnet);
+    const std::vector<double>&x = t.x, &x0 = t.x0;
+    Attributor a(t.model, Precision::F32);
+    AttributionRequest r = TrafficLight::request();
     const PathWarp warp = adaptive_warp(a, x, x0, r, pilot);
     for (int m = 16; m <= max_steps; m *= 2)
       for (bool adaptive : {false, true}) {
