@@ -8,6 +8,10 @@
 //   ipna_cond  IPNA (one box) and conductance:       f1 fwd + f2 fwd + f2 bwd + f1 patch = (2 f1 + 2 f2) m
 //   main       the original's main.py: IG + conductance + IPNA in one pass, pruning the
 //              top 1% by IPNA, and IG of the pruned model:    (3 f1 + 2 f2) m + 2 (f1 + f2) m
+//   grid_{cone,full}_{tangent,difference}
+//              IG + conductance + IPNA of every box of --grid, in one pass, the patch passes
+//              on receptive-field cones or on whole planes, in either IPNA form: counted as
+//              2 (f1 + f2) m + boxes * f1 m whole-plane MACs (cones do fewer)
 // An input-gradient backward costs about one forward (no weight gradients), so
 // these are the honest FLOP counts (2 FLOP per MAC).
 #include <CLI/CLI.hpp>
@@ -40,12 +44,15 @@ int main(int argc, char** argv) {
   std::vector<std::string> workloads{"ig", "ipna_cond", "main"};
   std::vector<int> box{45, 100, 90, 130};
   int steps = 256, cls = 920, runs = 5;
+  std::string grid_spec = "7x7";
   app.add_option("--model", model_path, "ONNX model")->required();
   app.add_option("--split", split, "Split tensor")->capture_default_str();
   app.add_option("--input", input, "Input .npy (default: the black baseline plus 1 everywhere)");
   app.add_option("--device", device, "Device string")->capture_default_str();
   app.add_option("--target", target, "prob or logit")->check(CLI::IsMember({"prob", "logit"}))->capture_default_str();
-  app.add_option("--workloads", workloads, "ig, ipna_cond, main")->delimiter(',');
+  app.add_option("--workloads", workloads, "ig, ipna_cond, main, grid_{cone,full}_{tangent,difference}")
+      ->delimiter(',');
+  app.add_option("--grid", grid_spec, "Rows x columns of the grid workloads' boxes")->capture_default_str();
   app.add_option("--box", box, "X1 Y1 X2 Y2")->expected(4);
   app.add_option("-n,--steps", steps, "Steps")->capture_default_str();
   app.add_option("--class", cls, "Class (taken modulo the model's classes)")->capture_default_str();
@@ -67,9 +74,16 @@ int main(int argc, char** argv) {
     base.target = target == "logit" ? TargetKind::Logit : TargetKind::Probability;
     base.steps = steps;
     const Box b{box[0], box[1], box[2], box[3]};
+    int grid_rows = 0, grid_cols = 0;
+    if (std::sscanf(grid_spec.c_str(), "%dx%d", &grid_rows, &grid_cols) != 2 || grid_rows < 1 || grid_cols < 1)
+      throw Error("--grid '" + grid_spec + "': expected ROWSxCOLS, e.g. 7x7");
+    const Shape& in = model.input_shape();
+    const std::vector<Box> grid = grid_boxes(static_cast<int>(in.height()), static_cast<int>(in.width()), grid_rows, grid_cols);
     json all = json::array();
     for (const std::string& w : workloads) {
-      if (w != "ig" && w != "ipna_cond" && w != "main") throw Error("unknown workload '" + w + "'");
+      const bool is_grid = w == "grid_cone_tangent" || w == "grid_full_tangent" || w == "grid_cone_difference" ||
+                           w == "grid_full_difference";
+      if (w != "ig" && w != "ipna_cond" && w != "main" && !is_grid) throw Error("unknown workload '" + w + "'");
       AttributionRequest req = base;
       req.integrated_gradients = w != "ipna_cond";
       req.conductance = w != "ig";
@@ -77,6 +91,12 @@ int main(int argc, char** argv) {
       double gmac = 2 * (gmac_f1 + gmac_f2) * steps;
       if (w == "ipna_cond") gmac = (2 * gmac_f1 + 2 * gmac_f2) * steps;
       if (w == "main") gmac = (3 * gmac_f1 + 2 * gmac_f2) * steps + 2 * (gmac_f1 + gmac_f2) * steps;
+      if (is_grid) {
+        req.boxes = grid;
+        req.receptive_field_cones = w.find("_cone_") != std::string::npos;
+        req.ipna_form = w.find("_tangent") != std::string::npos ? IpnaForm::Tangent : IpnaForm::Difference;
+        gmac = 2 * (gmac_f1 + gmac_f2) * steps + double(req.boxes.size()) * gmac_f1 * steps;
+      }
       // One sample of the workload; returns seconds, algorithm search seconds and the chunk.
       auto once = [&](double& search, int& chunk) {
         const auto t0 = std::chrono::steady_clock::now();
@@ -98,6 +118,7 @@ int main(int argc, char** argv) {
       for (int i = 0; i < runs; ++i) times.push_back(once(s2, chunk));
       const double med = median(times);
       json j = {{"workload", w},
+                {"boxes", req.boxes.size()},
                 {"device", engine.device_name()},
                 {"steps", steps},
                 {"chunk", chunk},

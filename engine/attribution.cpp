@@ -62,14 +62,19 @@ struct Engine {
     }
   } buffers;
   typename GraphPlan<T>::Workspace ws1, ws2;
+  template <typename F>
+  void each_held(F&& f) {
+    buffers.each(f);
+    for (auto* ws : {&ws1, &ws2})
+      for (DeviceBuffer* d : {&ws->forward_arena, &ws->backward_arena, &ws->saved, &ws->window_in, &ws->window_out,
+                              &ws->window_aux})
+        f(*d);
+  }
   // Bytes this engine holds in reusable buffers and workspaces: free memory
   // plus these is what a run may plan with.
   size_t held_bytes() {
     size_t b = 0;
-    buffers.each([&](DeviceBuffer& d) { b += d.bytes(); });
-    for (const auto* ws : {&ws1, &ws2})
-      b += ws->forward_arena.bytes() + ws->backward_arena.bytes() + ws->saved.bytes() + ws->window_in.bytes() +
-           ws->window_out.bytes() + ws->window_aux.bytes();
+    each_held([&](DeviceBuffer& d) { b += d.bytes(); });
     return b;
   }
   // `b` with room for `count` elements, grown (never shrunk) as needed.
@@ -370,6 +375,10 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   if (per_step * chunk > available)
     throw Error("not enough memory on " + be->name() + ": one chunk of " + std::to_string(chunk) + " steps needs " +
                 std::to_string((per_step * chunk) >> 20) + " MiB");
+  // The chunk counted every held buffer as free, but growing keeps the ones this
+  // run does not use (IG's backward arena when IPNA alone follows IG, say): where
+  // the run does not fit beside them, all go, and what it needs comes back at its size.
+  if (per_step * chunk > be->memory_available()) each_held([](DeviceBuffer& d) { d.reset(); });
 
   // --- device state ---
   std::vector<double> d(xn);

@@ -102,7 +102,7 @@ TEST(Sweep, RowsMatchDirectRunsAndTheProperties) {
     req.integrated_gradients = req.conductance = true;
     req.boxes = c.boxes;
     req.ipna_form = IpnaForm::Tangent;
-    req.memory_budget = c.memory_budget;
+    req.memory_budget = c.effective_memory_budget();
     const AttributionResult r = engine.run(x, x0, req);
     EXPECT_EQ(fx[i], r.f_input);
     EXPECT_EQ(ig_sum[i], r.ig_sum);
@@ -124,6 +124,23 @@ TEST(Sweep, RowsMatchDirectRunsAndTheProperties) {
     EXPECT_EQ(pruned[i * 2 + 1], p.ig_sum);
     EXPECT_EQ(pruned_conf[i * 2 + 1], p.f_input);
   }
+}
+
+// The budget that picks the chunk (and so the order of the sums) is fixed per kind of device, whatever
+// memory is free, and the file's configuration records the budget used.
+TEST(Sweep, TheMemoryBudgetIsFixedPerKindOfDevice) {
+  SweepConfig c = small_config(scratch("budget") / "s.h5");
+  EXPECT_EQ(c.effective_memory_budget(), kSweepBudgetCpu);
+  EXPECT_EQ(c.describe()["memory_budget"].get<size_t>(), kSweepBudgetCpu);
+  c.device = "cuda:0/tf32";  // parsed only: no GPU needed
+  EXPECT_EQ(c.effective_memory_budget(), kSweepBudgetGpu);
+  EXPECT_EQ(c.describe()["memory_budget"].get<size_t>(), kSweepBudgetGpu);
+  c.memory_budget = size_t(3) << 20;
+  EXPECT_EQ(c.effective_memory_budget(), size_t(3) << 20);
+  EXPECT_EQ(c.describe()["memory_budget"].get<size_t>(), size_t(3) << 20);
+  c.memory_budget = 0;
+  c.device = "tpu";
+  EXPECT_THROW(c.effective_memory_budget(), Error);
 }
 
 TEST(Sweep, ShardsMergeIntoTheSingleProcessFile) {

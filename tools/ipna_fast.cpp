@@ -364,7 +364,7 @@ int main(int argc, char** argv) {
                            sw_fractions, sw_ranking = "ipna", sw_maps = "float32", sw_shard = "0/1";
   std::vector<int> sw_boxes;
   bool sw_no_ig = false, sw_no_cond = false, sw_quiet = false;
-  double sw_budget_mb = 256;
+  double sw_budget_mb = 0;
   auto* sweep = app.add_subcommand(
       "sweep",
       "Attribution over a whole dataset into one HDF5 file: IG, conductance and IPNA for boxes or a grid, optional "
@@ -409,9 +409,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"float32", "float16", "none"}))
       ->capture_default_str();
   sweep->add_option("--memory-budget", sw_budget_mb,
-                    "MiB for the batch buffers; fixed (not taken from free memory) so every shard sums alike")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+                    "MiB for the batch buffers (default: " + std::to_string(kSweepBudgetCpu >> 20) + " on the CPU, " +
+                        std::to_string(kSweepBudgetGpu >> 20) +
+                        " on a GPU); fixed, not taken from free memory, so every shard sums alike")
+      ->check(CLI::PositiveNumber);
   sweep->add_option("--shard", sw_shard, "I/N: this process takes the I-th of N contiguous slices (0 <= I < N)")
       ->capture_default_str();
   sweep->add_option("--batch-items", sw.batch_items, "Items per committed batch: a killed sweep loses at most these")

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <unistd.h>
 
+#include "engine/device_options.h"
 #include "engine/error.h"
 #include "loaders/onnx_loader.h"
 
@@ -167,7 +168,7 @@ json SweepConfig::describe() const {
           {"prune_fractions", prune_fractions},
           {"ranking", ranking == Ranking::Ipna ? "ipna" : "conductance"},
           {"maps", maps_name(maps)},
-          {"memory_budget", memory_budget},
+          {"memory_budget", effective_memory_budget()},
           {"chunk", chunk}};
 }
 
@@ -184,7 +185,11 @@ void SweepConfig::check() const {
   if (!is_baseline_kind(baseline)) throw Error("baseline: expected black, zeros or a .npy file, got '" + baseline + "'");
   if (class_rule == ClassRule::Fixed && fixed_class < 0) throw Error("the fixed class must be >= 0");
   if (output.empty()) throw Error("the sweep needs an output file");
-  if (memory_budget == 0 && chunk == 0) throw Error("a sweep needs a fixed memory budget or chunk (results depend on it)");
+}
+
+size_t SweepConfig::effective_memory_budget() const {
+  if (memory_budget) return memory_budget;
+  return parse_device(device).cuda ? kSweepBudgetGpu : kSweepBudgetCpu;
 }
 
 json SweepSummary::to_json() const {
@@ -363,7 +368,7 @@ SweepSummary run_sweep(const SweepConfig& c) {
   base.target = c.target;
   base.ipna_form = c.ipna_form;
   base.receptive_field_cones = c.receptive_field_cones;
-  base.memory_budget = c.memory_budget;
+  base.memory_budget = c.effective_memory_budget();
   base.chunk = c.chunk;
   if (c.interrupt_check) base.progress = [&](int, int) { c.interrupt_check(); };
   const auto t_start = clock::now();

@@ -190,6 +190,16 @@ def test_sweep_from_python(tmp_path):
     x0 = np.frombuffer(raw, np.uint8, offset=16)[:784].reshape(1, 28, 28) / 255.0
     r = a.run(x0, "zeros", target_class=label, steps=16, grid="2x2", memory_budget_mb=256)
     assert r.ig_sum == ig_sum
+    # The budget that picks the chunk is the CPU's fixed 256 MiB unless given, and the file records it.
+    s = ipna_fast.sweep(model=[FASHION], split="hidden", idx=ipna_fast.FASHION_MNIST, limit=2, steps=16,
+                        memory_budget_mb=1, output=str(tmp_path / "small.h5"))
+    assert s["items"] == 2 and s["failed"] == 0
+    for name, mib in (("s.h5", 256), ("small.h5", 1)):
+        with h5py.File(tmp_path / name) as f:
+            assert json.loads(f.attrs["config"])["memory_budget"] == mib << 20
+    with pytest.raises(ValueError, match="memory_budget_mb"):
+        ipna_fast.sweep(model=[FASHION], split="hidden", idx=ipna_fast.FASHION_MNIST, limit=2, memory_budget_mb=-1,
+                        output=str(tmp_path / "bad.h5"))
 
 
 def test_the_readme_example_runs_as_written(tmp_path):

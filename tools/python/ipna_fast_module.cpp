@@ -583,6 +583,11 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
       "prune the top k split units (k = 0..k_max) by IPNA, by conductance and at random; mean IG inside/outside "
       "the window and the class accuracy.");
 
+  static const std::string sweep_doc =
+      "Attribution over a dataset into one HDF5 file (the layout of `ipna-fast sweep`): model is a list of one or "
+      "two ONNX files; one of manifest=, image_folder=, idx=; cls 'label', 'predicted' or an index; "
+      "memory_budget_mb fixes the chunk of steps (0: " + std::to_string(kSweepBudgetCpu >> 20) + " MiB on the CPU, " +
+      std::to_string(kSweepBudgetGpu >> 20) + " MiB on a GPU). Returns the summary as a dict.";
   m.def(
       "sweep",
       [](const std::vector<std::string>& model, const std::string& split, const std::string& output,
@@ -593,8 +598,11 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
          double tol, int max_steps,
          std::vector<double> prune_fractions, const std::string& ranking, const std::string& maps,
          const std::string& shard, int batch_items, bool resume, bool overwrite, const std::string& device,
-         const std::string& precision, const py::object& progress) {
+         const std::string& precision, double memory_budget_mb, const py::object& progress) {
+        if (memory_budget_mb < 0)
+          throw py::value_error("memory_budget_mb: must be >= 0 (0: the device's sweep budget)");
         SweepConfig c;
+        c.memory_budget = static_cast<size_t>(memory_budget_mb * (1 << 20));
         c.model_files = model;
         c.split = split;
         c.precision = choice<Precision>(precision, "precision", {{"f32", Precision::F32}, {"f64", Precision::F64}});
@@ -650,10 +658,8 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
       py::arg("prune_fractions") = std::vector<double>{},
       py::arg("ranking") = "ipna", py::arg("maps") = "float32", py::arg("shard") = "0/1", py::arg("batch_items") = 16,
       py::arg("resume") = false, py::arg("overwrite") = false, py::arg("device") = "cpu",
-      py::arg("precision") = "f32", py::arg("progress") = py::none(),
-      "Attribution over a dataset into one HDF5 file (the layout of `ipna-fast sweep`): model is a list of one or "
-      "two ONNX files; one of manifest=, image_folder=, idx=; cls 'label', 'predicted' or an index. Returns the "
-      "summary as a dict.");
+      py::arg("precision") = "f32", py::arg("memory_budget_mb") = 0.0, py::arg("progress") = py::none(),
+      sweep_doc.c_str());
 
   m.def(
       "merge",
