@@ -1,4 +1,5 @@
-// Step control: error against gradient evaluations, uniform against adaptive schedules.
+// Step control: error against gradient evaluations, uniform against adaptive (F-based) and
+// gradient schedules (engine/step_control.h).
 //
 //   build/bench/bench_steps small --fixtures DIR [--reference 16384] [--out FILE.csv]
 //   build/bench/bench_steps effnet [--model build/models/efficientnet_lite0.onnx] [--max 2048] [--out FILE.csv]
@@ -6,18 +7,19 @@
 // small: float64 on the test fixtures (tools/make_fixtures.py) and the
 // shipped Fashion-MNIST CNN (first test image of class 0): the relative L2
 // error of IG, conductance and IPNA (first box, difference form) against a
-// uniform m = --reference run, at m = 8 .. 2048, both schedules.
+// uniform m = --reference run, at m = 8 .. 2048, the three schedules.
 // effnet: float32 on the traffic-light example: the IG completeness gap
 // (relative to |F(x) - F(x')|) and the patch completeness gap of the box
-// 45 100 90 130 (difference form, relative to IG inside) at m = 16 .. --max.
+// 45 100 90 130 (difference form, relative to IG inside) and the IG map's relative change from the
+// same schedule's previous m, at m = 16 .. --max, the three schedules.
 //   build/bench/bench_steps auto [--form tangent|difference] [--tol 0.01] [--max 2048] [--initial 16] --out FILE.csv
 //
 // auto: float32, the traffic-light example, IG, conductance and IPNA of the box
-// (--form tangent or difference), run_to_tolerance with and without reusing earlier points, uniform
-// and adaptive schedules, side by side: step counts, evaluations, seconds.
-// Evaluations count the gradient evaluations (m) plus, for the adaptive
-// schedule, the pilot's forward passes. Rows go to --out as CSV; the plot
-// and the tables come from bench/step_control.py.
+// (--form tangent or difference), run_to_tolerance with and without reusing earlier points, on
+// --schedules, side by side: step counts, evaluations, seconds.
+// Evaluations count the gradient evaluations (m) plus the pilot's: forward passes for the adaptive
+// schedule (each about a third of an evaluation), gradient evaluations for the gradient schedule.
+// Rows go to --out as CSV; the plot and the tables come from bench/step_control.py.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -76,7 +78,7 @@ struct TrafficLight {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app("Step control: error against evaluations, uniform against adaptive schedules");
+  CLI::App app("Step control: error against evaluations, uniform against adaptive and gradient schedules");
   app.require_subcommand(1);
   std::string fixtures, out, effnet = "build/models/efficientnet_lite0.onnx";
   int reference = 16384, max_steps = 2048;
@@ -104,7 +106,7 @@ int main(int argc, char** argv) {
   small->add_option("--models", only, "only these (default: all)");
   for (auto* s : {small, eff, autom}) {
     s->add_option("--out", out, "CSV file of the rows")->required();
-    s->add_option("--floor", pilot.floor, "uniform share of the adaptive schedule")->capture_default_str();
+    s->add_option("--floor", pilot.floor, "uniform share of the adaptive and gradient schedules")->capture_default_str();
   }
   CLI11_PARSE(app, argc, argv);
   std::ofstream csv(out);
@@ -139,24 +141,26 @@ int main(int argc, char** argv) {
       r.steps = reference;
       const AttributionResult ref = a.run(c.x, c.x0, r);
       const PathWarp warp = adaptive_warp(a, c.x, c.x0, r, pilot);
+      const PathWarp gwarp = gradient_warp(a, c.x, c.x0, r, pilot);
       std::fprintf(stderr, "%s: reference in %.1f s, F %.4f -> %.4f\n", c.name.c_str(), ref.seconds, ref.f_baseline,
                    ref.f_input);
       for (int m = 8; m <= 2048; m *= 2)
-        for (bool adaptive : {false, true}) {
+        for (const char* schedule : {"uniform", "adaptive", "gradient"}) {
+          const bool adaptive = schedule[0] != 'u';
           r.steps = m;
-          r.schedule = adaptive ? warp.schedule(m) : std::vector<double>{};
+          r.schedule = !adaptive ? std::vector<double>{} : schedule[0] == 'a' ? warp.schedule(m) : gwarp.schedule(m);
           const AttributionResult res = a.run(c.x, c.x0, r);
           const int evals = m + (adaptive ? pilot.intervals + 1 : 0);
           for (auto [q, got, want] : {std::tuple{"IG", &res.ig, &ref.ig},
                                       {"conductance", &res.conductance, &ref.conductance},
                                       {"IPNA", &res.ipna[0], &ref.ipna[0]}})
-            csv << c.name << "," << q << "," << (adaptive ? "adaptive" : "uniform") << "," << m << "," << evals << ","
+            csv << c.name << "," << q << "," << schedule << "," << m << "," << evals << ","
                 << rel(*got, *want) << "\n";
           csv.flush();
         }
     }
   } else if (autom->parsed()) {
-    csv << "form,schedule,reuse,steps,converged,evaluations,reused,pilot_forwards,seconds\n";
+    csv << "form,schedule,reuse,steps,converged,evaluations,reused,pilot_forwards,pilot_evaluations,seconds\n";
     const TrafficLight t(effnet);
     const std::vector<double>&x = t.x, &x0 = t.x0;
     Attributor a(t.model, Precision::F32);
@@ -170,43 +174,48 @@ int main(int argc, char** argv) {
     }());
     for (const std::string& schedule : schedules)
       for (const std::string& reuse_s : reuses) {
-        const bool adaptive = schedule == "adaptive", reuse = reuse_s == "yes";
+        const bool reuse = reuse_s == "yes";
         StepControl c;
         c.initial_steps = initial;
         c.tolerance = tol;
         c.max_steps = max_steps;
-        c.adaptive = adaptive;
+        c.schedule = parse_schedule(schedule, "--schedules");
         c.reuse_points = reuse;
         c.pilot = pilot;
         const ControlledResult cr = run_to_tolerance(a, x, x0, r, c);
         int reused = 0;
         for (const StepLevel& l : cr.levels) reused += l.reused;
         csv << form << "," << schedule << "," << reuse_s << "," << cr.levels.back().steps << ","
-            << (cr.converged ? "yes" : "no") << "," << cr.evaluations << "," << reused << "," << cr.pilot_forwards << ","
+            << (cr.converged ? "yes" : "no") << "," << cr.evaluations << "," << reused << "," << cr.pilot_forwards << "," << cr.pilot_evaluations << ","
             << cr.seconds << "\n";
         csv.flush();
         std::fprintf(stderr, "%-8s reuse %-3s %.1f s: %s\n", schedule.c_str(), reuse_s.c_str(), cr.seconds,
                      cr.summary().c_str());
       }
   } else {
-    csv << "schedule,steps,evaluations,ig_gap,patch_gap,seconds\n";
+    // ig_change: the IG map's relative L2 change from the same schedule's previous m (what -n auto also checks).
+    csv << "schedule,steps,evaluations,ig_gap,patch_gap,ig_change,seconds\n";
     const TrafficLight t(effnet);
     const std::vector<double>&x = t.x, &x0 = t.x0;
     Attributor a(t.model, Precision::F32);
     AttributionRequest r = TrafficLight::request();
     const PathWarp warp = adaptive_warp(a, x, x0, r, pilot);
+    const PathWarp gwarp = gradient_warp(a, x, x0, r, pilot);
+    std::vector<std::vector<double>> previous(3);
     for (int m = 16; m <= max_steps; m *= 2)
-      for (bool adaptive : {false, true}) {
+      for (int s = 0; s < 3; ++s) {
+        const char* schedule = s == 0 ? "uniform" : s == 1 ? "adaptive" : "gradient";
         r.steps = m;
-        r.schedule = adaptive ? warp.schedule(m) : std::vector<double>{};
+        r.schedule = s == 0 ? std::vector<double>{} : s == 1 ? warp.schedule(m) : gwarp.schedule(m);
         const AttributionResult res = a.run(x, x0, r);
         const double dF = std::abs(res.f_input - res.f_baseline);
-        csv << (adaptive ? "adaptive" : "uniform") << "," << m << "," << m + (adaptive ? pilot.intervals + 1 : 0)
-            << "," << std::abs(res.ig_gap) / dF << "," << std::abs(res.ipna_gap[0] / res.ig_in_box[0]) << ","
-            << res.seconds << "\n";
+        const double change = previous[s].empty() ? NAN : rel(res.ig, previous[s]);
+        previous[s] = res.ig;
+        csv << schedule << "," << m << "," << m + (s ? pilot.intervals + 1 : 0) << "," << std::abs(res.ig_gap) / dF
+            << "," << std::abs(res.ipna_gap[0] / res.ig_in_box[0]) << "," << change << "," << res.seconds << "\n";
         csv.flush();
-        std::fprintf(stderr, "m=%5d %-8s IG gap %.3e patch gap %.3e (%.1f s)\n", m, adaptive ? "adaptive" : "uniform",
-                     std::abs(res.ig_gap) / dF, std::abs(res.ipna_gap[0] / res.ig_in_box[0]), res.seconds);
+        std::fprintf(stderr, "m=%5d %-8s IG gap %.3e patch gap %.3e IG change %.3e (%.1f s)\n", m, schedule,
+                     std::abs(res.ig_gap) / dF, std::abs(res.ipna_gap[0] / res.ig_in_box[0]), change, res.seconds);
       }
   }
   return 0;

@@ -6,13 +6,16 @@
   /usr/bin/python3 bench/step_control.py bench/results/steps-small.csv bench/results/steps-effnet.csv
 
 Writes bench/results/step-control.md (the tables) and step-control.png (error
-against evaluations, log-log, uniform against adaptive).
+against evaluations, log-log, uniform against the adaptive and gradient schedules).
 
 Small nets: for each model and quantity, the evaluations each schedule needs
 to reach the uniform schedule's error at m = 256 (log-log interpolation
 between measured points), and their ratio. EfficientNet-Lite0: the first m
-from which the IG completeness gap stays under 1% and the patch completeness
-gap under 5% up to the largest m measured (both oscillate in m).
+from which the IG completeness gap stays under 1%, the patch completeness gap
+under 5% and the IG map's change from the previous m under 1%, up to the
+largest m measured (the gaps oscillate in m). Evaluations count the pilot's
+(33 forwards, about a third of an evaluation each, for adaptive; 33 gradient
+evaluations for gradient).
 """
 import csv
 import math
@@ -42,79 +45,98 @@ def evals_to_reach(points, target):
     return points[0][0] if points and points[0][1] <= target else None
 
 
+SCHEDULES = [s for s in ("uniform", "adaptive", "gradient") if any(r["schedule"] == s for r in small + eff)]
+OTHERS = [s for s in SCHEDULES if s != "uniform"]
+STYLE = {"uniform": "--", "adaptive": "-", "gradient": ":"}
+
 lines = ["#### Small nets, float64: evaluations to reach uniform m = 256's error", "",
-         "| model | quantity | error at uniform m = 256 | uniform | adaptive | ratio |", "|---|---|---:|---:|---:|---:|"]
+         "| model | quantity | error at uniform m = 256 | uniform | " + " | ".join(
+             "%s | ratio" % s for s in OTHERS) + " |",
+         "|---|---|---:|---:|" + "---:|---:|" * len(OTHERS)]
 models = sorted({r["model"] for r in small}, key=lambda m: [r["model"] for r in small].index(m))
-ratios = []
+ratios = {s: [] for s in OTHERS}
 for model in models:
     for q in ("IG", "conductance", "IPNA"):
         rows = [r for r in small if r["model"] == model and r["quantity"] == q]
-        pts = {s: [(int(r["evaluations"]), float(r["error"])) for r in rows if r["schedule"] == s]
-               for s in ("uniform", "adaptive")}
-        target = [e for (n, e), r in zip(pts["uniform"], [r for r in rows if r["schedule"] == "uniform"])
-                  if int(r["steps"]) == 256][0]
-        u, a = evals_to_reach(pts["uniform"], target), evals_to_reach(pts["adaptive"], target)
-        ratio = u / a if u and a else None
-        if ratio:
-            ratios.append(ratio)
-        lines.append("| %s | %s | %.2e | %s | %s | %s |" % (model, q, target, "%.0f" % u if u else "-",
-                                                            "%.0f" % a if a else "> 2081",
-                                                            "%.2fx" % ratio if ratio else "-"))
-if ratios:
-    lines.append("")
-    lines.append("Geometric mean ratio: %.2fx (range %.2fx to %.2fx)." % (
-        math.exp(sum(math.log(r) for r in ratios) / len(ratios)), min(ratios), max(ratios)))
+        pts = {s: [(int(r["evaluations"]), float(r["error"])) for r in rows if r["schedule"] == s] for s in SCHEDULES}
+        target = [float(r["error"]) for r in rows if r["schedule"] == "uniform" and int(r["steps"]) == 256][0]
+        u = evals_to_reach(pts["uniform"], target)
+        cells = []
+        for s in OTHERS:
+            a = evals_to_reach(pts[s], target)
+            ratio = u / a if u and a else None
+            if ratio:
+                ratios[s].append(ratio)
+            cells.append("%s | %s" % ("%.0f" % a if a else "> %d" % max(e for e, _ in pts[s]),
+                                      "%.2fx" % ratio if ratio else "-"))
+        lines.append("| %s | %s | %.2e | %s | %s |" % (model, q, target, "%.0f" % u if u else "-", " | ".join(cells)))
+lines.append("")
+for s in OTHERS:
+    if ratios[s]:
+        lines.append("Geometric mean ratio, %s: %.2fx (range %.2fx to %.2fx)." % (
+            s, math.exp(sum(math.log(r) for r in ratios[s]) / len(ratios[s])), min(ratios[s]), max(ratios[s])))
 
-lines += ["", "#### EfficientNet-Lite0 traffic light, float32: the m from which the gaps stay under", "",
-          "| schedule | IG gap <= 1% | patch gap <= 5% (difference form) | both | evaluations for both |",
-          "|---|---:|---:|---:|---:|"]
-for s in ("uniform", "adaptive"):
+has_change = "ig_change" in eff[0]
+lines += ["", "#### EfficientNet-Lite0 traffic light, float32: the m from which each stays under", "",
+          "| schedule | IG gap <= 1% | patch gap <= 5% (difference form) |" + (
+              " IG change <= 1% | evaluations for IG gap and change |" if has_change else "") ,
+          "|---|---:|---:|" + ("---:|---:|" if has_change else "")]
+for s in SCHEDULES:
     rows = [r for r in eff if r["schedule"] == s]
 
-    def first(pred):  # the first m from which the gaps stay under, to the largest m measured
+    def first(pred):  # the first m from which pred holds, to the largest m measured
         for i, r in enumerate(rows):
             if all(pred(q) for q in rows[i:]):
                 return r
         return None
-    ig = first(lambda r: float(r["ig_gap"]) <= 0.01)
-    pa = first(lambda r: float(r["patch_gap"]) <= 0.05)
-    both = first(lambda r: float(r["ig_gap"]) <= 0.01 and float(r["patch_gap"]) <= 0.05)
+    ok = lambda v, t: v not in ("", "nan") and float(v) <= t
+    ig = first(lambda r: ok(r["ig_gap"], 0.01))
+    pa = first(lambda r: ok(r["patch_gap"], 0.05))
     cell = lambda r: r["steps"] if r else "> %s" % rows[-1]["steps"]
-    lines.append("| %s | %s | %s | %s | %s |" % (s, cell(ig), cell(pa), cell(both), both["evaluations"] if both else "-"))
-lines += ["", "| m | uniform IG gap | adaptive IG gap | uniform patch gap | adaptive patch gap |", "|---:|---:|---:|---:|---:|"]
+    row = "| %s | %s | %s |" % (s, cell(ig), cell(pa))
+    if has_change:
+        ch = first(lambda r: ok(r["ig_change"], 0.01))
+        both = first(lambda r: ok(r["ig_gap"], 0.01) and ok(r["ig_change"], 0.01))
+        row += " %s | %s |" % (cell(ch), both["evaluations"] if both else "-")
+    lines.append(row)
+cols = [(s, k) for k in (("ig_gap", "patch_gap", "ig_change") if has_change else ("ig_gap", "patch_gap"))
+        for s in SCHEDULES]
+lines += ["", "| m | " + " | ".join("%s %s" % (s, k.replace("_", " ")) for s, k in cols) + " |",
+          "|---:|" + "---:|" * len(cols)]
 for m in sorted({int(r["steps"]) for r in eff}):
-    u = [r for r in eff if r["schedule"] == "uniform" and int(r["steps"]) == m][0]
-    a = [r for r in eff if r["schedule"] == "adaptive" and int(r["steps"]) == m][0]
-    lines.append("| %d | %.2e | %.2e | %.2e | %.2e |" % (m, float(u["ig_gap"]), float(a["ig_gap"]),
-                                                         float(u["patch_gap"]), float(a["patch_gap"])))
+    at = {s: [r for r in eff if r["schedule"] == s and int(r["steps"]) == m][0] for s in SCHEDULES}
+    lines.append("| %d | " % m + " | ".join(
+        "-" if at[s][k] in ("", "nan") else "%.2e" % float(at[s][k]) for s, k in cols) + " |")
 open(os.path.join(out_dir, "step-control.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 
 fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), dpi=110)
 for ax, q in zip(axes, ("IG", "conductance", "IPNA")):
     for i, model in enumerate(models):
-        for s, style in (("uniform", "--"), ("adaptive", "-")):
+        for s in SCHEDULES:
             rows = [r for r in small if r["model"] == model and r["quantity"] == q and r["schedule"] == s]
-            ax.plot([int(r["evaluations"]) for r in rows], [float(r["error"]) for r in rows], style, color="C%d" % i,
-                    label=model if s == "adaptive" else None)
+            ax.plot([int(r["evaluations"]) for r in rows], [float(r["error"]) for r in rows], STYLE[s],
+                    color="C%d" % i, label=model if s == "uniform" else None)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_title("%s, float64 (dashed: uniform)" % q, fontsize=9)
+    ax.set_title("%s, float64 (- - uniform, - adaptive, : gradient)" % q, fontsize=8)
     ax.set_xlabel("gradient evaluations (+ pilot)")
     ax.grid(alpha=0.3)
 axes[0].set_ylabel("relative L2 error vs uniform m = 16384")
 axes[0].legend(fontsize=7)
 ax = axes[3]
-for s, style in (("uniform", "--"), ("adaptive", "-")):
+for s in SCHEDULES:
     rows = [r for r in eff if r["schedule"] == s]
     ev = [int(r["evaluations"]) for r in rows]
-    ax.plot(ev, [float(r["ig_gap"]) for r in rows], style, color="C0", label="IG gap, " + s)
-    ax.plot(ev, [float(r["patch_gap"]) for r in rows], style, color="C3", label="patch gap, " + s)
+    ax.plot(ev, [float(r["ig_gap"]) for r in rows], STYLE[s], color="C0", label="IG gap, " + s)
+    ax.plot(ev, [float(r["patch_gap"]) for r in rows], STYLE[s], color="C3", label="patch gap, " + s)
+    if has_change:
+        ax.plot(ev, [float(r["ig_change"]) for r in rows], STYLE[s], color="C2", label="IG change, " + s)
 ax.set_xscale("log")
 ax.set_yscale("log")
 ax.set_title("EfficientNet-Lite0 traffic light, float32", fontsize=9)
 ax.set_xlabel("gradient evaluations (+ pilot)")
 ax.grid(alpha=0.3)
-ax.legend(fontsize=7)
+ax.legend(fontsize=6)
 fig.tight_layout()
 fig.savefig(os.path.join(out_dir, "step-control.png"))

@@ -16,21 +16,35 @@ PathWarp::PathWarp(const std::vector<double>& p, const std::vector<double>& f, d
   if (p.size() < 2 || p.size() != f.size())
     throw Error("a path warp needs F at two or more pilot points, got " + std::to_string(p.size()) + " points and " +
                 std::to_string(f.size()) + " values");
+  std::vector<double> w(p.size() - 1);
+  for (size_t i = 1; i < p.size(); ++i) {
+    if (!std::isfinite(f[i]) || !std::isfinite(f[i - 1])) throw Error("F is not finite along the pilot path");
+    w[i - 1] = std::abs(f[i] - f[i - 1]);
+  }
+  *this = from_weights(p, w, floor);
+}
+
+PathWarp PathWarp::from_weights(const std::vector<double>& p, const std::vector<double>& w, double floor) {
+  if (p.size() < 2 || w.size() + 1 != p.size())
+    throw Error("a path warp needs two or more pilot points and a weight per interval, got " +
+                std::to_string(p.size()) + " points and " + std::to_string(w.size()) + " weights");
   if (!(floor > 0 && floor <= 1)) throw Error("the uniform share of an adaptive schedule must be in (0, 1]");
   if (p.front() != 0.0 || p.back() != 1.0) throw Error("pilot points must run from 0 to 1");
   double total = 0;
   for (size_t i = 1; i < p.size(); ++i) {
     if (!(p[i] > p[i - 1])) throw Error("pilot points must increase strictly");
-    if (!std::isfinite(f[i]) || !std::isfinite(f[i - 1])) throw Error("F is not finite along the pilot path");
-    total += std::abs(f[i] - f[i - 1]);
+    if (!(std::isfinite(w[i - 1]) && w[i - 1] >= 0)) throw Error("the pilot's interval weights must be finite and >= 0");
+    total += w[i - 1];
   }
-  if (!(total > 0) || floor == 1) return;  // a flat F: uniform steps
-  u_ = {0.0};
-  a_ = p;
+  PathWarp out;
+  if (!(total > 0) || floor == 1) return out;  // nothing changes along the path: uniform steps
+  out.u_ = {0.0};
+  out.a_ = p;
   for (size_t i = 1; i < p.size(); ++i)
-    u_.push_back(u_.back() + (1 - floor) * std::abs(f[i] - f[i - 1]) / total + floor * (p[i] - p[i - 1]));
-  u_.back() = 1.0;  // the shares sum to 1 up to rounding
-  identity_ = false;
+    out.u_.push_back(out.u_.back() + (1 - floor) * w[i - 1] / total + floor * (p[i] - p[i - 1]));
+  out.u_.back() = 1.0;  // the shares sum to 1 up to rounding
+  out.identity_ = false;
+  return out;
 }
 
 double PathWarp::operator()(double u) const {
@@ -86,6 +100,62 @@ PathWarp adaptive_warp(Attributor& engine, const std::vector<double>& x, const s
   return PathWarp(p, f, pilot.floor);
 }
 
+PathWarp gradient_warp(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
+                       const AttributionRequest& req, const PilotSpec& pilot) {
+  if (pilot.intervals < 1) throw Error("the pilot needs at least one interval");
+  if (x.size() != x0.size()) throw Error("input and baseline differ in size");
+  // v(p) as one left-rule step from x(p) to x(p) + (x - x'): the gradient at x(p) times x - x'.
+  AttributionRequest r;
+  r.target_class = req.target_class;
+  r.target = req.target;
+  r.split_mask = req.split_mask;
+  r.integrated_gradients = true;
+  r.quadrature = Quadrature::Left;
+  r.steps = 1;
+  r.memory_budget = req.memory_budget;
+  std::vector<double> p(pilot.intervals + 1), w(pilot.intervals), from(x.size()), to(x.size()), before;
+  for (int i = 0; i <= pilot.intervals; ++i) {
+    p[i] = i == pilot.intervals ? 1.0 : static_cast<double>(i) / pilot.intervals;
+    for (size_t j = 0; j < x.size(); ++j) {
+      from[j] = x0[j] + p[i] * (x[j] - x0[j]);
+      to[j] = from[j] + (x[j] - x0[j]);
+    }
+    std::vector<double> v = engine.run(to, from, r).ig;
+    if (i > 0) {
+      double d = 0;
+      for (size_t j = 0; j < v.size(); ++j) d += (v[j] - before[j]) * (v[j] - before[j]);
+      if (!std::isfinite(d)) throw Error("the gradient is not finite along the pilot path");
+      w[i - 1] = std::sqrt(std::sqrt(d));
+    }
+    before = std::move(v);
+  }
+  return PathWarp::from_weights(p, w, pilot.floor);
+}
+
+PathWarp schedule_warp(ScheduleKind kind, Attributor& engine, const std::vector<double>& x,
+                       const std::vector<double>& x0, const AttributionRequest& req, const PilotSpec& pilot,
+                       int* pilot_forwards, int* pilot_evaluations) {
+  if (kind == ScheduleKind::Adaptive) {
+    if (pilot_forwards) *pilot_forwards = pilot.intervals + 1;
+    return adaptive_warp(engine, x, x0, req, pilot);
+  }
+  if (kind == ScheduleKind::Gradient) {
+    if (pilot_evaluations) *pilot_evaluations = pilot.intervals + 1;
+    return gradient_warp(engine, x, x0, req, pilot);
+  }
+  return PathWarp();
+}
+
+const char* schedule_name(ScheduleKind kind) {
+  return kind == ScheduleKind::Uniform ? "uniform" : kind == ScheduleKind::Adaptive ? "adaptive" : "gradient";
+}
+
+ScheduleKind parse_schedule(const std::string& name, const std::string& what) {
+  for (ScheduleKind k : {ScheduleKind::Uniform, ScheduleKind::Adaptive, ScheduleKind::Gradient})
+    if (name == schedule_name(k)) return k;
+  throw Error(what + ": expected uniform, adaptive or gradient, got '" + name + "'");
+}
+
 double StepLevel::worst() const {
   double w = std::max({std::abs(ig_gap), std::abs(conductance_gap), change});
   for (double g : patch_gap) w = std::max(w, std::abs(g));
@@ -128,6 +198,7 @@ std::string ControlledResult::summary() const {
        " step counts";
   if (reused) s += ", " + std::to_string(reused) + " points reused from earlier step counts";
   if (pilot_forwards) s += ", " + std::to_string(pilot_forwards) + " pilot forwards";
+  if (pilot_evaluations) s += ", " + std::to_string(pilot_evaluations) + " pilot gradient evaluations";
   return s + ")";
 }
 
@@ -140,9 +211,9 @@ ControlledResult run_to_tolerance(Attributor& engine, const std::vector<double>&
   const auto start = std::chrono::steady_clock::now();
   req.integrated_gradients = true;
   ControlledResult out;
-  const PathWarp warp =
-      c.adaptive ? adaptive_warp(engine, x, x0, req, c.pilot).subdividing(c.initial_steps) : PathWarp();
-  if (c.adaptive) out.pilot_forwards = c.pilot.intervals + 1;
+  const PathWarp warp = schedule_warp(c.schedule, engine, x, x0, req, c.pilot, &out.pilot_forwards,
+                                      &out.pilot_evaluations)
+                            .subdividing(c.initial_steps);
   // Sums that are weighted sums over points keep every earlier point at half its weight; conductance and
   // the difference form pair each new point with the kept samples of the points on either side.
   const bool reusable = c.reuse_points && req.quadrature != Quadrature::Middle;

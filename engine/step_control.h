@@ -19,6 +19,10 @@ class PathWarp {
   // of u, so the steps carry about equal changes of F while a `floor` share of
   // them spreads uniformly (flat stretches keep some steps). A flat F gives the identity.
   PathWarp(const std::vector<double>& pilot_points, const std::vector<double>& pilot_f, double floor);
+  // Interval i of the pilot points gets the share (1 - floor) w_i / sum_j w_j + floor (p_i - p_{i-1})
+  // of u, w_i >= 0 (interval_weights[i - 1]); all zero: the identity.
+  static PathWarp from_weights(const std::vector<double>& pilot_points, const std::vector<double>& interval_weights,
+                               double floor);
   double operator()(double u) const;
   std::vector<double> schedule(int m) const;  // a_0 .. a_m; exactly k/m for the identity
   bool identity() const { return identity_; }
@@ -34,21 +38,42 @@ class PathWarp {
   bool identity_ = true;
 };
 
+// How a run places its steps:
+//  Uniform   a_k = k/m, the original's;
+//  Adaptive  each step carries about the same change of F (a pilot of forward passes of F);
+//  Gradient  the step density follows sqrt(|v'(a)|), v(a) = grad F(x(a)) * (x - x') the IG
+//            integrand (a pilot of gradient evaluations): the right rule's error over a step of
+//            length d is about d^2 |v'| / 2, and for a given number of steps the sum of those is
+//            smallest with that density. It keeps steps where the gradient turns even where F is
+//            flat, which the change of F cannot see.
+enum class ScheduleKind { Uniform, Adaptive, Gradient };
+const char* schedule_name(ScheduleKind kind);
+// "uniform", "adaptive" or "gradient"; anything else throws, naming `what` and the accepted words.
+ScheduleKind parse_schedule(const std::string& name, const std::string& what);
+
 struct PilotSpec {
-  int intervals = 32;  // F at intervals + 1 evenly spaced points: forward passes only
+  int intervals = 32;  // the pilot's points: intervals + 1, evenly spaced
   double floor = 0.2;
 };
 // The adaptive warp of a run: F along the straight path from x0 to x (of the
 // model pruned by split_mask when it is not empty), then PathWarp.
 PathWarp adaptive_warp(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
                        const AttributionRequest& req, const PilotSpec& pilot);
+// The gradient warp of a run: v at the pilot's points (one gradient evaluation each, of the
+// request's target and pruned model), interval i weighted sqrt(|v_i - v_{i-1}|) (L2 norm).
+PathWarp gradient_warp(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,
+                       const AttributionRequest& req, const PilotSpec& pilot);
+// The warp of `kind` (the identity for Uniform). What its pilot cost goes to pilot_forwards
+// (Adaptive) or pilot_evaluations (Gradient); either may be null.
+PathWarp schedule_warp(ScheduleKind kind, Attributor& engine, const std::vector<double>& x,
+                       const std::vector<double>& x0, const AttributionRequest& req, const PilotSpec& pilot,
+                       int* pilot_forwards, int* pilot_evaluations);
 
 struct StepControl {
   double tolerance = 0.01;
   int initial_steps = 16, max_steps = 4096;  // the step counts tried: initial, 2 initial, ... up to max
-  // Schedules from the pilot's warp through its initial_steps points
-  // (PathWarp::subdividing); false: uniform steps.
-  bool adaptive = true;
+  // Schedules from the pilot's warp through its initial_steps points (PathWarp::subdividing).
+  ScheduleKind schedule = ScheduleKind::Adaptive;
   // Doublings evaluate only the new points where the sums allow it; false: every step count is a whole run
   // (the same results up to rounding, for comparison).
   bool reuse_points = true;
@@ -74,7 +99,8 @@ struct ControlledResult {
   std::vector<StepLevel> levels;
   bool converged = false;    // every criterion under the tolerance at the last step count
   int evaluations = 0;       // gradient evaluations over all step counts (reused points not counted again)
-  int pilot_forwards = 0;    // forward passes of the pilot
+  int pilot_forwards = 0;    // forward passes of the adaptive schedule's pilot
+  int pilot_evaluations = 0; // gradient evaluations of the gradient schedule's pilot (not in `evaluations`)
   double seconds = 0;
   std::string summary() const;  // one line: the steps used, the gaps, or what stopped it short
 };

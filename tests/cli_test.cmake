@@ -58,6 +58,25 @@ if(NOT reused1 EQUAL 16 OR NOT evals1 EQUAL 16)
 endif()
 message(STATUS "-n auto: ${auto_steps} steps over ${levels} step counts, IG gap ${auto_gap} (F ${auto_fx0} -> ${auto_fx})")
 
+# --schedule gradient: a pilot of 33 gradient evaluations, reported; a path other than uniform steps.
+execute_process(COMMAND ${EXE} attribute --model ${M}/model.onnx --split split --input ${M}/x.npy --baseline zeros
+                        --class 5 -n 16 --schedule gradient --precision f64 -o ${OUT}/gradient --json
+                RESULT_VARIABLE rc OUTPUT_VARIABLE grad_out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "attribute --schedule gradient failed (${rc}): ${err}")
+endif()
+string(JSON grad_schedule GET ${grad_out} step_control schedule)
+string(JSON grad_pilot GET ${grad_out} step_control pilot_evaluations)
+string(JSON grad_sum GET ${grad_out} ig sum)
+execute_process(COMMAND ${EXE} attribute --model ${M}/model.onnx --split split --input ${M}/x.npy --baseline zeros
+                        --class 5 -n 16 --precision f64 -o ${OUT}/uniform16 --json
+                RESULT_VARIABLE rc OUTPUT_VARIABLE uni_out ERROR_VARIABLE err)
+string(JSON uni_sum GET ${uni_out} ig sum)
+if(NOT grad_schedule STREQUAL "gradient" OR NOT grad_pilot EQUAL 33 OR grad_sum STREQUAL uni_sum)
+  message(FATAL_ERROR "--schedule gradient: schedule ${grad_schedule}, pilot ${grad_pilot}, IG sum ${grad_sum} "
+                      "(uniform: ${uni_sum})")
+endif()
+
 function(expect_failure name needle)
   execute_process(COMMAND ${EXE} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE o ERROR_VARIABLE e)
   if(rc EQUAL 0)

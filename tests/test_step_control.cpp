@@ -1,11 +1,13 @@
 // Step control (SPEC.md "Non-uniform paths"): the uniform schedule is the
 // original's arithmetic bit for bit, schedules enter every formula through d_k
 // (the tangent form's patch completeness holds for any schedule), the adaptive
-// warp equalises F's change per step, it converges with fewer evaluations than
-// uniform steps where F saturates, and run_to_tolerance stops where it says.
+// warp equalises F's change per step, the gradient warp follows the IG integrand's
+// turn (checked against finite differences), both converge with fewer evaluations
+// than uniform steps where F saturates, and run_to_tolerance stops where it says.
 // Float64 on small conv nets with random weights.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/attribution.h"
@@ -150,6 +152,102 @@ TEST(StepControl, AdaptiveStepsConvergeFasterWhereFSaturates) {
   EXPECT_LT(last_uniform, first_uniform / 12);  // 16x the steps: about 1/16 the error
 }
 
+// PathWarp::from_weights: each pilot interval holds its share of the steps, (1 - floor) w_i / sum w
+// + floor * length, up to one step at each end.
+TEST(StepControl, WeightsGiveEachIntervalItsShareOfTheSteps) {
+  const std::vector<double> p{0, 0.25, 0.5, 0.75, 1}, w{0, 3, 1, 0};
+  const double floor = 0.2;
+  const int m = 400;
+  const auto a = PathWarp::from_weights(p, w, floor).schedule(m);
+  for (size_t i = 1; i < p.size(); ++i) {
+    const double share = (1 - floor) * w[i - 1] / 4 + floor * (p[i] - p[i - 1]);
+    const auto in = std::count_if(a.begin() + 1, a.end(), [&](double v) { return v > p[i - 1] && v <= p[i]; });
+    EXPECT_NEAR(static_cast<double>(in), share * m, 1.0) << "interval " << i;
+  }
+  EXPECT_TRUE(PathWarp::from_weights(p, {0, 0, 0, 0}, floor).identity());
+  EXPECT_THROW(PathWarp::from_weights(p, {0, -1, 0, 0}, floor), Error);
+  EXPECT_THROW(PathWarp::from_weights(p, {1, 1, 1}, floor), Error);
+  EXPECT_EQ(parse_schedule("gradient", "schedule"), ScheduleKind::Gradient);
+  try {
+    parse_schedule("curvature", "the schedule");
+    ADD_FAILURE() << "an unknown schedule was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the schedule: expected uniform, adaptive or gradient, got 'curvature'"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// The gradient warp's pilot against float64 central differences of F: v(p) = grad F(x(p)) * (x - x') at
+// the 33 pilot points, interval i weighted sqrt(|v_i - v_{i-1}|), gives the same schedule. A random
+// baseline: at a constant image max-pool windows tie, and differences there average one-sided slopes.
+TEST(StepControl, TheGradientWarpFollowsTheTurnOfTheIntegrand) {
+  SmallNet s;
+  s.x0 = random_vector(3 * 16 * 16, 5, 0.5);
+  Attributor a(s.model, Precision::F64);
+  AttributionRequest r = s.request(0);
+  const PilotSpec pilot;
+  const int n = static_cast<int>(s.x.size()), classes = s.model.num_classes();
+  const double h = 1e-5;
+  std::vector<double> p(pilot.intervals + 1), w(pilot.intervals), before;
+  for (int i = 0; i <= pilot.intervals; ++i) {
+    p[i] = i == pilot.intervals ? 1.0 : static_cast<double>(i) / pilot.intervals;
+    std::vector<double> shifted(2 * static_cast<size_t>(n) * n);  // x(p) +- h e_j for every j
+    for (int j = 0; j < n; ++j)
+      for (int sign = 0; sign < 2; ++sign)
+        for (int k = 0; k < n; ++k)
+          shifted[(2 * j + sign) * static_cast<size_t>(n) + k] =
+              s.x0[k] + p[i] * (s.x[k] - s.x0[k]) + (k == j ? (sign ? -h : h) : 0.0);
+    const std::vector<double> z = a.logits(shifted, {}, 2 * n);
+    std::vector<double> v(n);
+    for (int j = 0; j < n; ++j)
+      v[j] = (target_value(r.target, &z[(2 * j) * classes], classes, r.target_class) -
+              target_value(r.target, &z[(2 * j + 1) * classes], classes, r.target_class)) /
+             (2 * h) * (s.x[j] - s.x0[j]);
+    if (i > 0) {
+      double d = 0;
+      for (int j = 0; j < n; ++j) d += (v[j] - before[j]) * (v[j] - before[j]);
+      w[i - 1] = std::sqrt(std::sqrt(d));
+    }
+    before = v;
+  }
+  const PathWarp got = gradient_warp(a, s.x, s.x0, r, pilot);
+  ASSERT_FALSE(got.identity());
+  const auto want = PathWarp::from_weights(p, w, pilot.floor).schedule(64), have = got.schedule(64);
+  for (int k = 0; k <= 64; ++k) EXPECT_NEAR(have[k], want[k], 1e-6) << k;
+  int forwards = -1, evaluations = -1;
+  EXPECT_EQ(schedule_warp(ScheduleKind::Gradient, a, s.x, s.x0, r, pilot, &forwards, &evaluations).schedule(64), have);
+  EXPECT_EQ(evaluations, pilot.intervals + 1);
+  EXPECT_EQ(forwards, -1);
+  EXPECT_TRUE(schedule_warp(ScheduleKind::Uniform, a, s.x, s.x0, r, pilot, nullptr, nullptr).identity());
+}
+
+// On the saturating net of AdaptiveStepsConvergeFasterWhereFSaturates, against the same uniform m = 8192
+// reference, steps placed by the gradient's turn have at least a quarter less error than uniform steps at
+// every m, for IG, conductance and IPNA.
+TEST(StepControl, GradientStepsConvergeFasterWhereTheGradientTurns) {
+  SmallNet s;
+  s.model = small_conv_net(false, 13);
+  for (double& v : s.x) v *= 6;
+  Attributor a(s.model, Precision::F64);
+  AttributionRequest r = s.request(8192);
+  r.target_class = 4;
+  r.boxes.resize(1);
+  const AttributionResult ref = a.run(s.x, s.x0, r);
+  const PathWarp warp = gradient_warp(a, s.x, s.x0, r, PilotSpec{});
+  for (int m : {16, 32, 64, 128, 256}) {
+    r.steps = m;
+    r.schedule.clear();
+    const AttributionResult u = a.run(s.x, s.x0, r);
+    r.schedule = warp.schedule(m);
+    const AttributionResult g = a.run(s.x, s.x0, r);
+    for (auto [name, uni, grd, want] :
+         {std::tuple{"IG", &u.ig, &g.ig, &ref.ig}, {"conductance", &u.conductance, &g.conductance, &ref.conductance},
+          {"IPNA", &u.ipna[0], &g.ipna[0], &ref.ipna[0]}})
+      EXPECT_LT(rel_err(*grd, *want), 0.75 * rel_err(*uni, *want)) << name << " m=" << m;
+  }
+}
+
 // The subdividing warp's schedules are nested: the points of m are those of 2m at even k, bit for bit,
 // and each step of m is split into two equal halves.
 TEST(StepControl, SubdividingWarpsNestTheirSchedules) {
@@ -286,6 +384,17 @@ TEST(StepControl, RunToToleranceStopsWhereItSays) {
             adaptive_warp(a, s.x, s.x0, s.request(0), c.pilot).subdividing(16).schedule(done.levels.back().steps));
   for (size_t i = 1; i < done.levels.size(); ++i) EXPECT_EQ(done.levels[i].reused, done.levels[i].steps / 2) << i;
   EXPECT_NE(done.summary().find("all under the tolerance"), std::string::npos) << done.summary();
+
+  StepControl g = c;
+  g.schedule = ScheduleKind::Gradient;
+  const ControlledResult by_gradient = run_to_tolerance(a, s.x, s.x0, s.request(0), g);
+  ASSERT_TRUE(by_gradient.converged) << by_gradient.summary();
+  EXPECT_EQ(by_gradient.pilot_forwards, 0);
+  EXPECT_EQ(by_gradient.pilot_evaluations, g.pilot.intervals + 1);
+  EXPECT_EQ(by_gradient.schedule, gradient_warp(a, s.x, s.x0, s.request(0), g.pilot)
+                                      .subdividing(16)
+                                      .schedule(by_gradient.levels.back().steps));
+  EXPECT_NE(by_gradient.summary().find("33 pilot gradient evaluations"), std::string::npos) << by_gradient.summary();
 
   c.tolerance = 1e-9;
   c.max_steps = 32;

@@ -72,8 +72,11 @@ int StepOptions::count() const {
 
 void StepOptions::check() const {
   if (!automatic()) count();
-  if (schedule != "uniform" && schedule != "adaptive")
-    throw UsageError("--schedule: expected uniform or adaptive, got '" + schedule + "'");
+  try {
+    parse_schedule(schedule, "--schedule");
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
   if (quadrature != "right" && quadrature != "left" && quadrature != "middle" && quadrature != "trapezoid")
     throw UsageError("--quadrature: expected right, left, middle or trapezoid, got '" + quadrature + "'");
   if (!(tolerance > 0)) throw UsageError("--tol must be positive");
@@ -85,7 +88,7 @@ StepPlan StepOptions::plan() const {
   StepPlan p;
   p.automatic = automatic();
   if (!p.automatic) p.steps = count();
-  p.adaptive = schedule == "adaptive";
+  p.schedule = parse_schedule(schedule, "--schedule");
   p.quadrature = quadrature_of(quadrature);
   p.tolerance = tolerance;
   p.max_steps = max_steps;

@@ -32,11 +32,11 @@ struct InputArgs {
   void load(const Shape& input_shape, std::vector<double>& x, std::vector<double>& x0, Image* crop) const;
 };
 
-// The path's steps: a fixed count m on a uniform or adaptive schedule, or "auto":
+// The path's steps: a fixed count m on a uniform, adaptive or gradient schedule, or "auto":
 // step control to a tolerance (engine/step_control.h).
 struct StepOptions {
   std::string steps = "256";  // a count, or auto
-  std::string schedule = "uniform";  // uniform, or adaptive (steps placed where F changes)
+  std::string schedule = "uniform";  // uniform, adaptive or gradient (engine/step_control.h)
   std::string quadrature = "right";  // IG's rule: right, left, middle, trapezoid
   double tolerance = 0.01;
   int max_steps = 4096;

@@ -219,12 +219,14 @@ void add_step_options(CLI::App* app, StepOptions& s, const std::string& name) {
       })
       ->capture_default_str();
   app->add_option("--schedule", s.schedule,
-                  "uniform (a_k = k/m, the original's) or adaptive: a pilot of " +
+                  "uniform (a_k = k/m, the original's); adaptive: a pilot of " +
                       std::to_string(PilotSpec{}.intervals + 1) +
                       " forward passes of F along the path, then steps placed so each carries about the same change "
-                      "of F (a share of " + std::to_string(static_cast<int>(100 * PilotSpec{}.floor)) +
-                      "% of them spread uniformly)")
-      ->check(CLI::IsMember({"uniform", "adaptive"}))
+                      "of F; or gradient: a pilot of " + std::to_string(PilotSpec{}.intervals + 1) +
+                      " gradient evaluations, then more steps where the gradient turns faster (density "
+                      "sqrt(|d/da (grad F * (x - x'))|), which minimises the right rule's error). Both spread a share "
+                      "of " + std::to_string(static_cast<int>(100 * PilotSpec{}.floor)) + "% of the steps uniformly")
+      ->check(CLI::IsMember({"uniform", "adaptive", "gradient"}))
       ->capture_default_str();
   app->add_option("--quadrature", s.quadrature,
                   "IG's rule over the steps: right (the original's), left, middle or trapezoid (as Captum's "

@@ -37,12 +37,12 @@ StepRun run_steps(Attributor& engine, const std::vector<double>& x, const std::v
   req.quadrature = plan.quadrature;
   StepRun out;
   out.quadrature = req.quadrature;
-  json rep = {{"schedule", plan.adaptive ? "adaptive" : "uniform"}, {"quadrature", quadrature_name(plan.quadrature)}};
+  json rep = {{"schedule", schedule_name(plan.schedule)}, {"quadrature", quadrature_name(plan.quadrature)}};
   if (plan.automatic) {
     StepControl c;
     c.tolerance = plan.tolerance;
     c.max_steps = plan.max_steps;
-    c.adaptive = plan.adaptive;
+    c.schedule = plan.schedule;
     ControlledResult cr = run_to_tolerance(engine, x, x0, req, c);
     const std::string summary = cr.summary();
     out.result = std::move(cr.result);
@@ -59,12 +59,15 @@ StepRun run_steps(Attributor& engine, const std::vector<double>& x, const std::v
     }
     rep.update({{"mode", "auto"}, {"tolerance", plan.tolerance}, {"max_steps", plan.max_steps},
                 {"converged", cr.converged}, {"evaluations", cr.evaluations}, {"pilot_forwards", cr.pilot_forwards},
+                {"pilot_evaluations", cr.pilot_evaluations},
                 {"levels", levels}, {"summary", summary}});
   } else {
     const int m = plan.steps;
-    if (plan.adaptive) {
-      req.schedule = adaptive_warp(engine, x, x0, req, PilotSpec{}).schedule(m);
-      rep["pilot_forwards"] = PilotSpec{}.intervals + 1;
+    if (plan.schedule != ScheduleKind::Uniform) {
+      int forwards = 0, evaluations = 0;
+      req.schedule = schedule_warp(plan.schedule, engine, x, x0, req, PilotSpec{}, &forwards, &evaluations).schedule(m);
+      if (forwards) rep["pilot_forwards"] = forwards;
+      if (evaluations) rep["pilot_evaluations"] = evaluations;
     }
     req.steps = m;
     out.result = engine.run(x, x0, req);

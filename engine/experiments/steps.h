@@ -1,5 +1,5 @@
 // A run along a path whose steps are chosen by a StepPlan: a fixed m on a
-// uniform or adaptive schedule, or step control to a tolerance
+// uniform, adaptive or gradient schedule, or step control to a tolerance
 // (engine/step_control.h). Every experiment takes its steps from here, and
 // reruns the same path (m, schedule, IG's rule) on pruned models with on_path().
 #pragma once
@@ -7,13 +7,14 @@
 #include <vector>
 
 #include "engine/attribution.h"
+#include "engine/step_control.h"
 
 namespace ipna {
 
 struct StepPlan {
   int steps = 256;         // m, when not automatic
   bool automatic = false;  // double m from 16 until the gaps are under `tolerance`
-  bool adaptive = false;   // steps placed where F changes (a pilot of forward passes)
+  ScheduleKind schedule = ScheduleKind::Uniform;
   Quadrature quadrature = Quadrature::Right;
   double tolerance = 0.01;
   int max_steps = 4096;

@@ -140,7 +140,7 @@ json SweepConfig::describe() const {
   for (const auto& f : model_files) models.push_back({{"file", f}, {"fnv1a64", file_digest(f)}});
   json boxes_j = json::array();
   for (const Box& b : boxes) boxes_j.push_back(box_json(b));
-  json steps_j = {{"mode", steps.automatic ? "auto" : "fixed"}, {"schedule", steps.adaptive ? "adaptive" : "uniform"},
+  json steps_j = {{"mode", steps.automatic ? "auto" : "fixed"}, {"schedule", schedule_name(steps.schedule)},
                   {"quadrature", quadrature_name(steps.quadrature)}};
   if (steps.automatic)
     steps_j.update({{"tolerance", steps.tolerance}, {"max_steps", steps.max_steps}});

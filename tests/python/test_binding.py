@@ -231,3 +231,29 @@ def test_auto_steps_report_their_levels_and_equal_the_fixed_run(fixtures):
     assert fixed.step_control is None and fixed.steps == r.steps
     for name in ("ig", "conductance", "ipna"):
         assert rel(getattr(r, name), getattr(fixed, name)) < 1e-12, name
+
+
+def test_gradient_schedule_beats_uniform_steps_on_the_trained_cnn():
+    """schedule='gradient' (steps where the gradient turns) against a uniform m = 4096 reference on the trained
+    Fashion-MNIST CNN, whose F saturates along the path: under 0.7x uniform steps' error at m = 32 for IG,
+    conductance and IPNA (bench_steps small measures 0.42x, 0.39x and 0.64x); -n auto reports its pilot."""
+    import gzip
+
+    raw = gzip.open(os.path.join(ipna_fast.FASHION_MNIST, "t10k-images-idx3-ubyte.gz")).read()
+    labels = gzip.open(os.path.join(ipna_fast.FASHION_MNIST, "t10k-labels-idx1-ubyte.gz")).read()[8:]
+    i = labels.index(0)
+    x = np.frombuffer(raw, np.uint8, offset=16)[i * 784:(i + 1) * 784].reshape(1, 28, 28) / 255.0
+    a = ipna_fast.Attributor(ipna_fast.load(FASHION, split="hidden"), precision="f64")
+    kw = dict(target_class=0, boxes=[(0, 0, 14, 14)])
+    ref = a.run(x, "zeros", steps=4096, **kw)
+    uniform = a.run(x, "zeros", steps=32, **kw)
+    gradient = a.run(x, "zeros", steps=32, schedule="gradient", **kw)
+    for name in ("ig", "conductance", "ipna"):
+        got, base = rel(getattr(gradient, name), getattr(ref, name)), rel(getattr(uniform, name), getattr(ref, name))
+        assert got < 0.7 * base, (name, got, base)
+    auto = a.run(x, "zeros", steps="auto", schedule="gradient", tol=0.05, max_steps=512, **kw)
+    assert auto.step_control["schedule"] == "gradient"
+    assert auto.step_control["pilot_evaluations"] == 33 and auto.step_control["pilot_forwards"] == 0
+    assert "33 pilot gradient evaluations" in auto.step_control["summary"]
+    with pytest.raises(ValueError, match="schedule"):
+        a.run(x, "zeros", steps=16, schedule="curvature", **kw)

@@ -124,7 +124,7 @@ Granularity granularity_of(const std::string& g) {
   return choice<Granularity>(g, "granularity", {{"neuron", Granularity::Neuron}, {"channel", Granularity::Channel}});
 }
 
-// steps: a count or "auto"; schedule "uniform" or "adaptive".
+// steps: a count or "auto"; schedule "uniform", "adaptive" or "gradient".
 StepPlan plan_of(const py::object& steps, const std::string& schedule, const std::string& quadrature, double tol,
                  int max_steps) {
   StepPlan p;
@@ -140,7 +140,10 @@ StepPlan plan_of(const py::object& steps, const std::string& schedule, const std
     }
     if (p.steps < 1) throw py::value_error("steps: expected a positive count, got " + std::to_string(p.steps));
   }
-  p.adaptive = choice<bool>(schedule, "schedule", {{"uniform", false}, {"adaptive", true}});
+  p.schedule = choice<ScheduleKind>(schedule, "schedule",
+                                    {{"uniform", ScheduleKind::Uniform},
+                                     {"adaptive", ScheduleKind::Adaptive},
+                                     {"gradient", ScheduleKind::Gradient}});
   p.quadrature = quadrature_arg(quadrature);
   p.tolerance = tol;
   p.max_steps = max_steps;
@@ -421,7 +424,7 @@ x, baseline: one sample (the model's input shape, or (1, ...) of it), any array-
   'black' is the black image normalised like ImageNet inputs for 3 channels (zeros otherwise), 'zeros'.
 target_class: the class whose output F is attributed. target: 'prob' (softmax probability) or 'logit'.
 steps: the Riemann steps m, or 'auto': doubled from 16 until the completeness gaps are under tol
-  (relative) or max_steps is reached. schedule: 'uniform' or 'adaptive' (steps placed where F changes).
+  (relative) or max_steps is reached. schedule: 'uniform', 'adaptive' (steps placed where F changes) or 'gradient' (where the gradient turns).
 quadrature: IG's rule, 'right' (the original's), 'left', 'middle' or 'trapezoid'.
 boxes: IPNA boxes (X1, Y1, X2, Y2): rows X1:X2, columns Y1:Y2; grid: 'RxC' or (R, C), a grid of boxes
   after them. ig, conductance: what else to compute. ipna_form: 'difference' (the original's) or
