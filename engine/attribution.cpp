@@ -62,20 +62,21 @@ struct Engine {
     }
   } buffers;
   typename GraphPlan<T>::Workspace ws1, ws2;
-  template <typename F>
-  void each_held(F&& f) {
-    buffers.each(f);
-    for (auto* ws : {&ws1, &ws2})
-      for (DeviceBuffer* d : {&ws->forward_arena, &ws->backward_arena, &ws->saved, &ws->window_in, &ws->window_out,
-                              &ws->window_aux})
-        f(*d);
-  }
   // Bytes this engine holds in reusable buffers and workspaces: free memory
   // plus these is what a run may plan with.
   size_t held_bytes() {
     size_t b = 0;
-    each_held([&](DeviceBuffer& d) { b += d.bytes(); });
+    buffers.each([&](DeviceBuffer& d) { b += d.bytes(); });
+    for (const auto* ws : {&ws1, &ws2})
+      b += ws->forward_arena.bytes() + ws->backward_arena.bytes() + ws->saved.bytes() + ws->window_in.bytes() +
+           ws->window_out.bytes() + ws->window_aux.bytes();
     return b;
+  }
+  // Frees all of it; the workspaces forget their capacity too, so they regrow at the next run's chunk.
+  void release_held() {
+    buffers.each([](DeviceBuffer& d) { d.reset(); });
+    ws1 = {};
+    ws2 = {};
   }
   // `b` with room for `count` elements, grown (never shrunk) as needed.
   T* grow(DeviceBuffer& b, size_t count) {
@@ -378,7 +379,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   // The chunk counted every held buffer as free, but growing keeps the ones this
   // run does not use (IG's backward arena when IPNA alone follows IG, say): where
   // the run does not fit beside them, all go, and what it needs comes back at its size.
-  if (per_step * chunk > be->memory_available()) each_held([](DeviceBuffer& d) { d.reset(); });
+  if (per_step * chunk > be->memory_available()) release_held();
 
   // --- device state ---
   std::vector<double> d(xn);
