@@ -122,9 +122,9 @@ TEST(StepControl, TheWarpEqualisesTheChangeOfFPerStep) {
 }
 
 // A net whose F saturates along the path (0.55 to 1.00: the input scaled up), against a uniform
-// m = 8192 reference: errors fall as 1/m for both schedules, and the adaptive one's are at least a
-// quarter smaller at every m, for IG, conductance and IPNA.
-TEST(StepControl, AdaptiveStepsConvergeFasterWhereFSaturates) {
+// m = 8192 reference: errors fall as 1/m, and both the adaptive schedule's and the gradient
+// schedule's are at least a quarter smaller than uniform steps' at every m, for IG, conductance and IPNA.
+TEST(StepControl, AdaptiveAndGradientStepsConvergeFasterWhereFSaturates) {
   SmallNet s;
   s.model = small_conv_net(false, 13);
   for (double& v : s.x) v *= 6;
@@ -135,18 +135,21 @@ TEST(StepControl, AdaptiveStepsConvergeFasterWhereFSaturates) {
   const AttributionResult ref = a.run(s.x, s.x0, r);
   ASSERT_LT(ref.f_baseline, 0.6);
   ASSERT_GT(ref.f_input, 0.999);
-  const PathWarp warp = adaptive_warp(a, s.x, s.x0, r, PilotSpec{});
+  const PathWarp adaptive = adaptive_warp(a, s.x, s.x0, r, PilotSpec{});
+  const PathWarp gradient = gradient_warp(a, s.x, s.x0, r, PilotSpec{});
   double first_uniform = 0, last_uniform = 0;
   for (int m : {16, 32, 64, 128, 256}) {
     r.steps = m;
     r.schedule.clear();
     const AttributionResult u = a.run(s.x, s.x0, r);
-    r.schedule = warp.schedule(m);
-    const AttributionResult ad = a.run(s.x, s.x0, r);
-    for (auto [name, uni, adp, want] :
-         {std::tuple{"IG", &u.ig, &ad.ig, &ref.ig}, {"conductance", &u.conductance, &ad.conductance, &ref.conductance},
-          {"IPNA", &u.ipna[0], &ad.ipna[0], &ref.ipna[0]}})
-      EXPECT_LT(rel_err(*adp, *want), 0.75 * rel_err(*uni, *want)) << name << " m=" << m;
+    for (auto [schedule, warp] : {std::pair{"adaptive", &adaptive}, {"gradient", &gradient}}) {
+      r.schedule = warp->schedule(m);
+      const AttributionResult w = a.run(s.x, s.x0, r);
+      for (auto [name, uni, got, want] :
+           {std::tuple{"IG", &u.ig, &w.ig, &ref.ig}, {"conductance", &u.conductance, &w.conductance, &ref.conductance},
+            {"IPNA", &u.ipna[0], &w.ipna[0], &ref.ipna[0]}})
+        EXPECT_LT(rel_err(*got, *want), 0.75 * rel_err(*uni, *want)) << schedule << " " << name << " m=" << m;
+    }
     (m == 16 ? first_uniform : last_uniform) = rel_err(u.ig, ref.ig);
   }
   EXPECT_LT(last_uniform, first_uniform / 12);  // 16x the steps: about 1/16 the error
@@ -220,32 +223,6 @@ TEST(StepControl, TheGradientWarpFollowsTheTurnOfTheIntegrand) {
   EXPECT_EQ(evaluations, pilot.intervals + 1);
   EXPECT_EQ(forwards, -1);
   EXPECT_TRUE(schedule_warp(ScheduleKind::Uniform, a, s.x, s.x0, r, pilot, nullptr, nullptr).identity());
-}
-
-// On the saturating net of AdaptiveStepsConvergeFasterWhereFSaturates, against the same uniform m = 8192
-// reference, steps placed by the gradient's turn have at least a quarter less error than uniform steps at
-// every m, for IG, conductance and IPNA.
-TEST(StepControl, GradientStepsConvergeFasterWhereTheGradientTurns) {
-  SmallNet s;
-  s.model = small_conv_net(false, 13);
-  for (double& v : s.x) v *= 6;
-  Attributor a(s.model, Precision::F64);
-  AttributionRequest r = s.request(8192);
-  r.target_class = 4;
-  r.boxes.resize(1);
-  const AttributionResult ref = a.run(s.x, s.x0, r);
-  const PathWarp warp = gradient_warp(a, s.x, s.x0, r, PilotSpec{});
-  for (int m : {16, 32, 64, 128, 256}) {
-    r.steps = m;
-    r.schedule.clear();
-    const AttributionResult u = a.run(s.x, s.x0, r);
-    r.schedule = warp.schedule(m);
-    const AttributionResult g = a.run(s.x, s.x0, r);
-    for (auto [name, uni, grd, want] :
-         {std::tuple{"IG", &u.ig, &g.ig, &ref.ig}, {"conductance", &u.conductance, &g.conductance, &ref.conductance},
-          {"IPNA", &u.ipna[0], &g.ipna[0], &ref.ipna[0]}})
-      EXPECT_LT(rel_err(*grd, *want), 0.75 * rel_err(*uni, *want)) << name << " m=" << m;
-  }
 }
 
 // The subdividing warp's schedules are nested: the points of m are those of 2m at even k, bit for bit,
