@@ -1,7 +1,7 @@
 // What IPNA's patch passes cost: receptive-field cones against whole-plane
 // passes, both forms, side by side in one run (float32 unless --precision).
 //
-//   build/bench/bench_patches [--repeats 5] [--steps 32] [--grid-steps 16]
+//   build/bench/bench_patches [--repeats 5] [--steps 32] [--grid-steps 16] [--grid-only]
 //
 // Models: the pretrained EfficientNet-Lite0 split at blocks.7 (tools/setup.sh
 // exports build/models/efficientnet_lite0.onnx) and ResNet-18 at 224 split at
@@ -14,16 +14,17 @@
 //     base run (the median of those paired differences);
 //  2. a 7x7 grid, IPNA only, whole run: cones vs whole planes;
 //  3. a 7x7 grid with conductance and IG, whole run, against IG alone.
+// --grid-only runs the third table on cones alone (a few seconds): how far this machine drifts
+// between processes shows in its ratio from one process to the next.
 // Memory is the engine's batch buffers (AttributionResult::workspace_bytes),
 // which the chunk is sized to.
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
 #include <functional>
 #include <map>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "engine/attribution.h"
 #include "engine/cpu/cpu_backend.h"
@@ -90,8 +91,8 @@ double cone_conv_share(const Graph& f1, const Box& box) {
     if (node.kind != OpKind::Conv) continue;
     const Shape& in = f1.values[node.inputs[0]].shape;
     const Shape& out = f1.values[node.output].shape;
-    const double per_position = static_cast<double>(out.channels()) * (in.channels() / node.groups) * node.win.kh *
-                                node.win.kw;
+    const double per_position =
+        static_cast<double>(out.channels()) * (in.channels() / node.groups) * node.win.kh * node.win.kw;
     whole += per_position * out.plane();
     kept += per_position * cone.rect[node.output].area();
   }
@@ -105,6 +106,7 @@ int main(int argc, char** argv) {
   std::string effnet = "build/models/efficientnet_lite0.onnx", resnet18 = "build/bench_models/resnet18_224/model.onnx",
               image = "tests/data/traffic_light.JPEG", precision = "f32";
   int repeats = 5, steps = 32, grid_steps = 16;
+  bool grid_only = false;
   app.add_option("--effnet", effnet, "EfficientNet-Lite0 ONNX with the tensor blocks.7")->capture_default_str();
   app.add_option("--resnet18", resnet18, "ResNet-18 (224x224) ONNX with the tensor layer2")->capture_default_str();
   app.add_option("--image", image, "input image (ImageNet preprocessing)");
@@ -112,56 +114,59 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps, "Riemann steps of the one-box table");
   app.add_option("--grid-steps", grid_steps, "Riemann steps of the grid tables");
   app.add_option("--precision", precision, "f32 or f64")->check(CLI::IsMember({"f32", "f64"}));
+  app.add_flag("--grid-only", grid_only, "only the grid with conductance and IG against IG alone, on cones");
   CLI11_PARSE(app, argc, argv);
 
   const std::vector<double> x = imagenet_preprocess(load_image_rgb(image));
   const std::vector<double> x0 = black_baseline(Shape{3, 224, 224});
   std::vector<Model> models;
-  models.push_back({"EfficientNet-Lite0 (blocks.7)", load_split_model(effnet, "blocks.7"),
-                    x, x0});
+  models.push_back({"EfficientNet-Lite0 (blocks.7)", load_split_model(effnet, "blocks.7"), x, x0});
   models.push_back({"ResNet-18 224 (layer2)", load_split_model(resnet18, "layer2"), x, x0});
   const Precision p = precision == "f64" ? Precision::F64 : Precision::F32;
   const Box box{45, 100, 90, 130};  // rows 45..90, columns 100..130: the traffic light's right lamp
 
-  std::printf("## One box (45 100 90 130), %d steps: the patch passes alone (per box, from %d copies)\n\n", steps,
-              kBoxCopies);
-  std::printf("| model | form | whole planes (s) | cones (s) | speed-up | memory whole / cones (MiB) |\n");
-  std::printf("|---|---|---:|---:|---:|---:|\n");
-  for (const Model& m : models) {
-    Attributor engine(m.model, p);
-    AttributionRequest base;
-    base.target_class = 920;
-    base.steps = steps;
-    base.integrated_gradients = false;
-    std::vector<std::pair<std::string, AttributionRequest>> configs;
-    AttributionRequest cond = base;
-    cond.conductance = true;
-    configs.push_back({"base", cond});
-    for (IpnaForm form : {IpnaForm::Difference, IpnaForm::Tangent})
-      for (bool cones : {false, true}) {
-        AttributionRequest r = cond;
-        r.boxes.assign(kBoxCopies, box);
-        r.ipna_form = form;
-        r.receptive_field_cones = cones;
-        configs.push_back({std::string(form == IpnaForm::Tangent ? "tangent" : "difference") + (cones ? "/cone" : "/whole"), r});
+  if (!grid_only) {
+    std::printf("## One box (45 100 90 130), %d steps: the patch passes alone (per box, from %d copies)\n\n", steps,
+                kBoxCopies);
+    std::printf("| model | form | whole planes (s) | cones (s) | speed-up | memory whole / cones (MiB) |\n");
+    std::printf("|---|---|---:|---:|---:|---:|\n");
+    for (const Model& m : models) {
+      Attributor engine(m.model, p);
+      AttributionRequest base;
+      base.target_class = 920;
+      base.steps = steps;
+      base.integrated_gradients = false;
+      std::vector<std::pair<std::string, AttributionRequest>> configs;
+      AttributionRequest cond = base;
+      cond.conductance = true;
+      configs.push_back({"base", cond});
+      for (IpnaForm form : {IpnaForm::Difference, IpnaForm::Tangent})
+        for (bool cones : {false, true}) {
+          AttributionRequest r = cond;
+          r.boxes.assign(kBoxCopies, box);
+          r.ipna_form = form;
+          r.receptive_field_cones = cones;
+          configs.push_back(
+              {std::string(form == IpnaForm::Tangent ? "tangent" : "difference") + (cones ? "/cone" : "/whole"), r});
+        }
+      auto t = measure(engine, m, configs, repeats);
+      for (const char* form : {"difference", "tangent"}) {
+        const Timing& w = t[std::string(form) + "/whole"];
+        const Timing& c = t[std::string(form) + "/cone"];
+        const double pw = per_box(w, t["base"]), pc = per_box(c, t["base"]);
+        std::printf("| %s | %s | %.3f | %.3f | %.2fx | %.0f / %.0f |\n", m.name.c_str(), form, pw, pc, pw / pc,
+                    mib(w.workspace), mib(c.workspace));
       }
-    auto t = measure(engine, m, configs, repeats);
-    for (const char* form : {"difference", "tangent"}) {
-      const Timing& w = t[std::string(form) + "/whole"];
-      const Timing& c = t[std::string(form) + "/cone"];
-      const double pw = per_box(w, t["base"]), pc = per_box(c, t["base"]);
-      std::printf("| %s | %s | %.3f | %.3f | %.2fx | %.0f / %.0f |\n", m.name.c_str(), form, pw, pc, pw / pc,
-                  mib(w.workspace), mib(c.workspace));
+      std::fflush(stdout);
     }
+    std::printf("\nThe convolutions' share of multiply-adds on the cone of the box (the most a cone saves on them):");
+    for (const Model& m : models) {
+      const double share = cone_conv_share(m.model.f1, box);
+      std::printf(" %s %.1f%% (at most %.2fx);", m.name.c_str(), 100 * share, 1 / share);
+    }
+    std::printf("\n\n");
     std::fflush(stdout);
   }
-  std::printf("\nThe convolutions' share of multiply-adds on the cone of the box (the most a cone saves on them):");
-  for (const Model& m : models) {
-    const double share = cone_conv_share(m.model.f1, box);
-    std::printf(" %s %.1f%% (at most %.2fx);", m.name.c_str(), 100 * share, 1 / share);
-  }
-  std::printf("\n\n");
-  std::fflush(stdout);
 
   const Model& resnet = models[1];
   Attributor engine(resnet.model, p);
@@ -174,6 +179,7 @@ int main(int argc, char** argv) {
   for (IpnaForm form : {IpnaForm::Difference, IpnaForm::Tangent})
     for (bool cones : {false, true})
       for (bool all : {false, true}) {
+        if (grid_only && !(cones && all)) continue;
         AttributionRequest r = base;
         r.boxes = boxes;
         r.ipna_form = form;
@@ -188,19 +194,23 @@ int main(int argc, char** argv) {
   configs.push_back({"ig", ig});
   auto t = measure(engine, resnet, configs, repeats);
 
-  std::printf("\n## 7x7 grid, ResNet-18 224 split after layer2, %d steps, IPNA only: whole run\n\n", grid_steps);
-  std::printf("| form | whole planes (s) | cones (s) | speed-up | memory whole / cones (MiB) |\n|---|---:|---:|---:|---:|\n");
-  for (const char* form : {"difference", "tangent"}) {
-    const Timing& w = t[std::string(form) + "/whole/ipna"];
-    const Timing& c = t[std::string(form) + "/cone/ipna"];
-    std::printf("| %s | %.2f | %.2f | %.2fx | %.0f / %.0f |\n", form, w.seconds, c.seconds, w.seconds / c.seconds,
-                mib(w.workspace), mib(c.workspace));
+  if (!grid_only) {
+    std::printf("\n## 7x7 grid, ResNet-18 224 split after layer2, %d steps, IPNA only: whole run\n\n", grid_steps);
+    std::printf(
+        "| form | whole planes (s) | cones (s) | speed-up | memory whole / cones (MiB) |\n|---|---:|---:|---:|---:|\n");
+    for (const char* form : {"difference", "tangent"}) {
+      const Timing& w = t[std::string(form) + "/whole/ipna"];
+      const Timing& c = t[std::string(form) + "/cone/ipna"];
+      std::printf("| %s | %.2f | %.2f | %.2fx | %.0f / %.0f |\n", form, w.seconds, c.seconds, w.seconds / c.seconds,
+                  mib(w.workspace), mib(c.workspace));
+    }
   }
   std::printf("\n## 7x7 grid with conductance and IG, same model and steps, against IG alone (%.2f s, %.0f MiB)\n\n",
               t["ig"].seconds, mib(t["ig"].workspace));
   std::printf("| form | patch passes | seconds | times IG alone | memory (MiB) |\n|---|---|---:|---:|---:|\n");
   for (const char* form : {"difference", "tangent"})
     for (const char* where : {"whole", "cone"}) {
+      if (grid_only && where[0] == 'w') continue;
       const Timing& a = t[std::string(form) + "/" + where + "/all"];
       std::printf("| %s | %s | %.2f | %.2fx | %.0f |\n", form, where[0] == 'c' ? "cones" : "whole planes", a.seconds,
                   a.seconds / t["ig"].seconds, mib(a.workspace));

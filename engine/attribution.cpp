@@ -34,13 +34,31 @@ struct SamplesOf : SplitSamples {
   std::vector<T> h, g;  // point i's values at i * per_point, points in the order of the schedule
 };
 
+// Where a box's IPNA sums at the split tensor: all `count` values, or (compact) the window `rect` of every
+// channel's plane, laid out [C, rect height, rect width].
+struct SplitWindow {
+  int64_t count = 0;
+  Cone::Rect rect;
+  bool compact = false;
+};
+
+// A box's IPNA on its split window, placed on the whole split tensor (zero elsewhere).
+std::vector<double> on_split_plane(std::vector<double> window, const SplitWindow& sw, const Shape& split) {
+  if (!sw.compact) return window;
+  std::vector<double> plane(static_cast<size_t>(split.numel()), 0.0);
+  const int64_t h = split.height(), w = split.width(), wh = sw.rect.r1 - sw.rect.r0, ww = sw.rect.c1 - sw.rect.c0;
+  for (int64_t ch = 0; ch < split.channels(); ++ch)
+    for (int64_t r = 0; r < wh; ++r)
+      std::copy_n(window.begin() + (ch * wh + r) * ww, ww, plane.begin() + (ch * h + sw.rect.r0 + r) * w + sw.rect.c0);
+  return plane;
+}
+
 template <typename T>
 struct Engine {
   std::unique_ptr<Backend<T>> be;
   GraphPlan<T> f1, f2;
   SplitModel model;
-  Engine(const SplitModel& m, const std::string& device)
-      : be(make_backend<T>(device)), f1(m.f1, *be), f2(m.f2, *be) {
+  Engine(const SplitModel& m, const std::string& device) : be(make_backend<T>(device)), f1(m.f1, *be), f2(m.f2, *be) {
     // The plans hold the weights on the device; keep only shapes here.
     model.f1 = m.f1.without_weights();
     model.f2 = m.f2.without_weights();
@@ -50,13 +68,13 @@ struct Engine {
   // The step loop's buffers and workspaces live across runs: a sweep of many
   // runs allocates (and page-faults) once, and nothing is allocated inside the loop.
   struct StepBuffers {
-    DeviceBuffer points, dx, h, h_masked, dh, h_prev, h_next, g_next, h_patch, logits, dlogits, fval, ig_acc, cond_acc,
-        carry, zeros, value_store;
+    DeviceBuffer points, dx, h, h_masked, dh, h_prev, h_next, g_next, h_patch, g_window, logits, dlogits, fval, ig_acc,
+        cond_acc, carry, zeros, value_store;
     std::vector<DeviceBuffer> ipna_acc;  // one per box
     template <typename F>
     void each(F&& f) {
-      for (DeviceBuffer* b : {&points, &dx, &h, &h_masked, &dh, &h_prev, &h_next, &g_next, &h_patch, &logits, &dlogits,
-                              &fval, &ig_acc, &cond_acc, &carry, &zeros, &value_store})
+      for (DeviceBuffer* b : {&points, &dx, &h, &h_masked, &dh, &h_prev, &h_next, &g_next, &h_patch, &g_window, &logits,
+                              &dlogits, &fval, &ig_acc, &cond_acc, &carry, &zeros, &value_store})
         f(*b);
       for (DeviceBuffer& b : ipna_acc) f(b);
     }
@@ -163,9 +181,14 @@ PathPoints path_points(int m, std::vector<double> a, Quadrature q, bool new_only
         p.before.push_back(at(k - 1));
         if (new_only) p.s_after.push_back(len(k + 1));
         break;
-      case Quadrature::Left: p.t.push_back(at(k - 1)); break;
-      case Quadrature::Middle: p.t.push_back(a.empty() ? k - 0.5 : 0.5 * (at(k - 1) + at(k))); break;
-      case Quadrature::Trapezoid: break;
+      case Quadrature::Left:
+        p.t.push_back(at(k - 1));
+        break;
+      case Quadrature::Middle:
+        p.t.push_back(a.empty() ? k - 0.5 : 0.5 * (at(k - 1) + at(k)));
+        break;
+      case Quadrature::Trapezoid:
+        break;
     }
     if (q != Quadrature::Trapezoid) p.s.push_back(len(k));
   }
@@ -186,8 +209,8 @@ void check_schedule(const std::vector<double>& a, int steps) {
   const int m = static_cast<int>(a.size()) - 1;
   if (m < 1) throw Error("a schedule needs at least 2 values (a_0 = 0 and a_m = 1), got " + std::to_string(a.size()));
   if (steps != 0 && steps != m)
-    throw Error("the schedule has " + std::to_string(a.size()) + " values, so " + std::to_string(m) +
-                " steps, but " + std::to_string(steps) + " steps were asked for");
+    throw Error("the schedule has " + std::to_string(a.size()) + " values, so " + std::to_string(m) + " steps, but " +
+                std::to_string(steps) + " steps were asked for");
   if (a.front() != 0.0 || a.back() != 1.0)
     throw Error("a schedule runs from a_0 = 0 to a_m = 1; got " + std::to_string(a.front()) + " to " +
                 std::to_string(a.back()));
@@ -202,8 +225,9 @@ void check_refinable(const AttributionRequest& req, int m, const AttributionResu
   if (req.integrated_gradients && req.quadrature == Quadrature::Middle)
     throw Error("the midpoint rule cannot be refined from a coarser run: its points are not nested");
   if ((req.conductance || !req.boxes.empty()) && !req.integrated_gradients && req.quadrature != Quadrature::Right)
-    throw Error("conductance and IPNA are refined on the right rule's points; without IG the request's rule applies "
-                "to them");
+    throw Error(
+        "conductance and IPNA are refined on the right rule's points; without IG the request's rule applies "
+        "to them");
   if (m < 2 || m % 2)
     throw Error("a refined run needs an even number of steps (twice the coarse run's), got " + std::to_string(m));
   const std::vector<double>& a = req.schedule;
@@ -290,8 +314,9 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     if (pairs_points) {
       coarse_samples = dynamic_cast<const SamplesOf<T>*>(coarse->split_samples.get());
       if (!coarse_samples)
-        throw Error("conductance and the difference form can be refined only from a coarse run that kept its split "
-                    "activations and gradients (AttributionRequest::keep_split_samples) in the same precision");
+        throw Error(
+            "conductance and the difference form can be refined only from a coarse run that kept its split "
+            "activations and gradients (AttributionRequest::keep_split_samples) in the same precision");
       if (coarse_samples->points != m / 2 || coarse_samples->per_point != hn)
         throw Error("the coarse run kept " + std::to_string(coarse_samples->points) + " points of " +
                     std::to_string(coarse_samples->per_point) + " split values; refining to " + std::to_string(m) +
@@ -342,10 +367,19 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   const bool store_coarse = value_store && coarse;
   std::vector<Cone> cones;
   int64_t cone_window = 0;
+  // A box's patch pass leaves the split tensor compact on its cone window where it can: outside it
+  // the tangent is zero and the patched value equals the base, so IPNA sums over the window only.
+  std::vector<SplitWindow> split_window(req.boxes.size(), SplitWindow{hn, {}, false});
+  int64_t widest_split_window = 0;
   if (patch_cones)
-    for (const Box& b : req.boxes) {
-      cones.push_back(f1.cone(b));
+    for (size_t b = 0; b < req.boxes.size(); ++b) {
+      cones.push_back(f1.cone(req.boxes[b], /*compact_output=*/true));
       cone_window = std::max(cone_window, cones.back().window_elems);
+      if (cones.back().compact[f1.graph().output]) {
+        const Cone::Rect& rect = cones.back().rect[f1.graph().output];
+        split_window[b] = {h_shape.channels() * rect.area(), rect, true};
+        widest_split_window = std::max(widest_split_window, split_window[b].count);
+      }
     }
   const bool masked = !req.split_mask.empty();
   using StoreLayout = typename GraphPlan<T>::StoreLayout;
@@ -357,6 +391,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
                     3 * cone_window * t /* a convolution's cone window: in, out, the base point's */ +
                     (store_coarse ? 2 : 1) * layout.elems * t /* the base points' values the patch passes read */ +
                     (3 + (masked ? 1 : 0)) * hn * t /* h, h_prev, h_patch, masked h */ + hn * t /* dh */ +
+                    widest_split_window * t /* a gradient's window on a box's cone */ +
                     (coarse_samples ? 2 : 0) * hn * t /* the coarse points' h and g after each new point */ +
                     2 * classes * t + 2 * t;
   const size_t available = be->memory_available() + held_bytes();
@@ -408,6 +443,18 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     samples->g.resize(size_t(level_points) * hn);
   }
   T* h_patch = req.boxes.empty() ? nullptr : grow(B.h_patch, chunk * hn);
+  T* g_window = widest_split_window ? grow(B.g_window, chunk * widest_split_window) : nullptr;
+  // Box b's part of a gradient g of the chunk's points: g itself, or its window on b's cone, gathered.
+  const int split_h = h_shape.rank() == 3 ? static_cast<int>(h_shape.height()) : 0;
+  const int split_w = h_shape.rank() == 3 ? static_cast<int>(h_shape.width()) : 0;
+  auto gradient_on = [&](size_t b, const T* g, int n) -> const T* {
+    const SplitWindow& sw = split_window[b];
+    if (!sw.compact) return g;
+    const int wh = sw.rect.r1 - sw.rect.r0, ww = sw.rect.c1 - sw.rect.c0;
+    be->copy_window(n, static_cast<int>(h_shape.channels()), g, split_h, split_w, sw.rect.r0, sw.rect.c0, g_window, wh,
+                    ww, 0, 0, wh, ww);
+    return g_window;
+  };
   T* logits = grow(B.logits, chunk * classes);
   T* dlogits = grow(B.dlogits, chunk * classes);
   T* fval = grow(B.fval, chunk);
@@ -428,8 +475,8 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   if (B.ipna_acc.size() < req.boxes.size()) B.ipna_acc.resize(req.boxes.size());
   std::vector<T*> ipna_acc;
   for (size_t b = 0; b < req.boxes.size(); ++b) {
-    ipna_acc.push_back(grow(B.ipna_acc[b], hn));
-    be->zero(ipna_acc.back(), hn * t);
+    ipna_acc.push_back(grow(B.ipna_acc[b], split_window[b].count));
+    be->zero(ipna_acc.back(), split_window[b].count * t);
   }
   if (ig) be->zero(ig_acc, xn * t);
   if (req.conductance) be->zero(cond_acc, hn * t);
@@ -476,8 +523,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
       f2_in = h_f2;
     }
     f2.forward(c, f2_in, logits, ws2, true);
-    be->target_forward_backward(req.target, classes, req.target_class, logits, fval,
-                                dlogits, c);
+    be->target_forward_backward(req.target, classes, req.target_class, logits, fval, dlogits, c);
     f2.backward(c, dlogits, dh, ws2);
     if (masked) be->scale_by_mask(hn, c, mask_dev.as<T>(), dh);
     if (ig) {
@@ -520,8 +566,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
         }
       }
     if (path) {
-      if (req.conductance)
-        be->accumulate_path_product(hn, c, dh, h_cur, h_prev, cond_acc);
+      if (req.conductance) be->accumulate_path_product(hn, c, dh, h_cur, h_prev, cond_acc);
       for (size_t b = 0; b < req.boxes.size(); ++b) {
         PointBatch patch;
         patch.boxes = req.boxes;
@@ -530,17 +575,19 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
           patch.k.push_back(tangent ? 0 : P.before[first + i]);
           patch.box_index.push_back(static_cast<int>(b));
         }
-        if (tangent) {  // IPNA^t += g(x_k) * J_h(x_k) (d_k * 1_S)
+        if (tangent) {                                                  // IPNA^t += g(x_k) * J_h(x_k) (d_k * 1_S)
           be->make_points(in_shape, zeros, d_dev.as<T>(), patch, pts);  // d_k * 1_S
           f1.tangent(c, pts, h_patch, ws1, cones.empty() ? nullptr : &cones[b]);
-          be->accumulate_path_product(hn, c, dh, h_patch, nullptr, ipna_acc[b]);
-        } else {        // IPNA += g(x_k) * (h(x_{k-1} + d_k * 1_S) - h(x_{k-1}))
+          be->accumulate_path_product(split_window[b].count, c, gradient_on(b, dh, c), h_patch, nullptr, ipna_acc[b]);
+        } else {  // IPNA += g(x_k) * (h(x_{k-1} + d_k * 1_S) - h(x_{k-1}))
           be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), patch, pts);
           if (value_store)  // base x_{k-1}: store slot i, or refining, the coarse point's slot
             f1.patched_forward(c, pts, h_patch, ws1, cones[b], coarse ? coarse_points : store);
           else
             f1.forward(c, pts, h_patch, ws1, false);
-          be->accumulate_path_product(hn, c, dh, h_patch, h_prev, ipna_acc[b]);
+          // On a compact window h_patch holds the change itself.
+          const T* before = split_window[b].compact ? nullptr : h_prev;
+          be->accumulate_path_product(split_window[b].count, c, gradient_on(b, dh, c), h_patch, before, ipna_acc[b]);
           if (coarse) {  // IPNA += g_{2k} (h(x_{2k-1} + d_{2k} * 1_S) - h(x_{2k-1})): the step on to the coarse point
             patch.k.assign(P.t.begin() + first, P.t.begin() + first + c);
             if (!P.unit) patch.patch_scale.assign(P.s_after.begin() + first, P.s_after.begin() + first + c);
@@ -549,7 +596,8 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
               f1.patched_forward(c, pts, h_patch, ws1, cones[b], new_points);
             else
               f1.forward(c, pts, h_patch, ws1, false);
-            be->accumulate_path_product(hn, c, g_next, h_patch, h_cur, ipna_acc[b]);
+            be->accumulate_path_product(split_window[b].count, c, gradient_on(b, g_next, c), h_patch,
+                                        split_window[b].compact ? nullptr : h_cur, ipna_acc[b]);
           }
         }
       }
@@ -575,7 +623,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     r.conductance_gap = r.conductance_sum - dF;
   }
   for (size_t b = 0; b < req.boxes.size(); ++b) {
-    r.ipna.push_back(download(ipna_acc[b], hn));
+    r.ipna.push_back(on_split_plane(download(ipna_acc[b], split_window[b].count), split_window[b], h_shape));
     if (coarse && tangent)  // the difference form's terms were all recomputed, on the split steps
       for (int64_t j = 0; j < hn; ++j) r.ipna[b][j] += 0.5 * coarse->ipna[b][j];
     r.ipna_sum.push_back(std::accumulate(r.ipna.back().begin(), r.ipna.back().end(), 0.0));
@@ -661,7 +709,8 @@ double target_value(TargetKind kind, const double* z, int classes, int y) {
 
 std::vector<double> channel_scores(const std::vector<double>& s, const Shape& shape) {
   const int64_t c = shape.channels(), plane = shape.plane();
-  if (static_cast<int64_t>(s.size()) != shape.numel()) throw Error("scores do not match the split shape " + shape.str());
+  if (static_cast<int64_t>(s.size()) != shape.numel())
+    throw Error("scores do not match the split shape " + shape.str());
   std::vector<double> out(c, 0.0);
   for (int64_t i = 0; i < c; ++i)
     for (int64_t j = 0; j < plane; ++j) out[i] += s[i * plane + j];

@@ -24,7 +24,7 @@ struct Cone {
     int64_t area() const { return static_cast<int64_t>(r1 - r0) * (c1 - c0); }
     PlaneWindow window() const { return {r0, c0, r1 - r0, c1 - c0}; }
   };
-  std::vector<Rect> rect;      // per value
+  std::vector<Rect> rect;  // per value
   // Per launch: runs on its cone window (convolutions and per-position ops, Clip, Affine,
   // Activation, Add, MaxPool, whose cone covers under 80% of their plane). Both forms use
   // the same set: the tangent form carries tangents on the windows, the difference form the
@@ -35,7 +35,7 @@ struct Cone {
   // launches read it; others are whole planes (the tangent, zero outside the cone, or the
   // value at the patch point).
   std::vector<bool> compact;
-  int64_t window_elems = 0;    // per sample: the largest cone window, in or out
+  int64_t window_elems = 0;  // per sample: the largest cone window, in or out
 };
 
 template <typename T>
@@ -90,8 +90,11 @@ class GraphPlan {
   void backward(int n, const T* dy, T* dx, Workspace& ws) const;
 
   // Where the tangent of each value can be nonzero when the input's is nonzero
-  // only inside `box` (rows r0:r1, cols c0:c1 of the input plane).
-  Cone cone(const Box& box) const;
+  // only inside `box` (rows r0:r1, cols c0:c1 of the input plane). With
+  // compact_output, the output stays compact where a windowed launch writes it
+  // (cone.compact[graph().output]): a caller that only reads it on its cone
+  // window is spared writing and reading the zeros (or base values) around it.
+  Cone cone(const Box& box, bool compact_output = false) const;
   // Forward mode: ty_i = J(x_i) tx_i, the directional derivative at the points
   // of the last saving forward of n samples (linear ops without their bias,
   // Clip gated by its mask, MaxPool routed by its argmax, smooth activations,

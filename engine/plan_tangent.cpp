@@ -45,9 +45,9 @@ void window_out(int a, int b, int k, int s, int p, int d, int out, int& lo, int&
 // padding would read, the difference form's windowed pool pads instead).
 Rect pool_input_window(const PoolDesc& p, const Rect& out) {
   const Window& w = p.win;
-  return {std::max(0, out.r0 * w.sh - w.pad_top), std::min(p.h, (out.r1 - 1) * w.sh - w.pad_top + (w.kh - 1) * w.dh + 1),
-          std::max(0, out.c0 * w.sw - w.pad_left),
-          std::min(p.w, (out.c1 - 1) * w.sw - w.pad_left + (w.kw - 1) * w.dw + 1)};
+  return {
+      std::max(0, out.r0 * w.sh - w.pad_top), std::min(p.h, (out.r1 - 1) * w.sh - w.pad_top + (w.kh - 1) * w.dh + 1),
+      std::max(0, out.c0 * w.sw - w.pad_left), std::min(p.w, (out.c1 - 1) * w.sw - w.pad_left + (w.kw - 1) * w.dw + 1)};
 }
 
 // A convolution on a cone window of its output, as its own unpadded convolution, and the window
@@ -104,7 +104,7 @@ void GraphPlan<T>::write_window(int v, int n, T* window, T* out, const Cone& con
 }
 
 template <typename T>
-Cone GraphPlan<T>::cone(const Box& box) const {
+Cone GraphPlan<T>::cone(const Box& box, bool compact_output) const {
   Cone c;
   c.rect.resize(graph_.values.size());
   c.windowed.assign(launches_.size(), false);
@@ -137,8 +137,8 @@ Cone GraphPlan<T>::cone(const Box& box) const {
         }
         if (node.kind == OpKind::MaxPool && out.area() * 10 < so.plane() * 8) {
           c.windowed[li] = true;
-          c.window_elems = std::max({c.window_elems, so.channels() * out.area(),
-                                     so.channels() * pool_input_window(st.pool, out).area()});
+          c.window_elems = std::max(
+              {c.window_elems, so.channels() * out.area(), so.channels() * pool_input_window(st.pool, out).area()});
         }
         break;
       }
@@ -160,11 +160,11 @@ Cone GraphPlan<T>::cone(const Box& box) const {
       c.window_elems = std::max(c.window_elems, so.channels() * out.area());
     }
   }
-  // Compact: written by a windowed launch and read only by windowed launches (never the output).
+  // Compact: written by a windowed launch and read only by windowed launches (the output only if asked).
   c.compact.assign(graph_.values.size(), false);
   for (size_t li = 0; li < launches_.size(); ++li)
     if (c.windowed[li]) c.compact[graph_.nodes[launches_[li].node].output] = true;
-  c.compact[graph_.output] = false;
+  if (!compact_output) c.compact[graph_.output] = false;
   for (size_t li = 0; li < launches_.size(); ++li)
     if (!c.windowed[li])
       for (int v : graph_.nodes[launches_[li].node].inputs) c.compact[v] = false;
@@ -187,13 +187,17 @@ void GraphPlan<T>::tangent_window(size_t si, int n, const T* tx, T* ty, T* arena
   const Cone::Rect& r = cone.rect[node.output];
   const int c = static_cast<int>(so.channels()), h = static_cast<int>(so.height()), w = static_cast<int>(so.width());
   T* in_buf = ws.window_in.template as<T>();
-  T* out_buf = ws.window_out.template as<T>();
   T* aux_buf = ws.window_aux.template as<T>();
   // Value v's tangent on the window `want` (zero beyond its cone and the plane).
   auto window_of = [&](int v, const Cone::Rect& want, T* scratch) {
     return read_window(v, n, value_ptr(v, n, tx, ty, arena), cone, want, scratch);
   };
   T* out = value_ptr(node.output, n, tx, ty, arena);
+  // A compact output is the window itself: written in place, no copy. An elementwise launch may share
+  // its input's storage; it then reads that input either on this very window (the same element it
+  // writes) or from a copy in in_buf or aux_buf, never from the storage it overwrites.
+  const bool compact = cone.compact[node.output];
+  T* result = compact ? out : ws.window_out.template as<T>();
   const int64_t window_count = static_cast<int64_t>(n) * c * r.area();
   if (r.area() == 0) {  // the box does not reach this value
     if (!cone.compact[node.output]) be_.zero(out, sizeof(T) * n * st.count);
@@ -203,39 +207,39 @@ void GraphPlan<T>::tangent_window(size_t si, int n, const T* tx, T* ty, T* arena
     case OpKind::Conv: {  // unpadded on the window of the input its output window reads
       Cone::Rect in;
       const ConvDesc d = window_conv(st.conv, r, in);
-      be_.conv2d_forward(d, weights_[st.node].template as<T>(), nullptr, window_of(node.inputs[0], in, in_buf), out_buf,
+      be_.conv2d_forward(d, weights_[st.node].template as<T>(), nullptr, window_of(node.inputs[0], in, in_buf), result,
                          n);
       break;
     }
     case OpKind::Clip:
       be_.clip_tangent_window(n, c, h, w, r.window(), static_cast<const uint64_t*>(keep),
-                              window_of(node.inputs[0], r, in_buf), out_buf);
+                              window_of(node.inputs[0], r, in_buf), result);
       break;
     case OpKind::Affine:  // scale * t per channel
-      be_.affine_backward(c, r.area(), weights_[st.node].template as<T>(), window_of(node.inputs[0], r, in_buf),
-                          out_buf, n, false);
+      be_.affine_backward(c, r.area(), weights_[st.node].template as<T>(), window_of(node.inputs[0], r, in_buf), result,
+                          n, false);
       break;
     case OpKind::Activation: {  // f'(x) * t, with the saved derivative's window
       be_.copy_window(n, c, static_cast<const T*>(keep), h, w, r.r0, r.c0, aux_buf, r.r1 - r.r0, r.c1 - r.c0, 0, 0,
                       r.r1 - r.r0, r.c1 - r.c0);
-      be_.mul_backward(1, 1, window_count, false, nullptr, aux_buf, window_of(node.inputs[0], r, in_buf), out_buf,
-                       false, nullptr, false);
+      be_.mul_backward(1, 1, window_count, false, nullptr, aux_buf, window_of(node.inputs[0], r, in_buf), result, false,
+                       nullptr, false);
       break;
     }
     case OpKind::Add:  // both inputs on the output's window (the union of theirs)
       be_.add_forward(window_count, window_of(node.inputs[0], r, in_buf), window_of(node.inputs[1], r, aux_buf),
-                      out_buf);
+                      result);
       break;
     case OpKind::MaxPool: {
       const Cone::Rect& ri = cone.rect[node.inputs[0]];
       be_.maxpool_tangent_window(st.pool, static_cast<const int32_t*>(keep), ri.window(),
-                                 window_of(node.inputs[0], ri, in_buf), r.window(), out_buf, n);
+                                 window_of(node.inputs[0], ri, in_buf), r.window(), result, n);
       break;
     }
     default:
       throw Error(std::string("internal: no windowed tangent for ") + op_name(node.kind));
   }
-  write_window(node.output, n, out_buf, out, cone, nullptr, aux_buf);
+  if (!compact) write_window(node.output, n, result, out, cone, nullptr, aux_buf);
 }
 
 template <typename T>
@@ -262,12 +266,15 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
     const T* p = read_window(v, n, value_ptr(v, n, x, y, arena), cone, want, scratch);
     if (cone.compact[v]) return p;
     base_of(v, want, aux);
-    be_.subtract(static_cast<int64_t>(n) * graph_.values[v].shape.channels() * (want.r1 - want.r0) *
-                     (want.c1 - want.c0),
-                 scratch, aux, scratch);
+    be_.subtract(
+        static_cast<int64_t>(n) * graph_.values[v].shape.channels() * (want.r1 - want.r0) * (want.c1 - want.c0),
+        scratch, aux, scratch);
     return scratch;
   };
   T* out = value_ptr(node.output, n, x, y, arena);
+  // A compact output is the window itself: written in place, no copy.
+  const bool compact = cone.compact[node.output];
+  T* result = compact ? out : out_buf;  // (an elementwise launch's input is read as in tangent_window)
   const int64_t window_count = static_cast<int64_t>(n) * c * r.area();
   if (r.area() == 0) {  // the patch does not reach this value
     if (!cone.compact[node.output])
@@ -280,33 +287,34 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
     base_of(v, want, aux);
     const T* p = read_window(v, n, value_ptr(v, n, x, y, arena), cone, want, dst);
     if (!cone.compact[v]) return;
-    be_.add_forward(static_cast<int64_t>(n) * graph_.values[v].shape.channels() * (want.r1 - want.r0) *
-                        (want.c1 - want.c0),
-                    p, aux, dst);
+    be_.add_forward(
+        static_cast<int64_t>(n) * graph_.values[v].shape.channels() * (want.r1 - want.r0) * (want.c1 - want.c0), p, aux,
+        dst);
   };
-  // f(base + change) - f(base) on the output's window, f elementwise, in place on out_buf.
+  // f(base + change) - f(base) on the output's window, f elementwise, in place on out_buf (not on
+  // result: a compact output may share its input's storage, whose window read_window may be gathering).
   auto elementwise_change = [&](auto&& f) {
     patched_of(node.inputs[0], r, out_buf, aux_buf);
     f(out_buf);
     f(aux_buf);
-    be_.subtract(window_count, out_buf, aux_buf, out_buf);
+    be_.subtract(window_count, out_buf, aux_buf, result);
   };
   switch (node.kind) {
     case OpKind::Conv: {  // linear: the convolution without bias of the change, unpadded on its window
       Cone::Rect in;
       const ConvDesc d = window_conv(st.conv, r, in);
       be_.conv2d_forward(d, weights_[st.node].template as<T>(), nullptr, change_of(node.inputs[0], in, in_buf, aux_buf),
-                         out_buf, n);
+                         result, n);
       break;
     }
     case OpKind::Affine:  // scale * change per channel
       be_.affine_backward(c, r.area(), weights_[st.node].template as<T>(),
-                          change_of(node.inputs[0], r, in_buf, aux_buf), out_buf, n, false);
+                          change_of(node.inputs[0], r, in_buf, aux_buf), result, n, false);
       break;
     case OpKind::Add: {
       const T* a = change_of(node.inputs[0], r, in_buf, aux_buf);
       const T* b = change_of(node.inputs[1], r, aux_buf, out_buf);
-      be_.add_forward(window_count, a, b, out_buf);
+      be_.add_forward(window_count, a, b, result);
       break;
     }
     case OpKind::Clip:
@@ -316,8 +324,8 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
       break;
     case OpKind::Activation:
       elementwise_change([&](T* v) {
-        be_.activation_forward(node.activation, window_count, static_cast<T>(node.alpha), static_cast<T>(node.beta), v, v,
-                               nullptr);
+        be_.activation_forward(node.activation, window_count, static_cast<T>(node.alpha), static_cast<T>(node.beta), v,
+                               v, nullptr);
       });
       break;
     case OpKind::MaxPool: {  // the pool of base + change on the part of the plane the window reads, padded beyond
@@ -332,14 +340,13 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
       patched_of(node.inputs[0], in, in_buf, aux_buf);
       be_.maxpool_forward(p, in_buf, out_buf, nullptr, n);
       base_of(node.output, r, aux_buf);
-      be_.subtract(window_count, out_buf, aux_buf, out_buf);
+      be_.subtract(window_count, out_buf, aux_buf, result);
       break;
     }
     default:
       throw Error(std::string("internal: no windowed difference for ") + op_name(node.kind));
   }
-  write_window(node.output, n, out_buf, out, cone,
-               cone.compact[node.output] ? nullptr : stored(store, node.output, store.first_slot), aux_buf);
+  if (!compact) write_window(node.output, n, result, out, cone, stored(store, node.output, store.first_slot), aux_buf);
 }
 
 template <typename T>
@@ -452,8 +459,7 @@ void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone*
         case OpKind::LayerNorm: {
           const Shape& so = graph_.values[node.output].shape;
           const T* xhat = static_cast<const T*>(keep);
-          be_.layernorm_tangent(n, static_cast<int>(so.channels()), so.plane(), w, xhat, xhat + n * st.count, in0,
-                                out);
+          be_.layernorm_tangent(n, static_cast<int>(so.channels()), so.plane(), w, xhat, xhat + n * st.count, in0, out);
           break;
         }
       }
@@ -461,8 +467,8 @@ void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone*
   }
 }
 
-template Cone GraphPlan<float>::cone(const Box&) const;
-template Cone GraphPlan<double>::cone(const Box&) const;
+template Cone GraphPlan<float>::cone(const Box&, bool) const;
+template Cone GraphPlan<double>::cone(const Box&, bool) const;
 template void GraphPlan<float>::tangent(int, const float*, float*, Workspace&, const Cone*) const;
 template void GraphPlan<float>::patched_forward(int, const float*, float*, Workspace&, const Cone&,
                                                 const ValueStore&) const;

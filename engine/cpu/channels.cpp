@@ -1,6 +1,7 @@
 // Channel-wise data movement on the CPU: Concat and Slice (copy_channels),
 // ChannelShuffle, and the mean over channels. Forward and backward of each
 // are the same copies with the roles of source and destination swapped.
+#include <algorithm>
 #include <cstring>
 
 #include "engine/cpu/cpu_backend.h"
@@ -76,19 +77,21 @@ void CpuBackend<T>::copy_window(int n, int channels, const T* src, int src_h, in
         std::memset(row, 0, sizeof(T) * w);
         continue;
       }
-      for (int c = 0; c < w; ++c) {
-        const int sc = src_c + c;
-        row[c] = sc < 0 || sc >= src_w ? T(0) : s[static_cast<int64_t>(sr) * src_w + sc];
-      }
+      // Columns c in [lo, hi) read inside the source plane; the others are zero.
+      const int lo = std::clamp(-src_c, 0, w), hi = std::clamp(src_w - src_c, lo, w);
+      std::fill(row, row + lo, T(0));
+      std::copy(s + static_cast<int64_t>(sr) * src_w + src_c + lo, s + static_cast<int64_t>(sr) * src_w + src_c + hi,
+                row + lo);
+      std::fill(row + hi, row + w, T(0));
     }
   }
 }
 
-#define IPNA_CHANNELS(T)                                                                                         \
-  template void CpuBackend<T>::copy_channels(int, int64_t, int, const T*, int, int, T*, int, int, bool);       \
-  template void CpuBackend<T>::channel_shuffle(int, int, int64_t, const int32_t*, const T*, T*, bool, bool);   \
-  template void CpuBackend<T>::channel_mean_forward(int, int, int64_t, const T*, T*);                          \
-  template void CpuBackend<T>::channel_mean_backward(int, int, int64_t, const T*, T*, bool);                   \
+#define IPNA_CHANNELS(T)                                                                                     \
+  template void CpuBackend<T>::copy_channels(int, int64_t, int, const T*, int, int, T*, int, int, bool);     \
+  template void CpuBackend<T>::channel_shuffle(int, int, int64_t, const int32_t*, const T*, T*, bool, bool); \
+  template void CpuBackend<T>::channel_mean_forward(int, int, int64_t, const T*, T*);                        \
+  template void CpuBackend<T>::channel_mean_backward(int, int, int64_t, const T*, T*, bool);                 \
   template void CpuBackend<T>::copy_window(int, int, const T*, int, int, int, int, T*, int, int, int, int, int, int);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_CHANNELS)
 

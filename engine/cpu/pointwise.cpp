@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <bit>
 #include <type_traits>
 
 #include "engine/cpu/cpu_backend.h"
@@ -33,6 +34,14 @@ inline uint64_t pack_inside(const T* x, T lo, T hi) {
   for (int b = 0; b < 64; ++b) bits |= static_cast<uint64_t>(x[b] > lo && x[b] < hi) << b;
   return bits;
 }
+// v where bit 0 of `bits` is set, else +0, without a branch: a ReLU's mask is close to random,
+// and a mispredicted branch per value cost more than the rest of the pass around it.
+template <typename T>
+inline T masked_by_bit(T v, uint64_t bits) {
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  return std::bit_cast<T>(std::bit_cast<U>(v) & (U(0) - static_cast<U>(bits & 1u)));
+}
+
 }  // namespace
 
 template <typename T>
@@ -62,15 +71,15 @@ void CpuBackend<T>::clip_backward(int64_t count, const uint64_t* mask, const T* 
     const uint64_t bits = mask[wi];
     const int64_t end = std::min(count, (wi + 1) * 64);
     for (int64_t i = wi * 64; i < end; ++i) {
-      T g = ((bits >> (i - wi * 64)) & 1u) ? dy[i] : T(0);
+      const T g = masked_by_bit(dy[i], bits >> (i - wi * 64));
       dx[i] = accumulate ? dx[i] + g : g;
     }
   }
 }
 
 template <typename T>
-void CpuBackend<T>::clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint64_t* mask,
-                                        const T* tx, T* ty) {
+void CpuBackend<T>::clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint64_t* mask, const T* tx,
+                                        T* ty) {
   const int64_t planes = static_cast<int64_t>(n) * c;
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < planes; ++p)
@@ -78,9 +87,13 @@ void CpuBackend<T>::clip_tangent_window(int n, int c, int h, int w, PlaneWindow 
       const int64_t at = (p * h + win.r0 + r) * w + win.c0;  // whole-plane index of the row's first element
       const T* t = tx + (p * win.h + r) * win.w;
       T* y = ty + (p * win.h + r) * win.w;
-      for (int col = 0; col < win.w; ++col) {
+      // A word of mask bits at a time: the row's bits from `at` on, shifted down to bit 0.
+      for (int col = 0; col < win.w;) {
         const int64_t i = at + col;
-        y[col] = ((mask[i >> 6] >> (i & 63)) & 1u) ? t[col] : T(0);
+        const uint64_t bits = mask[i >> 6] >> (i & 63);
+        const int take = std::min<int>(64 - static_cast<int>(i & 63), win.w - col);
+        for (int k = 0; k < take; ++k) y[col + k] = masked_by_bit(t[col + k], bits >> k);
+        col += take;
       }
     }
 }
@@ -139,15 +152,15 @@ void CpuBackend<T>::scale_by_mask(int64_t per_sample, int n, const T* mask, T* x
   }
 }
 
-#define IPNA_POINTWISE(T)                                                                             \
-  template void CpuBackend<T>::clip_forward(int64_t, T, T, const T*, T*, uint64_t*);                  \
-  template void CpuBackend<T>::clip_backward(int64_t, const uint64_t*, const T*, T*, bool);           \
+#define IPNA_POINTWISE(T)                                                                                           \
+  template void CpuBackend<T>::clip_forward(int64_t, T, T, const T*, T*, uint64_t*);                                \
+  template void CpuBackend<T>::clip_backward(int64_t, const uint64_t*, const T*, T*, bool);                         \
   template void CpuBackend<T>::clip_tangent_window(int, int, int, int, PlaneWindow, const uint64_t*, const T*, T*); \
-  template void CpuBackend<T>::affine_forward(int, int64_t, const T*, const T*, const T*, T*, int);   \
-  template void CpuBackend<T>::affine_backward(int, int64_t, const T*, const T*, T*, int, bool);      \
-  template void CpuBackend<T>::add_forward(int64_t, const T*, const T*, T*);                          \
-  template void CpuBackend<T>::subtract(int64_t, const T*, const T*, T*);                             \
-  template void CpuBackend<T>::accumulate(int64_t, const T*, T*, bool);                               \
+  template void CpuBackend<T>::affine_forward(int, int64_t, const T*, const T*, const T*, T*, int);                 \
+  template void CpuBackend<T>::affine_backward(int, int64_t, const T*, const T*, T*, int, bool);                    \
+  template void CpuBackend<T>::add_forward(int64_t, const T*, const T*, T*);                                        \
+  template void CpuBackend<T>::subtract(int64_t, const T*, const T*, T*);                                           \
+  template void CpuBackend<T>::accumulate(int64_t, const T*, T*, bool);                                             \
   template void CpuBackend<T>::scale_by_mask(int64_t, int, const T*, T*);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_POINTWISE)
 
