@@ -156,6 +156,10 @@ ScheduleKind parse_schedule(const std::string& name, const std::string& what) {
   throw Error(what + ": expected uniform, adaptive or gradient, got '" + name + "'");
 }
 
+ScheduleKind default_schedule(bool step_control) {
+  return step_control ? ScheduleKind::Gradient : ScheduleKind::Uniform;
+}
+
 double StepLevel::worst() const {
   double w = std::max({std::abs(ig_gap), std::abs(conductance_gap), change});
   for (double g : patch_gap) w = std::max(w, std::abs(g));

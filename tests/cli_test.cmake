@@ -77,6 +77,21 @@ if(NOT grad_schedule STREQUAL "gradient" OR NOT grad_pilot EQUAL 33 OR grad_sum 
                       "(uniform: ${uni_sum})")
 endif()
 
+# Without --schedule: uniform steps for a count (above), the gradient schedule for -n auto.
+string(JSON uni_schedule GET ${uni_out} step_control schedule)
+execute_process(COMMAND ${EXE} attribute --model ${M}/model.onnx --split split --input ${M}/x.npy --baseline zeros
+                        --class 5 -n auto --tol 0.05 --precision f64 -o ${OUT}/auto_default --json
+                RESULT_VARIABLE rc OUTPUT_VARIABLE auto_default ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "attribute -n auto without --schedule failed (${rc}): ${err}")
+endif()
+string(JSON auto_default_schedule GET ${auto_default} step_control schedule)
+string(JSON auto_default_pilot GET ${auto_default} step_control pilot_evaluations)
+if(NOT uni_schedule STREQUAL "uniform" OR NOT auto_default_schedule STREQUAL "gradient" OR NOT auto_default_pilot EQUAL 33)
+  message(FATAL_ERROR "default schedules: -n 16 ${uni_schedule}, -n auto ${auto_default_schedule} "
+                      "(pilot ${auto_default_pilot}); expected uniform and gradient (33)")
+endif()
+
 function(expect_failure name needle)
   execute_process(COMMAND ${EXE} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE o ERROR_VARIABLE e)
   if(rc EQUAL 0)

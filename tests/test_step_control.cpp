@@ -339,6 +339,7 @@ TEST(StepControl, RunToToleranceStopsWhereItSays) {
   SmallNet s;
   Attributor a(s.model, Precision::F64);
   StepControl c;
+  c.schedule = ScheduleKind::Adaptive;
   c.tolerance = 0.02;
   const ControlledResult done = run_to_tolerance(a, s.x, s.x0, s.request(0), c);
   ASSERT_TRUE(done.converged) << done.summary();

@@ -73,7 +73,7 @@ int StepOptions::count() const {
 void StepOptions::check() const {
   if (!automatic()) count();
   try {
-    parse_schedule(schedule, "--schedule");
+    if (!schedule.empty()) parse_schedule(schedule, "--schedule");
   } catch (const Error& e) {
     throw UsageError(e.what());
   }
@@ -88,7 +88,7 @@ StepPlan StepOptions::plan() const {
   StepPlan p;
   p.automatic = automatic();
   if (!p.automatic) p.steps = count();
-  p.schedule = parse_schedule(schedule, "--schedule");
+  p.schedule = schedule.empty() ? default_schedule(p.automatic) : parse_schedule(schedule, "--schedule");
   p.quadrature = quadrature_of(quadrature);
   p.tolerance = tolerance;
   p.max_steps = max_steps;

@@ -36,7 +36,7 @@ struct InputArgs {
 // step control to a tolerance (engine/step_control.h).
 struct StepOptions {
   std::string steps = "256";  // a count, or auto
-  std::string schedule = "uniform";  // uniform, adaptive or gradient (engine/step_control.h)
+  std::string schedule;  // uniform, adaptive or gradient (engine/step_control.h); empty: default_schedule
   std::string quadrature = "right";  // IG's rule: right, left, middle, trapezoid
   double tolerance = 0.01;
   int max_steps = 4096;

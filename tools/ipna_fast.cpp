@@ -225,9 +225,9 @@ void add_step_options(CLI::App* app, StepOptions& s, const std::string& name) {
                       "of F; or gradient: a pilot of " + std::to_string(PilotSpec{}.intervals + 1) +
                       " gradient evaluations, then more steps where the gradient turns faster (density "
                       "sqrt(|d/da (grad F * (x - x'))|), which minimises the right rule's error). Both spread a share "
-                      "of " + std::to_string(static_cast<int>(100 * PilotSpec{}.floor)) + "% of the steps uniformly")
-      ->check(CLI::IsMember({"uniform", "adaptive", "gradient"}))
-      ->capture_default_str();
+                      "of " + std::to_string(static_cast<int>(100 * PilotSpec{}.floor)) +
+                      "% of the steps uniformly. Default: uniform with a step count, gradient with -n auto")
+      ->check(CLI::IsMember({"uniform", "adaptive", "gradient"}));
   app->add_option("--quadrature", s.quadrature,
                   "IG's rule over the steps: right (the original's), left, middle or trapezoid (as Captum's "
                   "riemann_*; trapezoid over m steps uses m + 1 points). Conductance and IPNA keep the right rule")

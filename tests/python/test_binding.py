@@ -251,9 +251,11 @@ def test_gradient_schedule_beats_uniform_steps_on_the_trained_cnn():
     for name in ("ig", "conductance", "ipna"):
         got, base = rel(getattr(gradient, name), getattr(ref, name)), rel(getattr(uniform, name), getattr(ref, name))
         assert got < 0.7 * base, (name, got, base)
-    auto = a.run(x, "zeros", steps="auto", schedule="gradient", tol=0.05, max_steps=512, **kw)
+    auto = a.run(x, "zeros", steps="auto", tol=0.05, max_steps=512, **kw)  # the gradient schedule by default
     assert auto.step_control["schedule"] == "gradient"
     assert auto.step_control["pilot_evaluations"] == 33 and auto.step_control["pilot_forwards"] == 0
     assert "33 pilot gradient evaluations" in auto.step_control["summary"]
+    named = a.run(x, "zeros", steps="auto", schedule="uniform", tol=0.05, max_steps=512, **kw)
+    assert named.step_control["schedule"] == "uniform" and named.step_control["pilot_evaluations"] == 0
     with pytest.raises(ValueError, match="schedule"):
         a.run(x, "zeros", steps=16, schedule="curvature", **kw)

@@ -72,7 +72,7 @@ class Attributor:
     def run(self, x: ArrayLike, baseline: Union[None, str, ArrayLike] = None, *, target_class: int,
             steps: Union[int, str] = 256, target: str = "prob", boxes: Optional[Sequence[Box]] = None,
             grid: Union[None, str, Tuple[int, int]] = None, ig: bool = True, conductance: bool = True,
-            ipna_form: str = "difference", cones: bool = True, schedule: str = "uniform",
+            ipna_form: str = "difference", cones: bool = True, schedule: Optional[str] = None,
             quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096,
             split_mask: Optional[ArrayLike] = None, chunk: int = 0, memory_budget_mb: float = 0.0,
             progress: Progress = None) -> Result: ...
@@ -95,7 +95,7 @@ class AttributeResult:
     def to_json(self) -> dict[str, Any]: ...
 
 def attribute(attributor: Attributor, x: ArrayLike, baseline: Union[None, str, ArrayLike] = None, *,
-              target_class: int, steps: Union[int, str] = 256, schedule: str = "uniform",
+              target_class: int, steps: Union[int, str] = 256, schedule: Optional[str] = None,
               quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096, target: str = "prob",
               boxes: Optional[Sequence[Box]] = None, grid: Union[None, str, Tuple[int, int]] = None,
               ig: bool = True, conductance: bool = True, ipna_form: str = "difference", cones: bool = True,
@@ -112,7 +112,7 @@ class CurveResult:
 
 def pruning_curve(attributor: Attributor, x: ArrayLike, baseline: Union[None, str, ArrayLike] = None, *,
                   target_class: int, box: Box, fractions: Sequence[float] = ..., steps: Union[int, str] = 256,
-                  schedule: str = "uniform", quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096,
+                  schedule: Optional[str] = None, quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096,
                   target: str = "prob", ipna_form: str = "difference", progress: Progress = None) -> CurveResult: ...
 
 class ClassWindowResult:
@@ -127,7 +127,7 @@ class ClassWindowResult:
 
 def class_window(attributor: Attributor, *, data: str = ..., cls: int = 0, window: Box = (0, 0, 14, 14),
                  images: int = 100, k_max: int = 16, random_draws: int = 5, seed: int = 1,
-                 steps: Union[int, str] = 64, schedule: str = "uniform",
+                 steps: Union[int, str] = 64, schedule: Optional[str] = None,
                  quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096, ipna_form: str = "difference", target: str = "prob",
                  progress: Progress = None) -> ClassWindowResult: ...
 
@@ -136,7 +136,7 @@ def sweep(*, model: Sequence[str], split: str, output: str, manifest: Optional[s
           cls: Union[str, int] = "label", boxes: Optional[Sequence[Box]] = None,
           grid: Union[None, str, Tuple[int, int]] = None, ig: bool = True, conductance: bool = True,
           ipna_form: str = "difference", target: str = "prob", steps: Union[int, str] = 256,
-          schedule: str = "uniform", quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096,
+          schedule: Optional[str] = None, quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096,
           prune_fractions: Sequence[float] = (), ranking: str = "ipna", maps: str = "float32", shard: str = "0/1",
           batch_items: int = 16, resume: bool = False, overwrite: bool = False, device: str = "cpu",
           precision: str = "f32", memory_budget_mb: float = 0.0, progress: Progress = None) -> dict[str, Any]: ...

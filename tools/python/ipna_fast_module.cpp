@@ -124,8 +124,8 @@ Granularity granularity_of(const std::string& g) {
   return choice<Granularity>(g, "granularity", {{"neuron", Granularity::Neuron}, {"channel", Granularity::Channel}});
 }
 
-// steps: a count or "auto"; schedule "uniform", "adaptive" or "gradient".
-StepPlan plan_of(const py::object& steps, const std::string& schedule, const std::string& quadrature, double tol,
+// steps: a count or "auto"; schedule "uniform", "adaptive", "gradient" or None (default_schedule).
+StepPlan plan_of(const py::object& steps, const std::optional<std::string>& schedule, const std::string& quadrature, double tol,
                  int max_steps) {
   StepPlan p;
   if (py::isinstance<py::str>(steps)) {
@@ -140,10 +140,11 @@ StepPlan plan_of(const py::object& steps, const std::string& schedule, const std
     }
     if (p.steps < 1) throw py::value_error("steps: expected a positive count, got " + std::to_string(p.steps));
   }
-  p.schedule = choice<ScheduleKind>(schedule, "schedule",
-                                    {{"uniform", ScheduleKind::Uniform},
-                                     {"adaptive", ScheduleKind::Adaptive},
-                                     {"gradient", ScheduleKind::Gradient}});
+  p.schedule = !schedule ? default_schedule(p.automatic)
+                          : choice<ScheduleKind>(*schedule, "schedule",
+                                                 {{"uniform", ScheduleKind::Uniform},
+                                                  {"adaptive", ScheduleKind::Adaptive},
+                                                  {"gradient", ScheduleKind::Gradient}});
   p.quadrature = quadrature_arg(quadrature);
   p.tolerance = tol;
   p.max_steps = max_steps;
@@ -391,7 +392,7 @@ PYBIND11_MODULE(ipna_fast, m) {
           [](PyAttributor& a, const py::object& x, const py::object& baseline, int target_class, const py::object& steps,
              const std::string& target, const std::optional<std::vector<std::vector<int>>>& boxes,
              const py::object& grid, bool ig, bool conductance, const std::string& ipna_form, bool cones,
-             const std::string& schedule, const std::string& quadrature, double tol, int max_steps,
+             const std::optional<std::string>& schedule, const std::string& quadrature, double tol, int max_steps,
              const py::object& split_mask, int chunk, double memory_budget_mb, const py::object& progress) {
             const Shape in = a.model->input_shape();
             const std::vector<double> xv = sample(x, in, "x"), x0 = baseline_of(a, baseline);
@@ -414,7 +415,7 @@ PYBIND11_MODULE(ipna_fast, m) {
           py::arg("x"), py::arg("baseline") = py::none(), py::kw_only(), py::arg("target_class"),
           py::arg("steps") = 256, py::arg("target") = "prob", py::arg("boxes") = py::none(),
           py::arg("grid") = py::none(), py::arg("ig") = true, py::arg("conductance") = true,
-          py::arg("ipna_form") = "difference", py::arg("cones") = true, py::arg("schedule") = "uniform",
+          py::arg("ipna_form") = "difference", py::arg("cones") = true, py::arg("schedule") = py::none(),
           py::arg("quadrature") = "right", py::arg("tol") = 0.01, py::arg("max_steps") = 4096,
           py::arg("split_mask") = py::none(), py::arg("chunk") = 0, py::arg("memory_budget_mb") = 0.0,
           py::arg("progress") = py::none(),
@@ -424,7 +425,8 @@ x, baseline: one sample (the model's input shape, or (1, ...) of it), any array-
   'black' is the black image normalised like ImageNet inputs for 3 channels (zeros otherwise), 'zeros'.
 target_class: the class whose output F is attributed. target: 'prob' (softmax probability) or 'logit'.
 steps: the Riemann steps m, or 'auto': doubled from 16 until the completeness gaps are under tol
-  (relative) or max_steps is reached. schedule: 'uniform', 'adaptive' (steps placed where F changes) or 'gradient' (where the gradient turns).
+  (relative) or max_steps is reached. schedule: 'uniform', 'adaptive' (steps placed where F changes) or 'gradient' (where the gradient turns);
+  None: 'uniform' for a count, 'gradient' for 'auto'.
 quadrature: IG's rule, 'right' (the original's), 'left', 'middle' or 'trapezoid'.
 boxes: IPNA boxes (X1, Y1, X2, Y2): rows X1:X2, columns Y1:Y2; grid: 'RxC' or (R, C), a grid of boxes
   after them. ig, conductance: what else to compute. ipna_form: 'difference' (the original's) or
@@ -478,7 +480,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
   m.def(
       "attribute",
       [](PyAttributor& a, const py::object& x, const py::object& baseline, int target_class,
-         const py::object& steps, const std::string& schedule, const std::string& quadrature,
+         const py::object& steps, const std::optional<std::string>& schedule, const std::string& quadrature,
          double tol, int max_steps, const std::string& target, const std::optional<std::vector<std::vector<int>>>& boxes,
          const py::object& grid, bool ig, bool conductance, const std::string& ipna_form, bool cones,
          std::optional<double> prune_percent, const std::string& ranking, const std::string& granularity,
@@ -502,7 +504,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
         return attribute(*a.engine, xv, x0, s);
       },
       py::arg("attributor"), py::arg("x"), py::arg("baseline") = py::none(), py::kw_only(), py::arg("target_class"),
-      py::arg("steps") = 256, py::arg("schedule") = "uniform", py::arg("quadrature") = "right",
+      py::arg("steps") = 256, py::arg("schedule") = py::none(), py::arg("quadrature") = "right",
       py::arg("tol") = 0.01, py::arg("max_steps") = 4096, py::arg("target") = "prob", py::arg("boxes") = py::none(), py::arg("grid") = py::none(),
       py::arg("ig") = true, py::arg("conductance") = true, py::arg("ipna_form") = "difference",
       py::arg("cones") = true, py::arg("prune_percent") = py::none(), py::arg("ranking") = "ipna",
@@ -520,7 +522,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
   m.def(
       "pruning_curve",
       [](PyAttributor& a, const py::object& x, const py::object& baseline, int target_class, std::vector<int> box,
-         std::vector<double> fractions, const py::object& steps, const std::string& schedule, const std::string& quadrature,
+         std::vector<double> fractions, const py::object& steps, const std::optional<std::string>& schedule, const std::string& quadrature,
          double tol, int max_steps, const std::string& target,
          const std::string& ipna_form, const py::object& progress) {
         const std::vector<double> xv = sample(x, a.model->input_shape(), "x"), x0 = baseline_of(a, baseline);
@@ -539,7 +541,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
       py::arg("box"),
       py::arg("fractions") = std::vector<double>{0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.2, 0.3,
                                                  0.5, 0.7, 0.9, 1},
-      py::arg("steps") = 256, py::arg("schedule") = "uniform", py::arg("quadrature") = "right",
+      py::arg("steps") = 256, py::arg("schedule") = py::none(), py::arg("quadrature") = "right",
       py::arg("tol") = 0.01, py::arg("max_steps") = 4096, py::arg("target") = "prob", py::arg("ipna_form") = "difference",
       py::arg("progress") = py::none(),
       "The original's trafficlight_plot: prune growing fractions of the split units by the box's IPNA ranking and "
@@ -556,7 +558,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
   m.def(
       "class_window",
       [](PyAttributor& a, const std::string& data, int cls, std::vector<int> window, int images, int k_max,
-         int random_draws, int seed, const py::object& steps, const std::string& schedule, const std::string& quadrature,
+         int random_draws, int seed, const py::object& steps, const std::optional<std::string>& schedule, const std::string& quadrature,
          double tol, int max_steps, const std::string& ipna_form, const std::string& target,
          const py::object& progress) {
         if (window.size() != 4) throw py::value_error("window: (X1, Y1, X2, Y2)");
@@ -579,7 +581,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
       },
       py::arg("attributor"), py::kw_only(), py::arg("data") = kFashionMnistDir, py::arg("cls") = 0,
       py::arg("window") = std::vector<int>{0, 0, 14, 14}, py::arg("images") = 100, py::arg("k_max") = 16,
-      py::arg("random_draws") = 5, py::arg("seed") = 1, py::arg("steps") = 64, py::arg("schedule") = "uniform",
+      py::arg("random_draws") = 5, py::arg("seed") = 1, py::arg("steps") = 64, py::arg("schedule") = py::none(),
       py::arg("quadrature") = "right", py::arg("tol") = 0.01, py::arg("max_steps") = 4096, py::arg("ipna_form") = "difference",
       py::arg("target") = "prob", py::arg("progress") = py::none(),
       "The original's Fashion-MNIST experiment: average IPNA of a window over `images` test images of class `cls`, "
@@ -597,7 +599,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
          const std::optional<std::string>& manifest, const std::optional<std::string>& image_folder,
          const std::optional<std::string>& idx, const std::string& idx_set, int64_t limit, const py::object& cls,
          const std::optional<std::vector<std::vector<int>>>& boxes, const py::object& grid, bool ig, bool conductance,
-         const std::string& ipna_form, const std::string& target, const py::object& steps, const std::string& schedule, const std::string& quadrature,
+         const std::string& ipna_form, const std::string& target, const py::object& steps, const std::optional<std::string>& schedule, const std::string& quadrature,
          double tol, int max_steps,
          std::vector<double> prune_fractions, const std::string& ranking, const std::string& maps,
          const std::string& shard, int batch_items, bool resume, bool overwrite, const std::string& device,
@@ -656,7 +658,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
       py::arg("image_folder") = py::none(), py::arg("idx") = py::none(), py::arg("idx_set") = "test",
       py::arg("limit") = -1, py::arg("cls") = "label", py::arg("boxes") = py::none(), py::arg("grid") = py::none(),
       py::arg("ig") = true, py::arg("conductance") = true, py::arg("ipna_form") = "difference",
-      py::arg("target") = "prob", py::arg("steps") = 256, py::arg("schedule") = "uniform",
+      py::arg("target") = "prob", py::arg("steps") = 256, py::arg("schedule") = py::none(),
       py::arg("quadrature") = "right", py::arg("tol") = 0.01, py::arg("max_steps") = 4096,
       py::arg("prune_fractions") = std::vector<double>{},
       py::arg("ranking") = "ipna", py::arg("maps") = "float32", py::arg("shard") = "0/1", py::arg("batch_items") = 16,
