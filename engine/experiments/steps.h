@@ -14,7 +14,7 @@ namespace ipna {
 struct StepPlan {
   int steps = 256;         // m, when not automatic
   bool automatic = false;  // double m from 16 until the gaps are under `tolerance`
-  ScheduleKind schedule = ScheduleKind::Uniform;
+  ScheduleKind schedule = ScheduleKind::Uniform;  // the CLI and Python pass default_schedule(automatic) if none is named
   Quadrature quadrature = Quadrature::Right;
   double tolerance = 0.01;
   int max_steps = 4096;
