@@ -68,13 +68,14 @@ struct Engine {
   // The step loop's buffers and workspaces live across runs: a sweep of many
   // runs allocates (and page-faults) once, and nothing is allocated inside the loop.
   struct StepBuffers {
-    DeviceBuffer points, dx, h, h_masked, dh, h_prev, h_next, g_next, h_patch, g_window, logits, dlogits, fval, ig_acc,
-        cond_acc, carry, zeros, value_store;
+    DeviceBuffer points, dx, h, h_masked, dh, h_prev, h_next, g_next, h_patch, g_window, box_direction, logits, dlogits,
+        fval, ig_acc, cond_acc, carry, zeros, value_store;
     std::vector<DeviceBuffer> ipna_acc;  // one per box
     template <typename F>
     void each(F&& f) {
-      for (DeviceBuffer* b : {&points, &dx, &h, &h_masked, &dh, &h_prev, &h_next, &g_next, &h_patch, &g_window, &logits,
-                              &dlogits, &fval, &ig_acc, &cond_acc, &carry, &zeros, &value_store})
+      for (DeviceBuffer* b :
+           {&points, &dx, &h, &h_masked, &dh, &h_prev, &h_next, &g_next, &h_patch, &g_window, &box_direction, &logits,
+            &dlogits, &fval, &ig_acc, &cond_acc, &carry, &zeros, &value_store})
         f(*b);
       for (DeviceBuffer& b : ipna_acc) f(b);
     }
@@ -373,7 +374,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   int64_t widest_split_window = 0;
   if (patch_cones)
     for (size_t b = 0; b < req.boxes.size(); ++b) {
-      cones.push_back(f1.cone(req.boxes[b], /*compact_output=*/true));
+      cones.push_back(f1.cone(req.boxes[b], /*compact_output=*/true, /*compact_input=*/tangent));
       cone_window = std::max(cone_window, cones.back().window_elems);
       if (cones.back().compact[f1.graph().output]) {
         const Cone::Rect& rect = cones.back().rect[f1.graph().output];
@@ -444,6 +445,12 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   }
   T* h_patch = req.boxes.empty() ? nullptr : grow(B.h_patch, chunk * hn);
   T* g_window = widest_split_window ? grow(B.g_window, chunk * widest_split_window) : nullptr;
+  // The tangent form's direction d_k * 1_S on the box alone, where only cone windows read it.
+  int64_t widest_box = 0;
+  for (const Cone& cone : cones)
+    if (cone.compact[f1.graph().input])
+      widest_box = std::max(widest_box, in_shape.channels() * cone.rect[f1.graph().input].area());
+  T* box_direction = widest_box ? grow(B.box_direction, widest_box) : nullptr;
   // Box b's part of a gradient g of the chunk's points: g itself, or its window on b's cone, gathered.
   const int split_h = h_shape.rank() == 3 ? static_cast<int>(h_shape.height()) : 0;
   const int split_w = h_shape.rank() == 3 ? static_cast<int>(h_shape.width()) : 0;
@@ -575,9 +582,20 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
           patch.k.push_back(tangent ? 0 : P.before[first + i]);
           patch.box_index.push_back(static_cast<int>(b));
         }
-        if (tangent) {                                                  // IPNA^t += g(x_k) * J_h(x_k) (d_k * 1_S)
-          be->make_points(in_shape, zeros, d_dev.as<T>(), patch, pts);  // d_k * 1_S
-          f1.tangent(c, pts, h_patch, ws1, cones.empty() ? nullptr : &cones[b]);
+        if (tangent) {  // IPNA^t += g(x_k) * J_h(x_k) (d_k * 1_S)
+          const Cone* cone = cones.empty() ? nullptr : &cones[b];
+          if (cone && cone->compact[f1.graph().input]) {  // s_k d on the box alone: d's window, scaled per point
+            const Cone::Rect& box = cone->rect[f1.graph().input];
+            const int bh = box.r1 - box.r0, bw = box.c1 - box.c0;
+            be->copy_window(1, static_cast<int>(in_shape.channels()), d_dev.as<T>(), H, W, box.r0, box.c0,
+                            box_direction, bh, bw, 0, 0, bh, bw);
+            PointBatch scaled;
+            scaled.k = step.empty() ? std::vector<double>(c, 1.0) : step;
+            be->make_points(Shape{in_shape.channels(), bh, bw}, zeros, box_direction, scaled, pts);
+          } else {
+            be->make_points(in_shape, zeros, d_dev.as<T>(), patch, pts);  // d_k * 1_S
+          }
+          f1.tangent(c, pts, h_patch, ws1, cone);
           be->accumulate_path_product(split_window[b].count, c, gradient_on(b, dh, c), h_patch, nullptr, ipna_acc[b]);
         } else {  // IPNA += g(x_k) * (h(x_{k-1} + d_k * 1_S) - h(x_{k-1}))
           be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), patch, pts);

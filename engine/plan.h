@@ -94,7 +94,10 @@ class GraphPlan {
   // compact_output, the output stays compact where a windowed launch writes it
   // (cone.compact[graph().output]): a caller that only reads it on its cone
   // window is spared writing and reading the zeros (or base values) around it.
-  Cone cone(const Box& box, bool compact_output = false) const;
+  // With compact_input, so does the input where only windowed launches read it
+  // (cone.compact[graph().input]): the tangent pass then takes the direction on
+  // the box alone, [n, C, box height, box width].
+  Cone cone(const Box& box, bool compact_output = false, bool compact_input = false) const;
   // Forward mode: ty_i = J(x_i) tx_i, the directional derivative at the points
   // of the last saving forward of n samples (linear ops without their bias,
   // Clip gated by its mask, MaxPool routed by its argmax, smooth activations,

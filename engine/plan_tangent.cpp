@@ -104,7 +104,7 @@ void GraphPlan<T>::write_window(int v, int n, T* window, T* out, const Cone& con
 }
 
 template <typename T>
-Cone GraphPlan<T>::cone(const Box& box, bool compact_output) const {
+Cone GraphPlan<T>::cone(const Box& box, bool compact_output, bool compact_input) const {
   Cone c;
   c.rect.resize(graph_.values.size());
   c.windowed.assign(launches_.size(), false);
@@ -165,6 +165,7 @@ Cone GraphPlan<T>::cone(const Box& box, bool compact_output) const {
   for (size_t li = 0; li < launches_.size(); ++li)
     if (c.windowed[li]) c.compact[graph_.nodes[launches_[li].node].output] = true;
   if (!compact_output) c.compact[graph_.output] = false;
+  c.compact[graph_.input] = compact_input;
   for (size_t li = 0; li < launches_.size(); ++li)
     if (!c.windowed[li])
       for (int v : graph_.nodes[launches_[li].node].inputs) c.compact[v] = false;
@@ -467,8 +468,8 @@ void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone*
   }
 }
 
-template Cone GraphPlan<float>::cone(const Box&, bool) const;
-template Cone GraphPlan<double>::cone(const Box&, bool) const;
+template Cone GraphPlan<float>::cone(const Box&, bool, bool) const;
+template Cone GraphPlan<double>::cone(const Box&, bool, bool) const;
 template void GraphPlan<float>::tangent(int, const float*, float*, Workspace&, const Cone*) const;
 template void GraphPlan<float>::patched_forward(int, const float*, float*, Workspace&, const Cone&,
                                                 const ValueStore&) const;

@@ -107,7 +107,7 @@ TEST(TangentForm, TheTwoFormsMeetAsStepsGrow) {
 // both must happen on these models for the check to cover them.
 TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
   if (!fixtures_present()) return;
-  int compact_values = 0, per_position = 0, trimmed_stores = 0, compact_outputs = 0;
+  int compact_values = 0, per_position = 0, trimmed_stores = 0, compact_outputs = 0, compact_inputs = 0;
   for (const char* name : {"lenet", "vgg_avg", "resnet18", "mbv2_block", "tiny224", "mobilenet_v3_small",
                            "efficientnet_b0", "densenet121", "shufflenet_v2_x0_5", "convnext_tiny"}) {
     const std::string dir = fixture_dir() + "/" + name;
@@ -129,7 +129,8 @@ TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
       int64_t every_value = 0;  // the difference form's store keeps only the base values it reads
       for (const Value& v : m.f1.values) every_value += v.shape.numel();
       trimmed_stores += plan.store_layout({cone}).elems < every_value;
-      compact_outputs += plan.cone(box, /*compact_output=*/true).compact[m.f1.output];  // IPNA on the split window
+      compact_outputs += plan.cone(box, /*compact_output=*/true).compact[m.f1.output];      // IPNA on the split window
+      compact_inputs += plan.cone(box, false, /*compact_input=*/true).compact[m.f1.input];  // the direction on the box
     }
     const auto x = npy(dir + "/x.npy"), x0 = npy(dir + "/baseline.npy");
     for (IpnaForm form : {IpnaForm::Tangent, IpnaForm::Difference}) {
@@ -158,12 +159,15 @@ TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
       }
     }
   }
-  std::printf("compact values %d, windowed per-position launches %d, trimmed stores %d, compact outputs %d\n",
-              compact_values, per_position, trimmed_stores, compact_outputs);
+  std::printf(
+      "compact values %d, windowed per-position launches %d, trimmed stores %d, compact outputs %d, compact "
+      "inputs %d\n",
+      compact_values, per_position, trimmed_stores, compact_outputs, compact_inputs);
   EXPECT_GT(compact_values, 20);
   EXPECT_GT(per_position, 20);
   EXPECT_GT(trimmed_stores, 10);
   EXPECT_GT(compact_outputs, 5);
+  EXPECT_GT(compact_inputs, 10);
 }
 
 }  // namespace
