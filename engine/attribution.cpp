@@ -374,7 +374,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   int64_t widest_split_window = 0;
   if (patch_cones)
     for (size_t b = 0; b < req.boxes.size(); ++b) {
-      cones.push_back(f1.cone(req.boxes[b], /*compact_output=*/true, /*compact_input=*/tangent));
+      cones.push_back(f1.cone(req.boxes[b], /*compact_output=*/true, /*compact_input=*/true));
       cone_window = std::max(cone_window, cones.back().window_elems);
       if (cones.back().compact[f1.graph().output]) {
         const Cone::Rect& rect = cones.back().rect[f1.graph().output];
@@ -468,7 +468,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   T* ig_acc = ig ? grow(B.ig_acc, xn) : nullptr;
   T* cond_acc = req.conductance ? grow(B.cond_acc, hn) : nullptr;
   T* carry = path ? grow(B.carry, hn) : nullptr;
-  T* zeros = tangent ? grow(B.zeros, xn) : nullptr;
+  T* zeros = tangent || patch_cones ? grow(B.zeros, xn) : nullptr;
   // Slot 0: the carried base point, slots 1..chunk: this chunk's points; refining, chunk + 1..2 chunk: the
   // coarse points before them.
   typename GraphPlan<T>::ValueStore store;
@@ -478,7 +478,23 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   }
   const typename GraphPlan<T>::ValueStore new_points{store.data, store.slots, 1, store.layout},
       coarse_points{store.data, store.slots, chunk + 1, store.layout};
-  if (tangent) be->zero(zeros, xn * t);
+  if (zeros) be->zero(zeros, xn * t);
+  // Box b's patch points into pts: x' + k d + s d 1_S (the tangent form: base zeros, k = 0), or where only
+  // cone windows read the input, the patch alone, s d on the box ([n, C, box]): the tangent there, and the
+  // difference form's change of the input.
+  auto make_patch_points = [&](size_t b, const PointBatch& patch, const T* base) {
+    if (cones.empty() || !cones[b].compact[f1.graph().input]) {
+      be->make_points(in_shape, base, d_dev.as<T>(), patch, pts);
+      return;
+    }
+    const Cone::Rect& box = cones[b].rect[f1.graph().input];
+    const int bh = box.r1 - box.r0, bw = box.c1 - box.c0;
+    be->copy_window(1, static_cast<int>(in_shape.channels()), d_dev.as<T>(), H, W, box.r0, box.c0, box_direction, bh,
+                    bw, 0, 0, bh, bw);
+    PointBatch scaled;  // zeros + s d
+    scaled.k = patch.patch_scale.empty() ? std::vector<double>(patch.k.size(), 1.0) : patch.patch_scale;
+    be->make_points(Shape{in_shape.channels(), bh, bw}, zeros, box_direction, scaled, pts);
+  };
   if (B.ipna_acc.size() < req.boxes.size()) B.ipna_acc.resize(req.boxes.size());
   std::vector<T*> ipna_acc;
   for (size_t b = 0; b < req.boxes.size(); ++b) {
@@ -583,22 +599,11 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
           patch.box_index.push_back(static_cast<int>(b));
         }
         if (tangent) {  // IPNA^t += g(x_k) * J_h(x_k) (d_k * 1_S)
-          const Cone* cone = cones.empty() ? nullptr : &cones[b];
-          if (cone && cone->compact[f1.graph().input]) {  // s_k d on the box alone: d's window, scaled per point
-            const Cone::Rect& box = cone->rect[f1.graph().input];
-            const int bh = box.r1 - box.r0, bw = box.c1 - box.c0;
-            be->copy_window(1, static_cast<int>(in_shape.channels()), d_dev.as<T>(), H, W, box.r0, box.c0,
-                            box_direction, bh, bw, 0, 0, bh, bw);
-            PointBatch scaled;
-            scaled.k = step.empty() ? std::vector<double>(c, 1.0) : step;
-            be->make_points(Shape{in_shape.channels(), bh, bw}, zeros, box_direction, scaled, pts);
-          } else {
-            be->make_points(in_shape, zeros, d_dev.as<T>(), patch, pts);  // d_k * 1_S
-          }
-          f1.tangent(c, pts, h_patch, ws1, cone);
+          make_patch_points(b, patch, zeros);
+          f1.tangent(c, pts, h_patch, ws1, cones.empty() ? nullptr : &cones[b]);
           be->accumulate_path_product(split_window[b].count, c, gradient_on(b, dh, c), h_patch, nullptr, ipna_acc[b]);
         } else {  // IPNA += g(x_k) * (h(x_{k-1} + d_k * 1_S) - h(x_{k-1}))
-          be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), patch, pts);
+          make_patch_points(b, patch, x0_dev.as<T>());
           if (value_store)  // base x_{k-1}: store slot i, or refining, the coarse point's slot
             f1.patched_forward(c, pts, h_patch, ws1, cones[b], coarse ? coarse_points : store);
           else
@@ -609,7 +614,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
           if (coarse) {  // IPNA += g_{2k} (h(x_{2k-1} + d_{2k} * 1_S) - h(x_{2k-1})): the step on to the coarse point
             patch.k.assign(P.t.begin() + first, P.t.begin() + first + c);
             if (!P.unit) patch.patch_scale.assign(P.s_after.begin() + first, P.s_after.begin() + first + c);
-            be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), patch, pts);
+            make_patch_points(b, patch, x0_dev.as<T>());
             if (value_store)
               f1.patched_forward(c, pts, h_patch, ws1, cones[b], new_points);
             else
