@@ -445,7 +445,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   }
   T* h_patch = req.boxes.empty() ? nullptr : grow(B.h_patch, chunk * hn);
   T* g_window = widest_split_window ? grow(B.g_window, chunk * widest_split_window) : nullptr;
-  // The tangent form's direction d_k * 1_S on the box alone, where only cone windows read it.
+  // d on a box alone, for a box whose cone windows are all that read the input (make_patch_points).
   int64_t widest_box = 0;
   for (const Cone& cone : cones)
     if (cone.compact[f1.graph().input])
