@@ -33,14 +33,20 @@ if(NOT total STREQUAL total2)
   message(FATAL_ERROR "two-part form differs: ${total} vs ${total2}")
 endif()
 
+# `attribute` on the LeNet fixture (class 5, zeros baseline, float64) with ARGN, its --json report into `var`,
+# its outputs into ${OUT}/name; a failure fails the test.
+function(attribute_json var name)
+  execute_process(COMMAND ${EXE} attribute --model ${M}/model.onnx --split split --input ${M}/x.npy --baseline zeros
+                          --class 5 --precision f64 -o ${OUT}/${name} --json ${ARGN}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE json ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "attribute ${ARGN} failed (${rc}): ${err}")
+  endif()
+  set(${var} "${json}" PARENT_SCOPE)
+endfunction()
+
 # -n auto: step control to a tolerance, on an adaptive schedule, reported.
-execute_process(COMMAND ${EXE} attribute --model ${M}/model.onnx --split split --input ${M}/x.npy --baseline zeros
-                        --class 5 --box 7 9 16 26 -n auto --schedule adaptive --tol 0.05 --precision f64 -o ${OUT}/auto
-                        --json
-                RESULT_VARIABLE rc OUTPUT_VARIABLE auto_out ERROR_VARIABLE err)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "attribute -n auto failed (${rc}): ${err}")
-endif()
+attribute_json(auto_out auto --box 7 9 16 26 -n auto --schedule adaptive --tol 0.05)
 string(JSON converged GET ${auto_out} step_control converged)
 string(JSON auto_steps GET ${auto_out} steps)
 string(JSON levels LENGTH ${auto_out} step_control levels)
@@ -59,18 +65,11 @@ endif()
 message(STATUS "-n auto: ${auto_steps} steps over ${levels} step counts, IG gap ${auto_gap} (F ${auto_fx0} -> ${auto_fx})")
 
 # --schedule gradient: a pilot of 33 gradient evaluations, reported; a path other than uniform steps.
-execute_process(COMMAND ${EXE} attribute --model ${M}/model.onnx --split split --input ${M}/x.npy --baseline zeros
-                        --class 5 -n 16 --schedule gradient --precision f64 -o ${OUT}/gradient --json
-                RESULT_VARIABLE rc OUTPUT_VARIABLE grad_out ERROR_VARIABLE err)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "attribute --schedule gradient failed (${rc}): ${err}")
-endif()
+attribute_json(grad_out gradient -n 16 --schedule gradient)
 string(JSON grad_schedule GET ${grad_out} step_control schedule)
 string(JSON grad_pilot GET ${grad_out} step_control pilot_evaluations)
 string(JSON grad_sum GET ${grad_out} ig sum)
-execute_process(COMMAND ${EXE} attribute --model ${M}/model.onnx --split split --input ${M}/x.npy --baseline zeros
-                        --class 5 -n 16 --precision f64 -o ${OUT}/uniform16 --json
-                RESULT_VARIABLE rc OUTPUT_VARIABLE uni_out ERROR_VARIABLE err)
+attribute_json(uni_out uniform16 -n 16)
 string(JSON uni_sum GET ${uni_out} ig sum)
 if(NOT grad_schedule STREQUAL "gradient" OR NOT grad_pilot EQUAL 33 OR grad_sum STREQUAL uni_sum)
   message(FATAL_ERROR "--schedule gradient: schedule ${grad_schedule}, pilot ${grad_pilot}, IG sum ${grad_sum} "
@@ -79,12 +78,7 @@ endif()
 
 # Without --schedule: uniform steps for a count (above), the gradient schedule for -n auto.
 string(JSON uni_schedule GET ${uni_out} step_control schedule)
-execute_process(COMMAND ${EXE} attribute --model ${M}/model.onnx --split split --input ${M}/x.npy --baseline zeros
-                        --class 5 -n auto --tol 0.05 --precision f64 -o ${OUT}/auto_default --json
-                RESULT_VARIABLE rc OUTPUT_VARIABLE auto_default ERROR_VARIABLE err)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "attribute -n auto without --schedule failed (${rc}): ${err}")
-endif()
+attribute_json(auto_default auto_default -n auto --tol 0.05)
 string(JSON auto_default_schedule GET ${auto_default} step_control schedule)
 string(JSON auto_default_pilot GET ${auto_default} step_control pilot_evaluations)
 if(NOT uni_schedule STREQUAL "uniform" OR NOT auto_default_schedule STREQUAL "gradient" OR NOT auto_default_pilot EQUAL 33)
