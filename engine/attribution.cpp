@@ -114,6 +114,7 @@ struct Engine {
     return b;
   }
   std::vector<double> download(const T* p, size_t count) {
+    if (!count) return {};  // a box whose cone never reaches the split tensor
     std::vector<T> h(count);
     be->copy_to_host(h.data(), p, count * sizeof(T));
     return {h.begin(), h.end()};

@@ -28,6 +28,8 @@ using Rect = Cone::Rect;
 Rect full(const Shape& s) { return {0, static_cast<int>(s.height()), 0, static_cast<int>(s.width())}; }
 
 Rect unite(const Rect& a, const Rect& b) {
+  if (a.area() == 0) return b;
+  if (b.area() == 0) return a;
   return {std::min(a.r0, b.r0), std::max(a.r1, b.r1), std::min(a.c0, b.c0), std::max(a.c1, b.c1)};
 }
 
@@ -35,6 +37,10 @@ int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 // Output positions [lo, hi) of one axis whose window taps o*s - p + t*d meet input positions [a, b).
 void window_out(int a, int b, int k, int s, int p, int d, int out, int& lo, int& hi) {
+  if (b <= a) {  // nothing in, nothing out
+    lo = hi = 0;
+    return;
+  }
   const int span = (k - 1) * d;
   lo = std::max(0, -floor_div(-(a + p - span), s));  // ceil((a + p - span) / s)
   hi = std::min(out, floor_div(b - 1 + p, s) + 1);

@@ -51,6 +51,28 @@ AttributionResult run(const SplitModel& m, int steps, std::vector<Box> boxes, Ip
   return a.run(random_vector(3 * 16 * 16, 21), black_baseline(Shape{3, 16, 16}), r);
 }
 
+// A box that no tap of a 1x1 stride-2 convolution reads (an odd row and column) never reaches the split
+// tensor: its cone is empty from there on, and its IPNA is zero in both forms, on cones as on whole planes.
+TEST(TangentForm, ABoxItsConeNeverCarriesOnHasZeroIpna) {
+  NetBuilder b(Shape{3, 16, 16}, 5);
+  b.conv(6, 1, 2, 0);
+  b.relu();
+  b.conv(6, 3, 1, 1);
+  b.relu();
+  const SplitModel m = with_classifier_head(b, b.current());
+  CpuBackend<double> cpu;
+  const Cone cone = GraphPlan<double>(m.f1, cpu).cone({3, 5, 4, 6}, true, true);
+  ASSERT_EQ(cone.rect[m.f1.output].area(), 0);
+  ASSERT_TRUE(cone.compact[m.f1.output] && cone.compact[m.f1.input]);
+  for (IpnaForm form : {IpnaForm::Tangent, IpnaForm::Difference})
+    for (bool cones : {true, false}) {
+      const AttributionResult r = run(m, 8, {{3, 5, 4, 6}}, form, cones);
+      ASSERT_EQ(r.ipna[0].size(), static_cast<size_t>(m.split_shape().numel()));
+      EXPECT_EQ(std::count(r.ipna[0].begin(), r.ipna[0].end(), 0.0), m.split_shape().numel()) << cones;
+      EXPECT_NE(r.ig_sum, 0.0);
+    }
+}
+
 TEST(TangentForm, PatchCompletenessHoldsAtEveryStepCount) {
   const SplitModel m = net();
   const std::vector<Box> boxes{{2, 3, 9, 12}, {0, 0, 16, 16}, {12, 12, 16, 16}};
