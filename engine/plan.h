@@ -138,8 +138,8 @@ class GraphPlan {
   // it is compact) from its storage p, compact or whole: p itself where compact on that very
   // window, else copied into scratch.
   const T* read_window(int v, int n, const T* p, const Cone& cone, const Cone::Rect& want, T* scratch) const;
-  // A windowed launch's result `window` (its output's cone window, [n, C, rect]) into the output's
-  // storage `out`: compact as it is, or a whole plane, zero outside the cone (the tangent) or, with
+  // A windowed launch's result `window` (its output's cone window, [n, C, rect]) into a whole-plane
+  // output `out` (a compact one is written in place instead): zero outside the cone (the tangent) or, with
   // `base`, the base value plus the window's change (the difference form; `window` is changed, aux is scratch).
   void write_window(int v, int n, T* window, T* out, const Cone& cone, const T* base, T* aux) const;
   // The difference form's launch `launch` on its cone window (plan_tangent.cpp).

@@ -95,10 +95,6 @@ void GraphPlan<T>::write_window(int v, int n, T* window, T* out, const Cone& con
   const Cone::Rect& r = cone.rect[v];
   const int c = static_cast<int>(s.channels()), h = static_cast<int>(s.height()), w = static_cast<int>(s.width());
   const int wh = r.r1 - r.r0, ww = r.c1 - r.c0;
-  if (cone.compact[v]) {
-    be_.copy_on_device(out, window, sizeof(T) * n * c * wh * ww);
-    return;
-  }
   if (base) {  // the patched value: the base plus the change on the window
     be_.copy_on_device(out, base, sizeof(T) * n * s.numel());
     be_.copy_window(n, c, base, h, w, r.r0, r.c0, aux, wh, ww, 0, 0, wh, ww);
