@@ -9,9 +9,10 @@
 // in place. Clip masks are bit-packed over the flat batch index (bit i of word
 // i/64), MaxPool keeps the argmax as a flat index into the sample's input.
 #pragma once
-#include <cstddef>
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -62,6 +63,16 @@ class Device {
     return std::min<size_t>(size_t(1) << 30, available / 4);
   }
   virtual void synchronize() {}
+  // Independent tasks (IPNA's patch passes, one per box): run(task, lane) for every task in
+  // [0, tasks), at most `lanes` (<= concurrent_lanes()) at once, each lane on its own host
+  // thread with its own buffers, calling this device's ops concurrently with the other lanes.
+  // A device that queues its ops on one stream has one lane and runs the tasks in order. The
+  // first task that throws stops the tasks not yet started; its exception is rethrown here.
+  virtual int concurrent_lanes() const { return 1; }
+  virtual void run_concurrently(int tasks, int lanes, const std::function<void(int task, int lane)>& run) {
+    (void)lanes;
+    for (int t = 0; t < tasks; ++t) run(t, 0);
+  }
   // Seconds spent so far choosing algorithms (cuDNN's timed search), which a
   // run pays once per shape; timings report them apart.
   virtual double algorithm_search_seconds() const { return 0; }
@@ -93,7 +104,9 @@ class DeviceBuffer {
     bytes_ = 0;
   }
   template <typename U>
-  U* as() const { return static_cast<U*>(ptr_); }
+  U* as() const {
+    return static_cast<U*>(ptr_);
+  }
   size_t bytes() const { return bytes_; }
 
  private:
@@ -107,11 +120,9 @@ class Backend : public Device {
  public:
   // --- network ops (forward and input-gradient backward) ---
   virtual void conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) = 0;
-  virtual void conv2d_backward_data(const ConvDesc& d, const T* weight, const T* dy, T* dx, int n,
-                                    bool accumulate) = 0;
+  virtual void conv2d_backward_data(const ConvDesc& d, const T* weight, const T* dy, T* dx, int n, bool accumulate) = 0;
   virtual void linear_forward(int in, int out, const T* weight, const T* bias, const T* x, T* y, int n) = 0;
-  virtual void linear_backward_data(int in, int out, const T* weight, const T* dy, T* dx, int n,
-                                    bool accumulate) = 0;
+  virtual void linear_backward_data(int in, int out, const T* weight, const T* dy, T* dx, int n, bool accumulate) = 0;
   virtual void affine_forward(int c, int64_t plane, const T* scale, const T* shift, const T* x, T* y, int n) = 0;
   virtual void affine_backward(int c, int64_t plane, const T* scale, const T* dy, T* dx, int n, bool accumulate) = 0;
   // mask may be null (forward without saving for backward).
@@ -130,19 +141,18 @@ class Backend : public Device {
   virtual void accumulate(int64_t count, const T* src, T* dst, bool accumulate) = 0;
   // Concat and Slice: per sample, `channels` channels of `plane` elements from
   // src (from its channel src_c0 of src_c) to dst (from its channel dst_c0 of dst_c).
-  virtual void copy_channels(int n, int64_t plane, int channels, const T* src, int src_c, int src_c0, T* dst,
-                             int dst_c, int dst_c0, bool accumulate) = 0;
+  virtual void copy_channels(int n, int64_t plane, int channels, const T* src, int src_c, int src_c0, T* dst, int dst_c,
+                             int dst_c0, bool accumulate) = 0;
   // y (+)= a * b, b of a's shape or one value per channel (broadcast over the plane).
   virtual void mul_forward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, T* y,
                            bool accumulate) = 0;
   // da (+)= dy * b and db (+)= dy * a (summed over the plane for a per-channel b);
   // da or db may be null. Also the backward of Activation: dx = dy * derivative.
-  virtual void mul_backward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, const T* dy,
-                            T* da, bool accumulate_a, T* db, bool accumulate_b) = 0;
+  virtual void mul_backward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, const T* dy, T* da,
+                            bool accumulate_a, T* db, bool accumulate_b) = 0;
   // y = f(x); derivative = f'(x) when not null (what backward keeps). alpha and
   // beta parameterise HardSigmoid. y may alias x.
-  virtual void activation_forward(ActivationFn f, int64_t count, T alpha, T beta, const T* x, T* y,
-                                  T* derivative) = 0;
+  virtual void activation_forward(ActivationFn f, int64_t count, T alpha, T beta, const T* x, T* y, T* derivative) = 0;
   virtual void channel_mean_forward(int n, int c, int64_t plane, const T* x, T* y) = 0;
   virtual void channel_mean_backward(int n, int c, int64_t plane, const T* dy, T* dx, bool accumulate) = 0;
   // Normalises each position over the channels: y = (x - mean) * rstd * gamma + beta,
@@ -169,8 +179,8 @@ class Backend : public Device {
   virtual void clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint64_t* mask, const T* tx,
                                    T* ty) = 0;
   // ty = gamma * rstd * (tx - mean_c(tx) - x_hat * mean_c(tx * x_hat)), at the saved point.
-  virtual void layernorm_tangent(int n, int c, int64_t plane, const T* gamma, const T* xhat, const T* rstd,
-                                 const T* tx, T* ty) = 0;
+  virtual void layernorm_tangent(int n, int c, int64_t plane, const T* gamma, const T* xhat, const T* rstd, const T* tx,
+                                 T* ty) = 0;
   // Per sample and channel: the h x w window at (dst_r, dst_c) of dst's plane (dst_h x dst_w) gets the
   // window at (src_r, src_c) of src's plane (src_h x src_w); source positions outside the plane read as
   // zero (so a window may hang over the border as padding).

@@ -103,8 +103,11 @@ class GraphPlan {
   // Clip gated by its mask, MaxPool routed by its argmax, smooth activations,
   // products and LayerNorm linearised at the saved point). It uses the forward
   // arena and the saved state, not the backward arena. With a cone, each
-  // windowed convolution runs on its cone window only.
-  void tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone* cone = nullptr) const;
+  // windowed convolution runs on its cone window only. The saved state is that
+  // of `saving` where given (ws then needs only a forward arena): tangent passes
+  // of several boxes run at once, each in its own ws, at the same saved points.
+  void tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone* cone = nullptr,
+               const Workspace* saving = nullptr) const;
 
   const Graph& graph() const { return graph_; }
   int64_t input_numel() const { return graph_.values[graph_.input].shape.numel(); }

@@ -403,12 +403,13 @@ void GraphPlan<T>::carry_store(const ValueStore& store, int from) const {
 }
 
 template <typename T>
-void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone* cone) const {
-  if (n > ws.capacity || (!ws.saved.bytes() && saved_bytes(n)))
+void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone* cone, const Workspace* saving) const {
+  if (!saving) saving = &ws;
+  if (n > ws.capacity || n > saving->capacity || (!saving->saved.bytes() && saved_bytes(n)))
     throw Error("internal: tangent pass without the saved state of a forward of " + std::to_string(n) + " samples");
   if (cone) grow_windows(ws, *cone, n);
   T* arena = ws.forward_arena.template as<T>();
-  const auto* saved = ws.saved.template as<uint8_t>();
+  const auto* saved = saving->saved.template as<uint8_t>();
   for (size_t si = 0; si < launches_.size(); ++si) {
     const NodeLaunch& st = launches_[si];
     const Node& node = graph_.nodes[st.node];
@@ -472,7 +473,7 @@ void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone*
 
 template Cone GraphPlan<float>::cone(const Box&, bool, bool) const;
 template Cone GraphPlan<double>::cone(const Box&, bool, bool) const;
-template void GraphPlan<float>::tangent(int, const float*, float*, Workspace&, const Cone*) const;
+template void GraphPlan<float>::tangent(int, const float*, float*, Workspace&, const Cone*, const Workspace*) const;
 template void GraphPlan<float>::patched_forward(int, const float*, float*, Workspace&, const Cone&,
                                                 const ValueStore&) const;
 template void GraphPlan<double>::patched_forward(int, const double*, double*, Workspace&, const Cone&,
@@ -481,6 +482,6 @@ template GraphPlan<float>::StoreLayout GraphPlan<float>::store_layout(const std:
 template GraphPlan<double>::StoreLayout GraphPlan<double>::store_layout(const std::vector<Cone>&) const;
 template void GraphPlan<float>::carry_store(const ValueStore&, int) const;
 template void GraphPlan<double>::carry_store(const ValueStore&, int) const;
-template void GraphPlan<double>::tangent(int, const double*, double*, Workspace&, const Cone*) const;
+template void GraphPlan<double>::tangent(int, const double*, double*, Workspace&, const Cone*, const Workspace*) const;
 
 }  // namespace ipna

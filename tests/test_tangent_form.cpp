@@ -4,6 +4,7 @@
 // every reference model, box shapes at corners and over the whole image, in
 // both precisions.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -71,6 +72,55 @@ TEST(TangentForm, ABoxItsConeNeverCarriesOnHasZeroIpna) {
       EXPECT_EQ(std::count(r.ipna[0].begin(), r.ipna[0].end(), 0.0), m.split_shape().numel()) << cones;
       EXPECT_NE(r.ig_sum, 0.0);
     }
+}
+
+// The CPU runs the patch passes of different boxes on cones at once, one lane per OpenMP thread
+// (engine/backend.h, run_concurrently), each lane's ops single-threaded. Every box must come out as with one lane: a
+// race on a shared buffer (oneDNN's own scratchpad did this) hands one box another's numbers, an error of order 1. The
+// one-lane run is a one-thread run, whose shared passes (and GEMM batching) may round differently from the threaded
+// ones: the maps must agree to each precision's rounding. Several runs per setting, to give a race its chances; the
+// lanes run with two threads even on a one-core machine.
+TEST(TangentForm, PatchLanesGiveEveryBoxWhatOneLaneGives) {
+  const int threads = std::max(2, omp_get_max_threads());
+  std::vector<std::pair<std::string, SplitModel>> models;
+  models.emplace_back("conv/SE/residual net", net());
+  models.emplace_back("Fashion-MNIST CNN (a linear layer in f1)",
+                      load_split_model(std::string(IPNA_TEST_DATA) + "/../models/fashion_cnn.onnx", "hidden"));
+  int compared = 0;
+  for (const auto& [name, m] : models) {
+    const int H = static_cast<int>(m.input_shape().height()), W = static_cast<int>(m.input_shape().width());
+    std::vector<Box> grid;  // 3 x 3 boxes, and the whole image
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j) grid.push_back({i * H / 3, j * W / 3, (i + 1) * H / 3, (j + 1) * W / 3});
+    grid.push_back({0, 0, H, W});
+    const std::vector<double> x = random_vector(m.input_shape().numel(), 3), x0(x.size(), 0.0);
+    for (Precision p : {Precision::F64, Precision::F32})
+      for (IpnaForm form : {IpnaForm::Tangent, IpnaForm::Difference}) {
+        Attributor a(m, p);
+        AttributionRequest r;
+        r.target_class = 1;
+        r.steps = 6;
+        r.chunk = 4;  // two chunks: the lanes' buffers are reused
+        r.boxes = grid;
+        r.ipna_form = form;
+        omp_set_num_threads(1);
+        const AttributionResult one = a.run(x, x0, r);
+        omp_set_num_threads(threads);
+        for (int rep = 0; rep < 6; ++rep) {
+          const AttributionResult lanes = a.run(x, x0, r);
+          for (size_t b = 0; b < grid.size(); ++b) {
+            const std::string what = name + (p == Precision::F64 ? " f64" : " f32") +
+                                     (form == IpnaForm::Tangent ? " tangent" : " difference") + " box " +
+                                     std::to_string(b);
+            ASSERT_GT(std::abs(one.ipna_sum[b]), 0.0) << what;
+            ASSERT_LT(rel_err(lanes.ipna[b], one.ipna[b]), p == Precision::F64 ? 1e-12 : 1e-5) << what;
+            ++compared;
+          }
+        }
+      }
+  }
+  omp_set_num_threads(threads);
+  EXPECT_EQ(compared, 2 * 2 * 2 * 6 * 10);
 }
 
 TEST(TangentForm, PatchCompletenessHoldsAtEveryStepCount) {

@@ -23,8 +23,8 @@ namespace {
 
 bool is_pointwise(const ConvDesc& d) {
   const Window& w = d.win;
-  return w.kh == 1 && w.kw == 1 && w.sh == 1 && w.sw == 1 && w.pad_top == 0 && w.pad_left == 0 &&
-         w.pad_bottom == 0 && w.pad_right == 0;
+  return w.kh == 1 && w.kw == 1 && w.sh == 1 && w.sw == 1 && w.pad_top == 0 && w.pad_left == 0 && w.pad_bottom == 0 &&
+         w.pad_right == 0;
 }
 bool is_depthwise(const ConvDesc& d) { return d.groups == d.cin && d.groups > 1; }
 bool use_onednn(const ConvDesc& d) { return d.cin / d.groups >= 8 || is_depthwise(d); }
@@ -161,7 +161,8 @@ struct ConvGeometry {
 // GEMM), but at least one group per thread while the batch allows it.
 constexpr int64_t kTargetColumns = 1024;
 int samples_per_gemm(int n, int64_t plane_out) {
-  const int threads = std::max(1, omp_get_max_threads());
+  // Inside a patch lane (engine/backend.h, run_concurrently) a nested region runs on one thread.
+  const int threads = omp_in_parallel() ? 1 : std::max(1, omp_get_max_threads());
   const int fair = std::max(1, (n + threads - 1) / threads);
   return static_cast<int>(std::clamp<int64_t>(kTargetColumns / std::max<int64_t>(plane_out, 1), 1, fair));
 }
@@ -285,8 +286,8 @@ void CpuBackend<T>::conv2d_backward_data(const ConvDesc& d, const T* weight, con
   });
 }
 
-#define IPNA_CONV(T)                                                                                             \
-  template void CpuBackend<T>::conv2d_forward(const ConvDesc&, const T*, const T*, const T*, T*, int);         \
+#define IPNA_CONV(T)                                                                                   \
+  template void CpuBackend<T>::conv2d_forward(const ConvDesc&, const T*, const T*, const T*, T*, int); \
   template void CpuBackend<T>::conv2d_backward_data(const ConvDesc&, const T*, const T*, T*, int, bool);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_CONV)
 

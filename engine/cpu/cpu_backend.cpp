@@ -1,10 +1,14 @@
 #include "engine/cpu/cpu_backend.h"
 
 #include <cblas.h>
+#include <omp.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <new>
 #include <string>
@@ -50,9 +54,12 @@ template <typename T>
 std::string CpuBackend<T>::name() const {
   if (sizeof(T) == 8) return "cpu (float64)";
   switch (onednn_.math()) {
-    case CpuMath::Fp32: return "cpu (float32)";
-    case CpuMath::Winograd: return "cpu (float32, Winograd 3x3 convolutions)";
-    case CpuMath::Bf16: return "cpu (float32, bf16 convolutions)";
+    case CpuMath::Fp32:
+      return "cpu (float32)";
+    case CpuMath::Winograd:
+      return "cpu (float32, Winograd 3x3 convolutions)";
+    case CpuMath::Bf16:
+      return "cpu (float32, bf16 convolutions)";
   }
   return "cpu";
 }
@@ -98,6 +105,39 @@ size_t CpuBackend<T>::memory_available() const {
   while (f >> key >> kb >> unit)
     if (key == "MemAvailable:") return kb * 1024;
   return static_cast<size_t>(sysconf(_SC_AVPHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+template <typename T>
+int CpuBackend<T>::concurrent_lanes() const {
+  return omp_in_parallel() ? 1 : std::max(1, omp_get_max_threads());
+}
+
+template <typename T>
+void CpuBackend<T>::run_concurrently(int tasks, int lanes, const std::function<void(int task, int lane)>& run) {
+  lanes = std::min({tasks, lanes, concurrent_lanes()});
+  if (lanes <= 1) {
+    for (int t = 0; t < tasks; ++t) run(t, 0);
+    return;
+  }
+  // An exception may not leave an OpenMP region: the first is kept, the tasks after it skipped.
+  std::exception_ptr failure;
+  std::atomic<bool> failed{false};
+#pragma omp parallel num_threads(lanes)
+  {
+    const int lane = omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+    for (int t = 0; t < tasks; ++t) {
+      if (failed.load(std::memory_order_relaxed)) continue;
+      try {
+        run(t, lane);
+      } catch (...) {
+#pragma omp critical(ipna_lane_failure)
+        if (!failure) failure = std::current_exception();
+        failed = true;
+      }
+    }
+  }
+  if (failure) std::rethrow_exception(failure);
 }
 
 template class CpuBackend<float>;

@@ -1,7 +1,8 @@
 // CPU backend, float32 and float64. float32 convolutions and linear layers go to
 // oneDNN, which threads them itself; everything else is ours. GEMMs go to OpenBLAS (single
 // threaded per call); the batch of path points is spread over OpenMP threads,
-// one sample per thread at a time, which keeps im2col parallel too.
+// one sample per thread at a time, which keeps im2col parallel too. IPNA's patch
+// passes run one box per thread instead (run_concurrently), their ops on one thread.
 #pragma once
 #include <vector>
 
@@ -25,6 +26,11 @@ class CpuBackend final : public Backend<T> {
   void copy_on_device(void* dst, const void* src, size_t bytes) override;
   void zero(void* dst, size_t bytes) override;
   size_t memory_available() const override;
+  // One lane per OpenMP thread: each lane's ops run single-threaded inside it (nested regions
+  // are inactive, oneDNN runs inline there), so a lane's small cone-window launches pay no
+  // barriers and the lanes keep every core busy.
+  int concurrent_lanes() const override;
+  void run_concurrently(int tasks, int lanes, const std::function<void(int task, int lane)>& run) override;
 
   void conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) override;
   void conv2d_backward_data(const ConvDesc& d, const T* weight, const T* dy, T* dx, int n, bool accumulate) override;
@@ -52,8 +58,8 @@ class CpuBackend final : public Backend<T> {
   void channel_mean_backward(int n, int c, int64_t plane, const T* dy, T* dx, bool accumulate) override;
   void layernorm_forward(int n, int c, int64_t plane, T eps, const T* gamma, const T* beta, const T* x, T* y, T* xhat,
                          T* rstd) override;
-  void layernorm_backward(int n, int c, int64_t plane, const T* gamma, const T* xhat, const T* rstd, const T* dy,
-                          T* dx, bool accumulate) override;
+  void layernorm_backward(int n, int c, int64_t plane, const T* gamma, const T* xhat, const T* rstd, const T* dy, T* dx,
+                          bool accumulate) override;
   void channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const T* x, T* y, bool inverse,
                        bool accumulate) override;
   void maxpool_tangent(const PoolDesc& d, const int32_t* argmax, const T* tx, T* ty, int n) override;

@@ -5,8 +5,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -24,8 +26,8 @@ enum Variant { kForward, kForwardBias, kBackwardData };
 using ShapeKey = std::array<int, 19>;
 ShapeKey shape_key(const ConvDesc& d, int n, Variant v) {
   const Window& w = d.win;
-  return {d.cin, d.h,        d.w,          d.cout,       d.ho, d.wo, d.groups, w.kh, w.kw, w.sh,
-          w.sw,  w.pad_top, w.pad_left, w.pad_bottom, w.pad_right, w.dh, w.dw, n, v};
+  return {d.cin, d.h,       d.w,        d.cout,       d.ho,        d.wo, d.groups, w.kh, w.kw, w.sh,
+          w.sw,  w.pad_top, w.pad_left, w.pad_bottom, w.pad_right, w.dh, w.dw,     n,    v};
 }
 
 struct Dims {
@@ -60,7 +62,6 @@ struct OnednnConvolutions::State {
   CpuMath math;
   dt in;  // what convolutions read: f32, or bf16
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
-  dnnl::stream strm{eng};
   struct Forward {
     dnnl::convolution_forward::primitive_desc pd;
     dnnl::convolution_forward prim;
@@ -69,32 +70,46 @@ struct OnednnConvolutions::State {
     dnnl::convolution_backward_data::primitive_desc pd;
     dnnl::convolution_backward_data prim;
   };
+  // Shared by the calling threads (IPNA's patch lanes call at once), under `cache_mutex`: a
+  // primitive may run on several threads at once with different memory.
+  std::mutex cache_mutex;
   std::map<ShapeKey, Forward> forward;
   std::map<ShapeKey, Backward> backward;
   // Weights in the layout a primitive wants, per (buffer, layout).
   std::map<std::pair<const void*, std::string>, memory> weights;
-  std::vector<float> scratch;
-  // Activations in the layout a primitive wants: our NCHW memory itself when it is the same,
-  // else a buffer per role that the call reorders into or out of. The buffers only grow: a
-  // fresh allocation per call would be a fresh mapping of pages, zeroed by the kernel on first
-  // touch, every convolution.
   struct Buffer {
     std::unique_ptr<char, decltype(&std::free)> data{nullptr, &std::free};
     size_t bytes = 0;
   };
-  std::map<int, Buffer> staging;
-  // One scratchpad for every primitive (they run one at a time): oneDNN's default gives each
-  // primitive its own, so memory would grow with every cached shape, and the cone windows of
-  // IPNA's patch passes make many.
-  Buffer scratchpad;
+  // What each calling thread has for itself: a stream, and buffers that only grow (a fresh
+  // allocation per call would be a fresh mapping of pages, zeroed by the kernel on first touch,
+  // every convolution).
+  struct PerThread {
+    dnnl::stream strm;
+    // Activations in the layout a primitive wants: our NCHW memory itself when it is the same,
+    // else a buffer per role that the call reorders into or out of.
+    std::map<int, Buffer> staging;
+    // One scratchpad for every primitive the thread runs (one at a time): oneDNN's default gives
+    // each primitive its own, so memory would grow with every cached shape, and the cone windows
+    // of IPNA's patch passes make many.
+    Buffer scratchpad;
+    std::vector<float> scratch;
+  };
+  std::map<std::thread::id, PerThread> per_thread;  // under cache_mutex; entries stay put
+  PerThread& mine() {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    auto [it, fresh] = per_thread.try_emplace(std::this_thread::get_id());
+    if (fresh) it->second.strm = dnnl::stream(eng);
+    return it->second;
+  }
   static dnnl::primitive_attr user_scratchpad() {
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     return attr;
   }
-  memory scratchpad_for(const memory::desc& want) {
-    grow(scratchpad, std::max<size_t>(want.get_size(), 1));
-    return memory(want, eng, scratchpad.data.get());
+  memory scratchpad_for(PerThread& t, const memory::desc& want) {
+    grow(t.scratchpad, std::max<size_t>(want.get_size(), 1));
+    return memory(want, eng, t.scratchpad.data.get());
   }
 
   static void grow(Buffer& b, size_t need) {
@@ -105,12 +120,22 @@ struct OnednnConvolutions::State {
     b.bytes = bytes;
   }
 
-  memory staged(int role, memory plain, const memory::desc& want, bool copy_in) {
+  // to = from in to's layout, on the thread's stream and scratchpad (oneDNN's own scratchpad is
+  // shared between primitives, unsafe when they run at once).
+  void reorder(PerThread& t, const memory& from, const memory& to, dnnl::primitive_attr attr = {}) {
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    const dnnl::reorder::primitive_desc pd(from, to, attr);
+    dnnl::reorder(pd).execute(
+        t.strm,
+        {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}, {DNNL_ARG_SCRATCHPAD, scratchpad_for(t, pd.scratchpad_desc())}});
+  }
+
+  memory staged(PerThread& t, int role, memory plain, const memory::desc& want, bool copy_in) {
     if (plain.get_desc() == want) return plain;
-    Buffer& b = staging[role];
+    Buffer& b = t.staging[role];
     grow(b, want.get_size());
     memory staged_memory(want, eng, b.data.get());
-    if (copy_in) dnnl::reorder(plain, staged_memory).execute(strm, plain, staged_memory);
+    if (copy_in) reorder(t, plain, staged_memory);
     return staged_memory;
   }
 
@@ -120,10 +145,9 @@ struct OnednnConvolutions::State {
     const memory::desc src(k.src, in, tag::any), dst(k.dst, dt::f32, tag::any), w(k.weights, in, tag::any),
         b(k.bias, dt::f32, tag::x);
     const auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
-    const auto desc = with_bias ? dnnl::convolution_forward::desc(prop, alg, src, w, b, dst, k.strides, k.dilates,
-                                                                  k.pad_l, k.pad_r)
-                                : dnnl::convolution_forward::desc(prop, alg, src, w, dst, k.strides, k.dilates,
-                                                                  k.pad_l, k.pad_r);
+    const auto desc =
+        with_bias ? dnnl::convolution_forward::desc(prop, alg, src, w, b, dst, k.strides, k.dilates, k.pad_l, k.pad_r)
+                  : dnnl::convolution_forward::desc(prop, alg, src, w, dst, k.strides, k.dilates, k.pad_l, k.pad_r);
     return dnnl::convolution_forward::primitive_desc(desc, user_scratchpad(), eng);
   }
 
@@ -132,13 +156,14 @@ struct OnednnConvolutions::State {
   // float64 in tests/test_cuda.cpp. Elsewhere, or where oneDNN refuses the shape, direct.
   std::vector<dnnl::algorithm> algorithms(const ConvDesc& d) const {
     const Window& w = d.win;
-    const bool winograd = math == CpuMath::Winograd && d.groups == 1 && w.kh == 3 && w.kw == 3 &&
-                          w.sh == 1 && w.sw == 1 && w.dh == 1 && w.dw == 1;
+    const bool winograd = math == CpuMath::Winograd && d.groups == 1 && w.kh == 3 && w.kw == 3 && w.sh == 1 &&
+                          w.sw == 1 && w.dh == 1 && w.dw == 1;
     if (winograd) return {dnnl::algorithm::convolution_winograd, dnnl::algorithm::convolution_direct};
     return {dnnl::algorithm::convolution_direct};
   }
   // The weights of buffer `source` (OIHW) in the layout `want` of the conv d, made once.
-  memory weights_for(const float* source, const memory::desc& want, const ConvDesc& d) {
+  memory weights_for(PerThread& t, const float* source, const memory::desc& want, const ConvDesc& d) {
+    std::lock_guard<std::mutex> lock(cache_mutex);
     const std::string layout(reinterpret_cast<const char*>(&want.data), sizeof(want.data));
     auto key = std::make_pair(static_cast<const void*>(source), layout);
     auto it = weights.find(key);
@@ -146,86 +171,96 @@ struct OnednnConvolutions::State {
     const Dims k = dims_of(d, 1);
     memory plain({k.weights, dt::f32, d.groups > 1 ? tag::goihw : tag::oihw}, eng, const_cast<float*>(source));
     memory out(want, eng);
-    dnnl::reorder(plain, out).execute(strm, plain, out);
-    strm.wait();
+    reorder(t, plain, out);
+    t.strm.wait();
     return weights.emplace(key, out).first->second;
   }
 
   // y = conv(x) (+ bias), through a cached primitive.
   void run_forward(const ConvDesc& d, const float* weight, const float* bias, const float* x, float* y, int n) {
+    PerThread& t = mine();
     const ShapeKey key = shape_key(d, n, bias ? kForwardBias : kForward);
-    auto it = forward.find(key);
-    if (it == forward.end()) {
-      dnnl::convolution_forward::primitive_desc pd;
-      for (dnnl::algorithm alg : algorithms(d)) {
-        try {
-          pd = forward_pd(d, n, bias != nullptr, false, alg);
-          break;
-        } catch (const dnnl::error& e) {
-          if (alg == dnnl::algorithm::convolution_direct || e.status != dnnl_unimplemented) throw;
+    Forward f;
+    {
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      auto it = forward.find(key);
+      if (it == forward.end()) {
+        dnnl::convolution_forward::primitive_desc pd;
+        for (dnnl::algorithm alg : algorithms(d)) {
+          try {
+            pd = forward_pd(d, n, bias != nullptr, false, alg);
+            break;
+          } catch (const dnnl::error& e) {
+            if (alg == dnnl::algorithm::convolution_direct || e.status != dnnl_unimplemented) throw;
+          }
         }
+        it = forward.emplace(key, Forward{pd, dnnl::convolution_forward(pd)}).first;
       }
-      it = forward.emplace(key, Forward{pd, dnnl::convolution_forward(pd)}).first;
+      f = it->second;
     }
-    const auto& pd = it->second.pd;
     const Dims k = dims_of(d, n);
     memory src({k.src, dt::f32, tag::nchw}, eng, const_cast<float*>(x));
     memory dst({k.dst, dt::f32, tag::nchw}, eng, y);
-    memory src_in = staged(DNNL_ARG_SRC, src, pd.src_desc(), true);
-    memory dst_out = staged(DNNL_ARG_DST, dst, pd.dst_desc(), false);
-    const memory w = weights_for(weight, pd.weights_desc(), d);
+    memory src_in = staged(t, DNNL_ARG_SRC, src, f.pd.src_desc(), true);
+    memory dst_out = staged(t, DNNL_ARG_DST, dst, f.pd.dst_desc(), false);
+    const memory w = weights_for(t, weight, f.pd.weights_desc(), d);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src_in},
                                          {DNNL_ARG_WEIGHTS, w},
                                          {DNNL_ARG_DST, dst_out},
-                                         {DNNL_ARG_SCRATCHPAD, scratchpad_for(pd.scratchpad_desc())}};
+                                         {DNNL_ARG_SCRATCHPAD, scratchpad_for(t, f.pd.scratchpad_desc())}};
     if (bias) args.insert({DNNL_ARG_BIAS, memory({k.bias, dt::f32, tag::x}, eng, const_cast<float*>(bias))});
-    it->second.prim.execute(strm, args);
-    if (dst_out != dst) dnnl::reorder(dst_out, dst).execute(strm, dst_out, dst);
-    strm.wait();
+    f.prim.execute(t.strm, args);
+    if (dst_out != dst) reorder(t, dst_out, dst);
+    t.strm.wait();
   }
 
   // dx = (or +=) the input gradient. Where the primitive writes its own layout, the reorder back
   // to NCHW adds (a sum post-op); where it writes NCHW itself, a sum goes through scratch.
-  void run_backward_data(const ConvDesc& d, const float* weight, const float* dy, float* dx, int n,
-                         bool accumulate) {
+  void run_backward_data(const ConvDesc& d, const float* weight, const float* dy, float* dx, int n, bool accumulate) {
+    PerThread& t = mine();
     const ShapeKey key = shape_key(d, n, kBackwardData);
-    auto it = backward.find(key);
     const Dims k = dims_of(d, n);
-    if (it == backward.end()) {
-      const memory::desc dsrc(k.src, dt::f32, tag::any), ddst(k.dst, in, tag::any), w(k.weights, in, tag::any);
-      dnnl::convolution_backward_data::primitive_desc pd;
-      for (dnnl::algorithm alg : algorithms(d)) {
-        try {
-          const dnnl::convolution_backward_data::desc desc(alg, dsrc, w, ddst, k.strides, k.dilates, k.pad_l,
-                                                           k.pad_r);
-          pd = dnnl::convolution_backward_data::primitive_desc(desc, user_scratchpad(), eng,
-                                                               forward_pd(d, n, false, true, alg));
-          break;
-        } catch (const dnnl::error& e) {
-          if (alg == dnnl::algorithm::convolution_direct || e.status != dnnl_unimplemented) throw;
+    Backward b;
+    {
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      auto it = backward.find(key);
+      if (it == backward.end()) {
+        const memory::desc dsrc(k.src, dt::f32, tag::any), ddst(k.dst, in, tag::any), w(k.weights, in, tag::any);
+        dnnl::convolution_backward_data::primitive_desc pd;
+        for (dnnl::algorithm alg : algorithms(d)) {
+          try {
+            const dnnl::convolution_backward_data::desc desc(alg, dsrc, w, ddst, k.strides, k.dilates, k.pad_l,
+                                                             k.pad_r);
+            pd = dnnl::convolution_backward_data::primitive_desc(desc, user_scratchpad(), eng,
+                                                                 forward_pd(d, n, false, true, alg));
+            break;
+          } catch (const dnnl::error& e) {
+            if (alg == dnnl::algorithm::convolution_direct || e.status != dnnl_unimplemented) throw;
+          }
         }
+        it = backward.emplace(key, Backward{pd, dnnl::convolution_backward_data(pd)}).first;
       }
-      it = backward.emplace(key, Backward{pd, dnnl::convolution_backward_data(pd)}).first;
+      b = it->second;
     }
-    const auto& pd = it->second.pd;
     memory ddst({k.dst, dt::f32, tag::nchw}, eng, const_cast<float*>(dy));
     memory dsrc({k.src, dt::f32, tag::nchw}, eng, dx);
-    memory ddst_in = staged(DNNL_ARG_DIFF_DST, ddst, pd.diff_dst_desc(), true);
-    memory dsrc_out = staged(DNNL_ARG_DIFF_SRC, dsrc, pd.diff_src_desc(), false);
+    memory ddst_in = staged(t, DNNL_ARG_DIFF_DST, ddst, b.pd.diff_dst_desc(), true);
+    memory dsrc_out = staged(t, DNNL_ARG_DIFF_SRC, dsrc, b.pd.diff_src_desc(), false);
     const bool via_scratch = accumulate && dsrc_out == dsrc;
     const size_t count = static_cast<size_t>(n) * d.cin * d.h * d.w;
     if (via_scratch) {
-      if (scratch.size() < count) scratch.resize(count);
-      dsrc_out = memory(dsrc.get_desc(), eng, scratch.data());
+      if (t.scratch.size() < count) t.scratch.resize(count);
+      dsrc_out = memory(dsrc.get_desc(), eng, t.scratch.data());
     }
-    it->second.prim.execute(strm, {{DNNL_ARG_DIFF_DST, ddst_in},
-                                   {DNNL_ARG_SCRATCHPAD, scratchpad_for(pd.scratchpad_desc())},
-                                   {DNNL_ARG_WEIGHTS, weights_for(weight, pd.weights_desc(), d)},
-                                   {DNNL_ARG_DIFF_SRC, dsrc_out}});
+    b.prim.execute(t.strm, {{DNNL_ARG_DIFF_DST, ddst_in},
+                            {DNNL_ARG_SCRATCHPAD, scratchpad_for(t, b.pd.scratchpad_desc())},
+                            {DNNL_ARG_WEIGHTS, weights_for(t, weight, b.pd.weights_desc(), d)},
+                            {DNNL_ARG_DIFF_SRC, dsrc_out}});
     if (via_scratch) {
-      strm.wait();
+      t.strm.wait();
+      const float* partial = t.scratch.data();
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < static_cast<int64_t>(count); ++i) dx[i] += scratch[i];
+      for (int64_t i = 0; i < static_cast<int64_t>(count); ++i) dx[i] += partial[i];
     } else if (dsrc_out != dsrc) {
       dnnl::primitive_attr attr;
       if (accumulate) {
@@ -233,9 +268,9 @@ struct OnednnConvolutions::State {
         sum.append_sum(1.0f);
         attr.set_post_ops(sum);
       }
-      dnnl::reorder(dsrc_out, dsrc, attr).execute(strm, dsrc_out, dsrc);
+      reorder(t, dsrc_out, dsrc, attr);
     }
-    strm.wait();
+    t.strm.wait();
   }
 };
 
@@ -244,6 +279,7 @@ CpuMath OnednnConvolutions::math() const { return s_->math; }
 OnednnConvolutions::~OnednnConvolutions() = default;
 
 void OnednnConvolutions::forget(const void* weight) {
+  std::lock_guard<std::mutex> lock(s_->cache_mutex);
   for (auto it = s_->weights.begin(); it != s_->weights.end();)
     it = std::get<0>(it->first) == weight ? s_->weights.erase(it) : std::next(it);
 }

@@ -6,6 +6,9 @@
 // CpuMath picks the algorithm: direct, Winograd where oneDNN has it (3x3,
 // stride 1), or direct reading bf16 (rounded on the way in).
 // float64 keeps our own im2col + BLAS reference (engine/cpu/conv2d.cpp).
+// Threads may call at once (the CPU backend's patch lanes): each has its own
+// stream, scratchpad and staging buffers; primitives and reordered weights are
+// shared under a lock.
 #pragma once
 #include <memory>
 

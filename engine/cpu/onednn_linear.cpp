@@ -1,11 +1,14 @@
 #include "engine/cpu/onednn_linear.h"
 
 #include <array>
-#include <unordered_map>
 #include <map>
+#include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
+#include <thread>
+#include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "engine/error.h"
 
@@ -20,19 +23,36 @@ using ShapeKey = std::array<int, 4>;  // in, out, n, with bias
 
 struct OnednnLinear::State {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
-  dnnl::stream strm{eng};
+  // Shared by the calling threads (IPNA's patch lanes call at once), under `cache_mutex`.
+  std::mutex cache_mutex;
   std::map<ShapeKey, std::pair<dnnl::inner_product_forward::primitive_desc, dnnl::inner_product_forward>> forward;
   std::map<std::pair<const void*, std::string>, memory> weights;
-
-  dnnl::inner_product_forward::primitive_desc forward_pd(int in, int out, int n, bool bias) {
-    const memory::desc src({n, in}, dt::f32, tag::nc), dst({n, out}, dt::f32, tag::nc),
-        w({out, in}, dt::f32, tag::any), b({out}, dt::f32, tag::x);
-    const auto prop = dnnl::prop_kind::forward_inference;
-    return bias ? dnnl::inner_product_forward::primitive_desc({prop, src, w, b, dst}, eng)
-                : dnnl::inner_product_forward::primitive_desc({prop, src, w, dst}, eng);
+  // Each calling thread's own stream and scratchpad: oneDNN's own scratchpad is shared between
+  // primitives and unsafe when they run at once.
+  struct PerThread {
+    dnnl::stream strm;
+    std::vector<char> scratchpad;
+  };
+  std::map<std::thread::id, PerThread> per_thread;  // under cache_mutex; entries stay put
+  PerThread& mine() {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    auto [it, fresh] = per_thread.try_emplace(std::this_thread::get_id());
+    if (fresh) it->second.strm = dnnl::stream(eng);
+    return it->second;
   }
 
-  memory weights_for(const float* source, const memory::desc& want, int in, int out) {
+  dnnl::inner_product_forward::primitive_desc forward_pd(int in, int out, int n, bool bias) {
+    const memory::desc src({n, in}, dt::f32, tag::nc), dst({n, out}, dt::f32, tag::nc), w({out, in}, dt::f32, tag::any),
+        b({out}, dt::f32, tag::x);
+    const auto prop = dnnl::prop_kind::forward_inference;
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    return bias ? dnnl::inner_product_forward::primitive_desc({prop, src, w, b, dst}, attr, eng)
+                : dnnl::inner_product_forward::primitive_desc({prop, src, w, dst}, attr, eng);
+  }
+
+  memory weights_for(dnnl::stream& strm, const float* source, const memory::desc& want, int in, int out) {
+    std::lock_guard<std::mutex> lock(cache_mutex);
     const std::string layout(reinterpret_cast<const char*>(&want.data), sizeof(want.data));
     const auto key = std::make_pair(static_cast<const void*>(source), layout);
     auto it = weights.find(key);
@@ -49,6 +69,7 @@ OnednnLinear::OnednnLinear() : s_(std::make_unique<State>()) {}
 OnednnLinear::~OnednnLinear() = default;
 
 void OnednnLinear::forget(const void* weight) {
+  std::lock_guard<std::mutex> lock(s_->cache_mutex);
   for (auto it = s_->weights.begin(); it != s_->weights.end();)
     it = it->first.first == weight ? s_->weights.erase(it) : std::next(it);
 }
@@ -56,20 +77,29 @@ void OnednnLinear::forget(const void* weight) {
 void OnednnLinear::forward(int in, int out, const float* weight, const float* bias, const float* x, float* y, int n) {
   if (n <= 0) return;
   try {
+    State::PerThread& t = s_->mine();
     const ShapeKey key{in, out, n, bias != nullptr};
-    auto it = s_->forward.find(key);
-    if (it == s_->forward.end()) {
-      auto pd = s_->forward_pd(in, out, n, bias != nullptr);
-      it = s_->forward.emplace(key, std::make_pair(pd, dnnl::inner_product_forward(pd))).first;
+    std::pair<dnnl::inner_product_forward::primitive_desc, dnnl::inner_product_forward> primitive;
+    {
+      std::lock_guard<std::mutex> lock(s_->cache_mutex);
+      auto it = s_->forward.find(key);
+      if (it == s_->forward.end()) {
+        auto pd = s_->forward_pd(in, out, n, bias != nullptr);
+        it = s_->forward.emplace(key, std::make_pair(pd, dnnl::inner_product_forward(pd))).first;
+      }
+      primitive = it->second;
     }
-    const auto& [pd, prim] = it->second;
+    const auto& [pd, prim] = primitive;
     std::unordered_map<int, memory> args{
         {DNNL_ARG_SRC, memory(pd.src_desc(), s_->eng, const_cast<float*>(x))},
-        {DNNL_ARG_WEIGHTS, s_->weights_for(weight, pd.weights_desc(), in, out)},
+        {DNNL_ARG_WEIGHTS, s_->weights_for(t.strm, weight, pd.weights_desc(), in, out)},
         {DNNL_ARG_DST, memory(pd.dst_desc(), s_->eng, y)}};
+    const size_t scratch_bytes = pd.scratchpad_desc().get_size();
+    if (t.scratchpad.size() < scratch_bytes) t.scratchpad.resize(scratch_bytes);
+    args.insert({DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), s_->eng, t.scratchpad.data())});
     if (bias) args.insert({DNNL_ARG_BIAS, memory(pd.bias_desc(), s_->eng, const_cast<float*>(bias))});
-    prim.execute(s_->strm, args);
-    s_->strm.wait();
+    prim.execute(t.strm, args);
+    t.strm.wait();
   } catch (const dnnl::error& e) {
     throw Error("oneDNN linear forward (" + std::to_string(in) + " -> " + std::to_string(out) + "): " + e.what());
   }

@@ -4,6 +4,8 @@
 // gradient on its sgemm; each measured fastest of OpenBLAS, oneDNN's sgemm and its
 // inner product on the classifier shapes of the benchmark models, 1.1x to 1.8x
 // OpenBLAS (bench/bench_linear.cpp). float64 keeps the BLAS path (engine/cpu/linear.cpp).
+// Threads may call at once (the CPU backend's patch lanes): each runs on its own
+// stream and scratchpad, the caches are shared under a lock.
 #pragma once
 #include <memory>
 
