@@ -11,12 +11,9 @@ W=/tmp/ipna_devices
 WORKLOADS=$1
 shift
 finish() {
-  python3 - "$R" "$@" > "$OUT/devices.md" 2>> "$R/table.err" <<'PY'
-import glob, json, os, sys
+  { table_header "Device strings on the GPU"; python3 - "$R" "$@" <<'PY'; } > "$OUT/devices.md" 2>> "$R/table.err"
+import json, os, sys
 R = sys.argv[1]
-env = json.load(open(os.path.join(R, "env.json"))) if os.path.exists(os.path.join(R, "env.json")) else {}
-print("# Device strings on the GPU, %s\n" % env.get("date", "?"))
-print("- device: %s, driver %s\n" % (env.get("gpu", "?"), env.get("driver", "?")))
 print("ResNet-152 (random weights) split after layer2, 224x224, 256 steps, class 920; bench/gpu_bench: a warm-up")
 print("run (cuDNN's algorithm search), then the median of 3.\n")
 print("| device | workload | s | / first device's | chunk | TFLOP/s | search s |")

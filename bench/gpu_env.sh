@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sourced by the device scripts (bench/gpu_check.sh, bench/gpu_grid.sh), from the
+# Sourced by the device scripts (bench/gpu_check.sh, gpu_grid.sh, gpu_devices.sh, gpu_sweep.sh), from the
 # repository root, with W (a scratch folder) and OUT set: unpacks the bundle of
 # bench/gpu_bundle.sh into $W, finds cuDNN, cuBLAS and the CUDA runtime for our
 # binaries (toolkit, system and PyTorch's nvidia folders; stops the script at
@@ -7,6 +7,8 @@
 #   B     the folder of our binaries;  RUN  the env prefix that runs them
 #         (LD_LIBRARY_PATH for our binaries only; PyTorch keeps its own)
 #   note  MESSAGE: print it and append it to $OUT/summary.txt
+#   table_header TITLE: a result table's first lines, "# TITLE, date" and the
+#         device from $R/env.json (what is known of it so far)
 #   step  NAME SECONDS CMD...: CMD under timeout, logged to $R/NAME.log, its
 #         exit code and seconds recorded in $R/steps.json
 #   M     where ResNet-152 (random weights, split layer2) and an input x.npy are
@@ -20,6 +22,14 @@ START=$(date +%s)
 echo "{}" > "$R/steps.json"
 
 note() { echo "$*" | tee -a "$OUT/summary.txt"; }
+table_header() {
+  python3 - "$R/env.json" "$1" <<'PY'
+import json, os, sys
+env = json.load(open(sys.argv[1])) if os.path.exists(sys.argv[1]) else {}
+print("# %s, %s\n" % (sys.argv[2], env.get("date", "?")))
+print("- device: %s, driver %s\n" % (env.get("gpu", "?"), env.get("driver", "?")))
+PY
+}
 # step NAME SECONDS CMD...: runs CMD under timeout, logs to $R/NAME.log, records rc and seconds.
 step() {
   local name=$1 limit=$2 t0 rc

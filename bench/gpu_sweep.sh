@@ -10,13 +10,10 @@ set -uo pipefail
 OUT=${OUT:-/tmp/ipna_gpu_out}
 W=/tmp/ipna_sweep
 finish() {
-  python3 - "$R" > "$OUT/sweep.md" 2>> "$R/table.err" <<'PY'
+  { table_header "Sweep throughput on the GPU"; python3 - "$R" <<'PY'; } > "$OUT/sweep.md" 2>> "$R/table.err"
 import json, os, sys
 import h5py, numpy as np
 R = sys.argv[1]
-env = json.load(open(os.path.join(R, "env.json"))) if os.path.exists(os.path.join(R, "env.json")) else {}
-print("# Sweep throughput on the GPU, %s\n" % env.get("date", "?"))
-print("- device: %s, driver %s\n" % (env.get("gpu", "?"), env.get("driver", "?")))
 print("ResNet-152 (random weights) split after layer2, 224x224, IG + conductance + IPNA (difference form, cones) of")
 print("a 4x4 grid, 256 steps, tf32, `--maps none`; `ipna-fast sweep --json` summaries, per-item seconds from the file.\n")
 print("| memory budget | items | items/s | median s per item (after the first) | first item s |")
