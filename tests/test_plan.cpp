@@ -1,6 +1,12 @@
 // The plan's memory layout: arena reuse and the per-sample byte estimate the
-// chunk choice relies on.
+// chunk choice relies on; the CPU backend's lanes that patch passes run on.
 #include <gtest/gtest.h>
+#include <omp.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
 
 #include "engine/attribution.h"
 #include "engine/cpu/cpu_backend.h"
@@ -9,6 +15,46 @@
 
 namespace ipna::test {
 namespace {
+
+// The CPU's lanes (engine/backend.h, run_concurrently): every task runs once, on a lane below the count asked
+// for, lanes really run at once, and the first failure comes back to the caller with the tasks after it skipped.
+TEST(Plan, CpuLanesRunEveryTaskOnceAndReturnTheFirstFailure) {
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(std::max(2, threads));
+  CpuBackend<float> cpu;
+  const int lanes = cpu.concurrent_lanes();
+  ASSERT_GE(lanes, 2);
+  std::vector<std::atomic<int>> runs(40);
+  std::atomic<int> busy{0}, most_at_once{0}, bad_lane{0};
+  // Each task waits (until one deadline for all) for the other lane to be inside a task too.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  cpu.run_concurrently(40, 2, [&](int task, int lane) {
+    if (lane < 0 || lane >= 2) ++bad_lane;
+    const int now = ++busy;
+    for (int seen = most_at_once; now > seen && !most_at_once.compare_exchange_weak(seen, now);) {
+    }
+    while (most_at_once < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    ++runs[task];
+    --busy;
+  });
+  for (int t = 0; t < 40; ++t) EXPECT_EQ(runs[t], 1) << t;
+  EXPECT_EQ(bad_lane, 0);
+  EXPECT_EQ(most_at_once, 2);
+
+  std::atomic<int> started{0};
+  try {
+    cpu.run_concurrently(1000, lanes, [&](int task, int) {
+      ++started;
+      if (task == 3) throw Error("task 3 failed");
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    });
+    ADD_FAILURE() << "the failure was lost";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "task 3 failed");
+  }
+  EXPECT_LT(started, 100);  // the tasks after the failure were skipped (1000 would take 0.1 s)
+  omp_set_num_threads(threads);
+}
 
 TEST(Plan, ArenaReusesDeadBuffers) {
   NetBuilder b(Shape{8, 32, 32});
