@@ -8,10 +8,10 @@
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "engine/cpu/onednn_per_thread.h"
 #include "engine/error.h"
 
 namespace ipna::cpu {
@@ -95,13 +95,8 @@ struct OnednnConvolutions::State {
     Buffer scratchpad;
     std::vector<float> scratch;
   };
-  std::map<std::thread::id, PerThread> per_thread;  // under cache_mutex; entries stay put
-  PerThread& mine() {
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    auto [it, fresh] = per_thread.try_emplace(std::this_thread::get_id());
-    if (fresh) it->second.strm = dnnl::stream(eng);
-    return it->second;
-  }
+  OnednnPerThread<PerThread> per_thread;
+  PerThread& mine() { return per_thread.mine(eng); }
   static dnnl::primitive_attr user_scratchpad() {
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);

@@ -5,11 +5,11 @@
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "engine/cpu/onednn_per_thread.h"
 #include "engine/error.h"
 
 namespace ipna::cpu {
@@ -33,13 +33,8 @@ struct OnednnLinear::State {
     dnnl::stream strm;
     std::vector<char> scratchpad;
   };
-  std::map<std::thread::id, PerThread> per_thread;  // under cache_mutex; entries stay put
-  PerThread& mine() {
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    auto [it, fresh] = per_thread.try_emplace(std::this_thread::get_id());
-    if (fresh) it->second.strm = dnnl::stream(eng);
-    return it->second;
-  }
+  OnednnPerThread<PerThread> per_thread;
+  PerThread& mine() { return per_thread.mine(eng); }
 
   dnnl::inner_product_forward::primitive_desc forward_pd(int in, int out, int n, bool bias) {
     const memory::desc src({n, in}, dt::f32, tag::nc), dst({n, out}, dt::f32, tag::nc), w({out, in}, dt::f32, tag::any),
