@@ -247,9 +247,11 @@ struct OnednnConvolutions::State {
       if (t.scratch.size() < count) t.scratch.resize(count);
       dsrc_out = memory(dsrc.get_desc(), eng, t.scratch.data());
     }
+    // The weights first: their first reorder may grow the scratchpad the primitive is then given.
+    const memory w = weights_for(t, weight, b.pd.weights_desc(), d);
     b.prim.execute(t.strm, {{DNNL_ARG_DIFF_DST, ddst_in},
+                            {DNNL_ARG_WEIGHTS, w},
                             {DNNL_ARG_SCRATCHPAD, scratchpad_for(t, b.pd.scratchpad_desc())},
-                            {DNNL_ARG_WEIGHTS, weights_for(t, weight, b.pd.weights_desc(), d)},
                             {DNNL_ARG_DIFF_SRC, dsrc_out}});
     if (via_scratch) {
       t.strm.wait();
