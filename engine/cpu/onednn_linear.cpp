@@ -1,13 +1,15 @@
 #include "engine/cpu/onednn_linear.h"
 
+#include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <unordered_map>
 #include <utility>
-#include <vector>
 
 #include "engine/cpu/onednn_per_thread.h"
 #include "engine/error.h"
@@ -31,7 +33,8 @@ struct OnednnLinear::State {
   // primitives and unsafe when they run at once.
   struct PerThread {
     dnnl::stream strm;
-    std::vector<char> scratchpad;
+    std::unique_ptr<char, decltype(&std::free)> scratchpad{nullptr, &std::free};  // 64-byte aligned
+    size_t scratchpad_bytes = 0;
   };
   OnednnPerThread<PerThread> per_thread;
   PerThread& mine() { return per_thread.mine(eng); }
@@ -89,9 +92,13 @@ void OnednnLinear::forward(int in, int out, const float* weight, const float* bi
         {DNNL_ARG_SRC, memory(pd.src_desc(), s_->eng, const_cast<float*>(x))},
         {DNNL_ARG_WEIGHTS, s_->weights_for(t.strm, weight, pd.weights_desc(), in, out)},
         {DNNL_ARG_DST, memory(pd.dst_desc(), s_->eng, y)}};
-    const size_t scratch_bytes = pd.scratchpad_desc().get_size();
-    if (t.scratchpad.size() < scratch_bytes) t.scratchpad.resize(scratch_bytes);
-    args.insert({DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), s_->eng, t.scratchpad.data())});
+    const size_t scratch_bytes = (std::max<size_t>(pd.scratchpad_desc().get_size(), 1) + 63) / 64 * 64;
+    if (t.scratchpad_bytes < scratch_bytes) {
+      t.scratchpad.reset(static_cast<char*>(std::aligned_alloc(64, scratch_bytes)));
+      if (!t.scratchpad) throw Error("out of memory for a linear layer's scratchpad");
+      t.scratchpad_bytes = scratch_bytes;
+    }
+    args.insert({DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), s_->eng, t.scratchpad.get())});
     if (bias) args.insert({DNNL_ARG_BIAS, memory(pd.bias_desc(), s_->eng, const_cast<float*>(bias))});
     prim.execute(t.strm, args);
     t.strm.wait();
