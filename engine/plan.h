@@ -59,8 +59,13 @@ class GraphPlan {
 
   // Which values the difference form's patched forward reads at the base point
   // for some of `cones`, and where each starts in a store slot (-1: not kept).
+  // A value that an elementwise node (Clip, activation) makes from a kept value
+  // is not kept itself: its base is that node applied to the kept one's, on
+  // whatever window is read (the store's size and its reading from memory are
+  // what the difference form pays over the tangent form).
   struct StoreLayout {
     std::vector<int64_t> offset;  // per value
+    std::vector<int> made_by;     // per value: the elementwise node giving its base from a kept input, or -1
     int64_t elems = 0;            // per slot (one sample)
   };
   StoreLayout store_layout(const std::vector<Cone>& cones) const;
@@ -143,8 +148,15 @@ class GraphPlan {
   const T* read_window(int v, int n, const T* p, const Cone& cone, const Cone::Rect& want, T* scratch) const;
   // A windowed launch's result `window` (its output's cone window, [n, C, rect]) into a whole-plane
   // output `out` (a compact one is written in place instead): zero outside the cone (the tangent) or, with
-  // `base`, the base value plus the window's change (the difference form; `window` is changed, aux is scratch).
-  void write_window(int v, int n, T* window, T* out, const Cone& cone, const T* base, T* aux) const;
+  // `onto_base`, added to the base value that `out` already holds (the difference form; `window` is
+  // changed, aux is scratch).
+  void write_window(int v, int n, T* window, T* out, const Cone& cone, bool onto_base, T* aux) const;
+  // The base point's value v, whole planes of n samples, into dst (read from the store or made from a kept input).
+  void base_plane(const ValueStore& store, int v, int n, T* dst) const;
+  // The base point's value v on the window `want` of its plane (zeros beyond the plane), into dst.
+  void base_window(const ValueStore& store, int v, int n, const Cone::Rect& want, T* dst) const;
+  // dst = the elementwise node's op applied to src (count elements; dst may be src).
+  void apply_elementwise(const Node& node, int64_t count, const T* src, T* dst) const;
   // The difference form's launch `launch` on its cone window (plan_tangent.cpp).
   void difference_window(size_t launch, int n, const T* x, T* y, T* arena, Workspace& ws, const Cone& cone,
                          const ValueStore& store) const;

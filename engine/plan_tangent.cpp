@@ -71,6 +71,25 @@ ConvDesc window_conv(const ConvDesc& whole, const Rect& r, Rect& in) {
   return d;
 }
 
+// Whether the elementwise node (Clip or an activation) gives 0 at 0.
+bool maps_zero_to_zero(const Node& node) {
+  if (node.kind == OpKind::Clip) return node.lo <= 0 && node.hi >= 0;
+  switch (node.activation) {
+    case ActivationFn::Sigmoid:
+      return false;
+    case ActivationFn::HardSigmoid:  // clip(alpha * 0 + beta, 0, 1)
+      return node.beta <= 0;
+    case ActivationFn::Tanh:
+    case ActivationFn::HardSwish:
+    case ActivationFn::SiLU:
+    case ActivationFn::GeluErf:
+    case ActivationFn::GeluTanh:
+    case ActivationFn::Erf:
+      return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 template <typename T>
@@ -90,19 +109,49 @@ const T* GraphPlan<T>::read_window(int v, int n, const T* p, const Cone& cone, c
 }
 
 template <typename T>
-void GraphPlan<T>::write_window(int v, int n, T* window, T* out, const Cone& cone, const T* base, T* aux) const {
+void GraphPlan<T>::write_window(int v, int n, T* window, T* out, const Cone& cone, bool onto_base, T* aux) const {
   const Shape& s = graph_.values[v].shape;
   const Cone::Rect& r = cone.rect[v];
   const int c = static_cast<int>(s.channels()), h = static_cast<int>(s.height()), w = static_cast<int>(s.width());
   const int wh = r.r1 - r.r0, ww = r.c1 - r.c0;
-  if (base) {  // the patched value: the base plus the change on the window
-    be_.copy_on_device(out, base, sizeof(T) * n * s.numel());
-    be_.copy_window(n, c, base, h, w, r.r0, r.c0, aux, wh, ww, 0, 0, wh, ww);
+  if (onto_base) {  // the patched value: the base plus the change on the window
+    be_.copy_window(n, c, out, h, w, r.r0, r.c0, aux, wh, ww, 0, 0, wh, ww);
     be_.add_forward(static_cast<int64_t>(n) * c * wh * ww, window, aux, window);
   } else {  // the tangent: zero outside the cone
     be_.zero(out, sizeof(T) * n * s.numel());
   }
   be_.copy_window(n, c, window, wh, ww, 0, 0, out, h, w, r.r0, r.c0, wh, ww);
+}
+
+template <typename T>
+void GraphPlan<T>::apply_elementwise(const Node& node, int64_t count, const T* src, T* dst) const {
+  if (node.kind == OpKind::Clip)
+    be_.clip_forward(count, static_cast<T>(node.lo), static_cast<T>(node.hi), src, dst, nullptr);
+  else
+    be_.activation_forward(node.activation, count, static_cast<T>(node.alpha), static_cast<T>(node.beta), src, dst,
+                           nullptr);
+}
+
+template <typename T>
+void GraphPlan<T>::base_plane(const ValueStore& store, int v, int n, T* dst) const {
+  const int64_t count = static_cast<int64_t>(n) * graph_.values[v].shape.numel();
+  const int maker = store.layout->made_by[v];
+  if (maker < 0) return be_.copy_on_device(dst, stored(store, v, store.first_slot), sizeof(T) * count);
+  const Node& node = graph_.nodes[maker];
+  apply_elementwise(node, count, stored(store, node.inputs[0], store.first_slot), dst);
+}
+
+template <typename T>
+void GraphPlan<T>::base_window(const ValueStore& store, int v, int n, const Cone::Rect& want, T* dst) const {
+  const int maker = store.layout->made_by[v];
+  const int from = maker < 0 ? v : graph_.nodes[maker].inputs[0];
+  const Shape& s = graph_.values[from].shape;
+  const int wh = want.r1 - want.r0, ww = want.c1 - want.c0;
+  be_.copy_window(n, static_cast<int>(s.channels()), stored(store, from, store.first_slot),
+                  static_cast<int>(s.height()), static_cast<int>(s.width()), want.r0, want.c0, dst, wh, ww, 0, 0, wh,
+                  ww);
+  if (maker >= 0)  // (zeros beyond the plane stay zeros: a made value's op maps 0 to 0, see store_layout)
+    apply_elementwise(graph_.nodes[maker], static_cast<int64_t>(n) * s.channels() * wh * ww, dst, dst);
 }
 
 template <typename T>
@@ -242,7 +291,7 @@ void GraphPlan<T>::tangent_window(size_t si, int n, const T* tx, T* ty, T* arena
     default:
       throw Error(std::string("internal: no windowed tangent for ") + op_name(node.kind));
   }
-  if (!compact) write_window(node.output, n, result, out, cone, nullptr, aux_buf);
+  if (!compact) write_window(node.output, n, result, out, cone, false, aux_buf);
 }
 
 template <typename T>
@@ -256,13 +305,7 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
   T* in_buf = ws.window_in.template as<T>();
   T* out_buf = ws.window_out.template as<T>();
   T* aux_buf = ws.window_aux.template as<T>();
-  // The base point's value v on the window `want` of its plane (zeros beyond the plane), into dst.
-  auto base_of = [&](int v, const Cone::Rect& want, T* dst) {
-    const Shape& s = graph_.values[v].shape;
-    const int wh = want.r1 - want.r0, ww = want.c1 - want.c0;
-    be_.copy_window(n, static_cast<int>(s.channels()), stored(store, v, store.first_slot), static_cast<int>(s.height()),
-                    static_cast<int>(s.width()), want.r0, want.c0, dst, wh, ww, 0, 0, wh, ww);
-  };
+  auto base_of = [&](int v, const Cone::Rect& want, T* dst) { base_window(store, v, n, want, dst); };
   // The change of value v on `want` (zero beyond its cone and its plane): read from its compact
   // slot, or for a whole-plane value, its window less the base point's (`aux` holds that).
   auto change_of = [&](int v, const Cone::Rect& want, T* scratch, T* aux) -> const T* {
@@ -280,8 +323,7 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
   T* result = compact ? out : out_buf;  // (an elementwise launch's input is read as in tangent_window)
   const int64_t window_count = static_cast<int64_t>(n) * c * r.area();
   if (r.area() == 0) {  // the patch does not reach this value
-    if (!cone.compact[node.output])
-      be_.copy_on_device(out, stored(store, node.output, store.first_slot), sizeof(T) * n * st.count);
+    if (!cone.compact[node.output]) base_plane(store, node.output, n, out);
     return;
   }
   // Value v at the patch point on `want`, into dst, with its base point's window in aux: a
@@ -340,16 +382,19 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
       p.wo = r.c1 - r.c0;
       p.win.pad_top = in.r0 - (r.r0 * p.win.sh - st.pool.win.pad_top);
       p.win.pad_left = in.c0 - (r.c0 * p.win.sw - st.pool.win.pad_left);
-      patched_of(node.inputs[0], in, in_buf, aux_buf);
+      patched_of(node.inputs[0], in, in_buf, aux_buf);  // and the base's window in aux_buf
       be_.maxpool_forward(p, in_buf, out_buf, nullptr, n);
-      base_of(node.output, r, aux_buf);
-      be_.subtract(window_count, out_buf, aux_buf, result);
+      be_.maxpool_forward(p, aux_buf, in_buf, nullptr, n);  // the base's pool: exact, so not kept in the store
+      be_.subtract(window_count, out_buf, in_buf, result);
       break;
     }
     default:
       throw Error(std::string("internal: no windowed difference for ") + op_name(node.kind));
   }
-  if (!compact) write_window(node.output, n, result, out, cone, stored(store, node.output, store.first_slot), aux_buf);
+  if (!compact) {
+    base_plane(store, node.output, n, out);
+    write_window(node.output, n, result, out, cone, true, aux_buf);
+  }
 }
 
 template <typename T>
@@ -368,8 +413,9 @@ void GraphPlan<T>::patched_forward(int n, const T* x, T* y, Workspace& ws, const
 template <typename T>
 typename GraphPlan<T>::StoreLayout GraphPlan<T>::store_layout(const std::vector<Cone>& cones) const {
   // What difference_window reads at the base point: the inputs of Clip, activations and MaxPool
-  // (f(base + change)), MaxPool's output, and any whole-plane value a windowed launch reads or
-  // writes (its change is its value less the base's, and it is written as base plus change).
+  // (f(base + change)), and any whole-plane value a windowed launch reads or writes (its change is
+  // its value less the base's, and it is written as base plus change). MaxPool's base output is
+  // the pool of the base input window it reads anyway.
   std::vector<bool> need(graph_.values.size(), false);
   for (const Cone& cone : cones)
     for (size_t li = 0; li < launches_.size(); ++li) {
@@ -380,14 +426,24 @@ typename GraphPlan<T>::StoreLayout GraphPlan<T>::store_layout(const std::vector<
       const bool nonlinear =
           node.kind == OpKind::Clip || node.kind == OpKind::Activation || node.kind == OpKind::MaxPool;
       if (nonlinear) need[node.inputs[0]] = true;
-      if (node.kind == OpKind::MaxPool) need[node.output] = true;
       for (int v : node.inputs)
         if (!cone.compact[v]) need[v] = true;
     }
   StoreLayout layout;
   layout.offset.assign(graph_.values.size(), -1);
+  layout.made_by.assign(graph_.values.size(), -1);
+  // A Clip or activation output whose input is kept is made from it when read. Windows hang
+  // over the plane with zeros, so only ops that map 0 to 0 qualify (ReLU-like clips, and
+  // activations that vanish at 0); the others' outputs are kept.
+  for (const NodeLaunch& st : launches_) {
+    const Node& node = graph_.nodes[st.node];
+    if (node.kind != OpKind::Clip && node.kind != OpKind::Activation) continue;
+    const int u = node.inputs[0];
+    if (need[node.output] && need[u] && layout.made_by[u] < 0 && maps_zero_to_zero(node))
+      layout.made_by[node.output] = st.node;
+  }
   for (size_t v = 0; v < need.size(); ++v)
-    if (need[v]) {
+    if (need[v] && layout.made_by[v] < 0) {
       layout.offset[v] = layout.elems;
       layout.elems += graph_.values[v].shape.numel();
     }

@@ -175,11 +175,13 @@ TEST(TangentForm, TheTwoFormsMeetAsStepsGrow) {
 // scaled by the ratio of the unit roundoffs, 2^-29, it bounds float64's. A cone may stray from the
 // float64 whole-plane pass at most 4 times as far as that pass's error (estimated so), with floors of
 // 1e-12 (float64) and 2e-5 (float32, about 170 unit roundoffs). Both forms' cones also window the
-// per-position ops (the difference form as f(base + change) - f(base)) and keep values compact:
-// both must happen on these models for the check to cover them.
+// per-position ops (the difference form as f(base + change) - f(base)) and keep values compact, and
+// the difference form makes some base values from kept inputs instead of keeping them: all must
+// happen on these models for the check to cover them.
 TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
   if (!fixtures_present()) return;
-  int compact_values = 0, per_position = 0, trimmed_stores = 0, compact_outputs = 0, compact_inputs = 0;
+  int compact_values = 0, per_position = 0, trimmed_stores = 0, made_values = 0, compact_outputs = 0,
+      compact_inputs = 0;
   for (const char* name : {"lenet", "vgg_avg", "resnet18", "mbv2_block", "tiny224", "mobilenet_v3_small",
                            "efficientnet_b0", "densenet121", "shufflenet_v2_x0_5", "convnext_tiny"}) {
     const std::string dir = fixture_dir() + "/" + name;
@@ -200,7 +202,11 @@ TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
         per_position += cone.windowed[li] && m.f1.nodes[li].kind != OpKind::Conv;
       int64_t every_value = 0;  // the difference form's store keeps only the base values it reads
       for (const Value& v : m.f1.values) every_value += v.shape.numel();
-      trimmed_stores += plan.store_layout({cone}).elems < every_value;
+      const GraphPlan<double>::StoreLayout layout = plan.store_layout({cone});
+      trimmed_stores += layout.elems < every_value;
+      // values whose base is made from a kept input (a ReLU's output read by a max pool), not kept
+      made_values += static_cast<int>(
+          std::count_if(layout.made_by.begin(), layout.made_by.end(), [](int node) { return node >= 0; }));
       compact_outputs += plan.cone(box, /*compact_output=*/true).compact[m.f1.output];      // IPNA on the split window
       compact_inputs += plan.cone(box, false, /*compact_input=*/true).compact[m.f1.input];  // the direction on the box
     }
@@ -232,12 +238,13 @@ TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
     }
   }
   std::printf(
-      "compact values %d, windowed per-position launches %d, trimmed stores %d, compact outputs %d, compact "
-      "inputs %d\n",
-      compact_values, per_position, trimmed_stores, compact_outputs, compact_inputs);
+      "compact values %d, windowed per-position launches %d, trimmed stores %d, values made from kept ones %d, "
+      "compact outputs %d, compact inputs %d\n",
+      compact_values, per_position, trimmed_stores, made_values, compact_outputs, compact_inputs);
   EXPECT_GT(compact_values, 20);
   EXPECT_GT(per_position, 20);
   EXPECT_GT(trimmed_stores, 10);
+  EXPECT_GE(made_values, 3);
   EXPECT_GT(compact_outputs, 5);
   EXPECT_GT(compact_inputs, 10);
 }
