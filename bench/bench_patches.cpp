@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
   CLI::App app("IPNA patch passes: receptive-field cones against whole planes");
   std::string effnet = "build/models/efficientnet_lite0.onnx", resnet18 = "build/bench_models/resnet18_224/model.onnx",
               image = "tests/data/traffic_light.JPEG", precision = "f32";
-  int repeats = 5, steps = 32, grid_steps = 16;
+  int repeats = 5, steps = 32, grid_steps = 16, grid_chunk = 0;
   bool grid_only = false;
   app.add_option("--effnet", effnet, "EfficientNet-Lite0 ONNX with the tensor blocks.7")->capture_default_str();
   app.add_option("--resnet18", resnet18, "ResNet-18 (224x224) ONNX with the tensor layer2")->capture_default_str();
@@ -113,6 +113,7 @@ int main(int argc, char** argv) {
   app.add_option("--repeats", repeats, "runs per configuration (medians)");
   app.add_option("--steps", steps, "Riemann steps of the one-box table");
   app.add_option("--grid-steps", grid_steps, "Riemann steps of the grid tables");
+  app.add_option("--grid-chunk", grid_chunk, "steps per batch of the grid runs (default: from the memory budget)");
   app.add_option("--precision", precision, "f32 or f64")->check(CLI::IsMember({"f32", "f64"}));
   app.add_flag("--grid-only", grid_only, "only the grid with conductance and IG against IG alone, on cones");
   CLI11_PARSE(app, argc, argv);
@@ -174,6 +175,7 @@ int main(int argc, char** argv) {
   AttributionRequest base;
   base.target_class = 920;
   base.steps = grid_steps;
+  base.chunk = grid_chunk;
   base.integrated_gradients = false;
   std::vector<std::pair<std::string, AttributionRequest>> configs;
   for (IpnaForm form : {IpnaForm::Difference, IpnaForm::Tangent})

@@ -2,16 +2,19 @@
 // gradient schedules (engine/step_control.h).
 //
 //   build/bench/bench_steps small --fixtures DIR [--reference 16384] [--out FILE.csv]
-//   build/bench/bench_steps effnet [--model build/models/efficientnet_lite0.onnx] [--max 2048] [--out FILE.csv]
+//   build/bench/bench_steps effnet [--model build/models/efficientnet_lite0.onnx] [--min 16] [--max 2048]
+//                                  [--schedules uniform adaptive gradient] [--out FILE.csv]
 //
 // small: float64 on the test fixtures (tools/make_fixtures.py) and the
 // shipped Fashion-MNIST CNN (first test image of class 0): the relative L2
 // error of IG, conductance and IPNA (first box, difference form) against a
-// uniform m = --reference run, at m = 8 .. 2048, the three schedules.
+// uniform m = --reference run, at m = 8 .. 2048, the three schedules, and an oracle: the
+// piecewise-uniform schedule a perfect pilot would give (oracle_warps), to show how much any
+// placement of steps can gain on each net.
 // effnet: float32 on the traffic-light example: the IG completeness gap
 // (relative to |F(x) - F(x')|) and the patch completeness gap of the box
 // 45 100 90 130 (difference form, relative to IG inside) and the IG map's relative change from the
-// same schedule's previous m, at m = 16 .. --max, the three schedules.
+// same schedule's previous m, at m = --min .. --max, the schedules asked for.
 //   build/bench/bench_steps auto [--form tangent|difference] [--tol 0.01] [--max 2048] [--initial 16] --out FILE.csv
 //
 // auto: float32, the traffic-light example, IG, conductance and IPNA of the box
@@ -20,15 +23,15 @@
 // Evaluations count the gradient evaluations (m) plus the pilot's: forward passes for the adaptive
 // schedule (each about a third of an evaluation), gradient evaluations for the gradient schedule.
 // Rows go to --out as CSV; the plot and the tables come from bench/step_control.py.
+#include <CLI/CLI.hpp>
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "engine/attribution.h"
 #include "engine/step_control.h"
@@ -75,6 +78,61 @@ struct TrafficLight {
   }
 };
 
+constexpr const char* kQuantities[] = {"IG", "conductance", "IPNA"};
+const std::vector<double>& quantity(const AttributionResult& r, int q) {
+  return q == 0 ? r.ig : q == 1 ? r.conductance : r.ipna[0];
+}
+
+// The best piecewise-uniform schedule over `intervals` equal intervals of the path that a perfect pilot could
+// give, per quantity (IG, conductance, IPNA): a bound on what any pilot-based schedule can reach, not a schedule
+// the engine offers. Interval i's error with n steps, e_i(n), is measured as the change of the quantity when the
+// interval alone goes from kCoarse to kFine steps (every other interval one step, the same in both runs). Where
+// e_i falls as C_i / n (the integrand jumps: ReLU and max-pool switches), the total squared error
+// sum_i C_i^2 / n_i^2 is smallest for n_i proportional to C_i^(2/3), and then uniform steps need
+// K sqrt(sum C_i^2) / (sum C_i^(2/3))^(3/2) times as many evaluations: printed as the predicted gain.
+std::array<PathWarp, 3> oracle_warps(Attributor& a, const std::vector<double>& x, const std::vector<double>& x0,
+                                     AttributionRequest r, int intervals, const std::string& name) {
+  constexpr int kCoarse = 4, kFine = 128;
+  const int k = intervals;
+  std::vector<double> points(k + 1);
+  for (int i = 0; i <= k; ++i) points[i] = static_cast<double>(i) / k;
+  auto run_with = [&](int i, int n) {
+    std::vector<double> s{0.0};
+    for (int j = 0; j < k; ++j) {
+      const int steps = j == i ? n : 1;
+      for (int t = 1; t <= steps; ++t) s.push_back(points[j] + (points[j + 1] - points[j]) * t / steps);
+    }
+    s.back() = 1.0;
+    r.steps = static_cast<int>(s.size()) - 1;
+    r.schedule = s;
+    return a.run(x, x0, r);
+  };
+  std::array<std::vector<double>, 3> c;  // C_i per quantity
+  for (int i = 0; i < k; ++i) {
+    const AttributionResult fine = run_with(i, kFine), coarse = run_with(i, kCoarse);
+    for (int q = 0; q < 3; ++q) {
+      const std::vector<double>&f = quantity(fine, q), &g = quantity(coarse, q);
+      double e = 0;
+      for (size_t j = 0; j < f.size(); ++j) e += (f[j] - g[j]) * (f[j] - g[j]);
+      c[q].push_back(std::sqrt(e) * kCoarse);
+    }
+  }
+  std::array<PathWarp, 3> warps;
+  for (int q = 0; q < 3; ++q) {
+    double sum_sq = 0, sum_23 = 0;
+    std::vector<double> w;
+    for (double ci : c[q]) {
+      sum_sq += ci * ci;
+      sum_23 += std::cbrt(ci * ci);
+      w.push_back(std::cbrt(ci * ci));
+    }
+    std::fprintf(stderr, "%s %s: oracle predicted gain %.2fx\n", name.c_str(), kQuantities[q],
+                 k * std::sqrt(sum_sq) / std::pow(sum_23, 1.5));
+    warps[q] = PathWarp::from_weights(points, w, 1e-6);  // (the floor must be positive)
+  }
+  return warps;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -88,6 +146,12 @@ int main(int argc, char** argv) {
   auto* eff = app.add_subcommand("effnet", "float32, the traffic-light example's completeness gaps");
   eff->add_option("--model", effnet, "EfficientNet-Lite0 ONNX with the tensor blocks.7")->capture_default_str();
   eff->add_option("--max", max_steps, "largest m")->capture_default_str();
+  int min_steps = 16;
+  eff->add_option("--min", min_steps, "smallest m (its IG change is left empty)")->capture_default_str();
+  std::vector<std::string> eff_schedules{"uniform", "adaptive", "gradient"};
+  eff->add_option("--schedules", eff_schedules, "schedules to run")
+      ->check(CLI::IsMember({"uniform", "adaptive", "gradient"}))
+      ->capture_default_str();
   auto* autom = app.add_subcommand("auto", "float32, the traffic-light example: step control with and without reuse");
   autom->add_option("--model", effnet, "EfficientNet-Lite0 ONNX with the tensor blocks.7")->capture_default_str();
   autom->add_option("--max", max_steps, "step cap")->capture_default_str();
@@ -100,13 +164,16 @@ int main(int argc, char** argv) {
   std::vector<std::string> schedules{"uniform", "adaptive"}, reuses{"yes", "no"};
   autom->add_option("--schedules", schedules, "schedules to run")->capture_default_str();
   autom->add_option("--reuse", reuses, "yes and/or no")->capture_default_str();
-  autom->add_option("--form", form, "IPNA's form")->check(CLI::IsMember({"tangent", "difference"}))->capture_default_str();
+  autom->add_option("--form", form, "IPNA's form")
+      ->check(CLI::IsMember({"tangent", "difference"}))
+      ->capture_default_str();
   PilotSpec pilot;
   std::vector<std::string> only;
   small->add_option("--models", only, "only these (default: all)");
   for (auto* s : {small, eff, autom}) {
     s->add_option("--out", out, "CSV file of the rows")->required();
-    s->add_option("--floor", pilot.floor, "uniform share of the adaptive and gradient schedules")->capture_default_str();
+    s->add_option("--floor", pilot.floor, "uniform share of the adaptive and gradient schedules")
+        ->capture_default_str();
   }
   CLI11_PARSE(app, argc, argv);
   std::ofstream csv(out);
@@ -144,18 +211,31 @@ int main(int argc, char** argv) {
       const PathWarp gwarp = gradient_warp(a, c.x, c.x0, r, pilot);
       std::fprintf(stderr, "%s: reference in %.1f s, F %.4f -> %.4f\n", c.name.c_str(), ref.seconds, ref.f_baseline,
                    ref.f_input);
+      const std::array<PathWarp, 3> owarps = oracle_warps(a, c.x, c.x0, r, pilot.intervals, c.name);
       for (int m = 8; m <= 2048; m *= 2)
-        for (const char* schedule : {"uniform", "adaptive", "gradient"}) {
-          const bool adaptive = schedule[0] != 'u';
+        for (const char* schedule : {"uniform", "adaptive", "gradient", "oracle"}) {
+          const bool adaptive = schedule[0] == 'a' || schedule[0] == 'g';
+          const AttributionResult* one = nullptr;
+          AttributionResult res;
+          std::array<AttributionResult, 3> per_quantity;  // the oracle: one schedule per quantity
           r.steps = m;
-          r.schedule = !adaptive ? std::vector<double>{} : schedule[0] == 'a' ? warp.schedule(m) : gwarp.schedule(m);
-          const AttributionResult res = a.run(c.x, c.x0, r);
+          if (schedule[0] == 'o') {
+            for (int q = 0; q < 3; ++q) {
+              r.schedule = owarps[q].schedule(m);
+              per_quantity[q] = a.run(c.x, c.x0, r);
+            }
+          } else {
+            r.schedule = !adaptive ? std::vector<double>{} : schedule[0] == 'a' ? warp.schedule(m) : gwarp.schedule(m);
+            res = a.run(c.x, c.x0, r);
+            one = &res;
+          }
+          // the oracle's measurement (oracle_warps) is not counted: it bounds what a pilot could tell
           const int evals = m + (adaptive ? pilot.intervals + 1 : 0);
-          for (auto [q, got, want] : {std::tuple{"IG", &res.ig, &ref.ig},
-                                      {"conductance", &res.conductance, &ref.conductance},
-                                      {"IPNA", &res.ipna[0], &ref.ipna[0]}})
-            csv << c.name << "," << q << "," << schedule << "," << m << "," << evals << ","
-                << rel(*got, *want) << "\n";
+          for (int q = 0; q < 3; ++q) {
+            const AttributionResult& got = one ? *one : per_quantity[q];
+            csv << c.name << "," << kQuantities[q] << "," << schedule << "," << m << "," << evals << ","
+                << rel(quantity(got, q), quantity(ref, q)) << "\n";
+          }
           csv.flush();
         }
     }
@@ -186,8 +266,8 @@ int main(int argc, char** argv) {
         int reused = 0;
         for (const StepLevel& l : cr.levels) reused += l.reused;
         csv << form << "," << schedule << "," << reuse_s << "," << cr.levels.back().steps << ","
-            << (cr.converged ? "yes" : "no") << "," << cr.evaluations << "," << reused << "," << cr.pilot_forwards << "," << cr.pilot_evaluations << ","
-            << cr.seconds << "\n";
+            << (cr.converged ? "yes" : "no") << "," << cr.evaluations << "," << reused << "," << cr.pilot_forwards
+            << "," << cr.pilot_evaluations << "," << cr.seconds << "\n";
         csv.flush();
         std::fprintf(stderr, "%-8s reuse %-3s %.1f s: %s\n", schedule.c_str(), reuse_s.c_str(), cr.seconds,
                      cr.summary().c_str());
@@ -202,9 +282,10 @@ int main(int argc, char** argv) {
     const PathWarp warp = adaptive_warp(a, x, x0, r, pilot);
     const PathWarp gwarp = gradient_warp(a, x, x0, r, pilot);
     std::vector<std::vector<double>> previous(3);
-    for (int m = 16; m <= max_steps; m *= 2)
+    for (int m = min_steps; m <= max_steps; m *= 2)
       for (int s = 0; s < 3; ++s) {
         const char* schedule = s == 0 ? "uniform" : s == 1 ? "adaptive" : "gradient";
+        if (std::find(eff_schedules.begin(), eff_schedules.end(), schedule) == eff_schedules.end()) continue;
         r.steps = m;
         r.schedule = s == 0 ? std::vector<double>{} : s == 1 ? warp.schedule(m) : gwarp.schedule(m);
         const AttributionResult res = a.run(x, x0, r);

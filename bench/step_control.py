@@ -15,7 +15,10 @@ from which the IG completeness gap stays under 1%, the patch completeness gap
 under 5% and the IG map's change from the previous m under 1%, up to the
 largest m measured (the gaps oscillate in m). Evaluations count the pilot's
 (33 forwards, about a third of an evaluation each, for adaptive; 33 gradient
-evaluations for gradient).
+evaluations for gradient). The oracle column (when bench_steps wrote it) is
+the best placement of steps over 32 equal intervals that the per-interval
+errors measured against finer steps give, with no pilot counted: how much
+any schedule could gain on that net.
 """
 import csv
 import math
@@ -46,7 +49,8 @@ def evals_to_reach(points, target):
 
 
 SCHEDULES = [s for s in ("uniform", "adaptive", "gradient") if any(r["schedule"] == s for r in small + eff)]
-OTHERS = [s for s in SCHEDULES if s != "uniform"]
+# The oracle (small nets only): the piecewise-uniform schedule a perfect pilot would give, its pilot not counted.
+OTHERS = [s for s in SCHEDULES if s != "uniform"] + (["oracle"] if any(r["schedule"] == "oracle" for r in small) else [])
 STYLE = {"uniform": "--", "adaptive": "-", "gradient": ":"}
 
 lines = ["#### Small nets, float64: evaluations to reach uniform m = 256's error", "",
@@ -58,7 +62,8 @@ ratios = {s: [] for s in OTHERS}
 for model in models:
     for q in ("IG", "conductance", "IPNA"):
         rows = [r for r in small if r["model"] == model and r["quantity"] == q]
-        pts = {s: [(int(r["evaluations"]), float(r["error"])) for r in rows if r["schedule"] == s] for s in SCHEDULES}
+        pts = {s: [(int(r["evaluations"]), float(r["error"])) for r in rows if r["schedule"] == s]
+               for s in SCHEDULES + OTHERS}
         target = [float(r["error"]) for r in rows if r["schedule"] == "uniform" and int(r["steps"]) == 256][0]
         u = evals_to_reach(pts["uniform"], target)
         cells = []
@@ -77,7 +82,8 @@ for s in OTHERS:
             s, math.exp(sum(math.log(r) for r in ratios[s]) / len(ratios[s])), min(ratios[s]), max(ratios[s])))
 
 has_change = "ig_change" in eff[0]
-lines += ["", "#### EfficientNet-Lite0 traffic light, float32: the m from which each stays under", "",
+lines += ["", "#### EfficientNet-Lite0 traffic light, float32: the m from which each stays under (to its largest m measured)",
+          "",
           "| schedule | IG gap <= 1% | patch gap <= 5% (difference form) |" + (
               " IG change <= 1% | evaluations for IG gap and change |" if has_change else "") ,
           "|---|---:|---:|" + ("---:|---:|" if has_change else "")]
@@ -104,9 +110,9 @@ cols = [(s, k) for k in (("ig_gap", "patch_gap", "ig_change") if has_change else
 lines += ["", "| m | " + " | ".join("%s %s" % (s, k.replace("_", " ")) for s, k in cols) + " |",
           "|---:|" + "---:|" * len(cols)]
 for m in sorted({int(r["steps"]) for r in eff}):
-    at = {s: [r for r in eff if r["schedule"] == s and int(r["steps"]) == m][0] for s in SCHEDULES}
+    at = {s: ([r for r in eff if r["schedule"] == s and int(r["steps"]) == m] or [{}])[0] for s in SCHEDULES}
     lines.append("| %d | " % m + " | ".join(
-        "-" if at[s][k] in ("", "nan") else "%.2e" % float(at[s][k]) for s, k in cols) + " |")
+        "-" if at[s].get(k, "") in ("", "nan") else "%.2e" % float(at[s][k]) for s, k in cols) + " |")
 open(os.path.join(out_dir, "step-control.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 
