@@ -103,3 +103,15 @@ if(NOT rc EQUAL 130 OR took GREATER 15 OR EXISTS ${OUT}/work/interrupted)
 endif()
 user_files_intact("Ctrl-C")
 message(STATUS "cli_outputs: Ctrl-C stopped the run in ${took} s")
+
+# The same interrupt twice in quick succession (as `timeout` and job controllers send it, to the
+# process and then to its group), both inside one long chunk of steps: the repeat must not end the
+# process before it cleans up: exit code 130, no output folder, no temporary folder.
+execute_process(COMMAND bash -c "\"$0\" attribute --model \"$1/resnet18/model.onnx\" --split layer2 --input \"$1/resnet18/x.npy\" --class 1 -n 1024 --chunk 1024 --no-conductance -o \"$2\" & p=$!; sleep 1.5; kill -INT $p; sleep 0.5; kill -INT $p; wait $p"
+                        ${EXE} ${FIX} ${OUT}/work/interrupted_twice
+                WORKING_DIRECTORY ${OUT}/work RESULT_VARIABLE rc OUTPUT_VARIABLE o ERROR_VARIABLE e)
+if(NOT rc EQUAL 130 OR EXISTS ${OUT}/work/interrupted_twice)
+  message(FATAL_ERROR "Ctrl-C twice in quick succession: exit code ${rc} (expected 130, nothing written): ${o}${e}")
+endif()
+user_files_intact("Ctrl-C twice in quick succession")
+message(STATUS "cli_outputs: the same interrupt twice in quick succession let the run clean up")

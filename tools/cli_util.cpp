@@ -1,6 +1,7 @@
 #include "tools/cli_util.h"
 
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,12 +20,26 @@ namespace ipna::cli {
 volatile std::sig_atomic_t g_interrupted = 0;
 
 namespace {
+volatile std::sig_atomic_t g_first_interrupt_s = 0;  // CLOCK_MONOTONIC seconds of the first Ctrl-C
+
+std::sig_atomic_t monotonic_seconds() {  // clock_gettime is async-signal-safe
+  timespec t{};
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<std::sig_atomic_t>(t.tv_sec);
+}
+
 void on_interrupt(int) {
-  if (g_interrupted) {  // the second Ctrl-C: stop now
-    std::signal(SIGINT, SIG_DFL);
-    std::raise(SIGINT);
+  if (!g_interrupted) {
+    g_first_interrupt_s = monotonic_seconds();
+    g_interrupted = 1;
+    return;
   }
-  g_interrupted = 1;
+  // One interrupt often arrives twice: `timeout` and job controllers signal the process and then its
+  // whole group. A repeat within the first's clock second or the next is that same interrupt, and the
+  // run goes on to clean up; a later Ctrl-C stops at once (leaving the temporary output folder behind).
+  if (monotonic_seconds() - g_first_interrupt_s < 2) return;
+  std::signal(SIGINT, SIG_DFL);
+  std::raise(SIGINT);
 }
 }  // namespace
 

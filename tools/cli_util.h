@@ -19,7 +19,8 @@ class UsageError : public Error {
 
 extern volatile std::sig_atomic_t g_interrupted;
 // Ctrl-C sets g_interrupted, and the work stops at its next check (between
-// chunks of steps, images or pruning levels); a second Ctrl-C ends the process at once.
+// chunks of steps, images or pruning levels); a second Ctrl-C, one to two seconds or more after the
+// first, ends the process at once (a repeat sooner is taken for the same interrupt).
 void install_interrupt_handler();
 // Throws ipna::Error("interrupted") after Ctrl-C.
 void check_interrupt();
