@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
+# ocl-icd-opencl-dev: Debian's oneDNN CMake package looks for OpenCL (its GPU runtime), which
+# libdnnl-dev only recommends, and --no-install-recommends skips.
 APT_PACKAGES=(cmake ninja-build g++ pkg-config clang libclang-rt-14-dev libomp-14-dev
   libonnx-dev libprotobuf-dev protobuf-compiler libopenblas-dev libstb-dev libjpeg62-turbo-dev nlohmann-json3-dev
   libcli11-dev libfmt-dev libgtest-dev libbenchmark-dev zlib1g-dev libhdf5-dev dataset-fashion-mnist
-  libdnnl-dev slurm-wlm munge pybind11-dev python3-dev
+  libdnnl-dev ocl-icd-opencl-dev slurm-wlm munge pybind11-dev python3-dev
   python3-torch python3-torchvision python3-onnx python3-numpy python3-pil python3-pip python3-tqdm
   python3-matplotlib python3-packaging python3-h5py python3-pytest)
 missing=()
