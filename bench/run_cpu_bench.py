@@ -77,10 +77,25 @@ if a.resnet152:
     t, m, gap = run("bench_engine", "resnet152_224/ig/256/iterations:1/real_time")
     print("resnet152_224/ig/256 (ours, f32): %.1f ms, %.0f MiB, gap %.2g" % (t, m, gap))
 
+def cpu_description():
+    """The processor's name and the instruction sets bf16 depends on, so a table says where it ran."""
+    name, flags = "unknown CPU", set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == "unknown CPU":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    isa = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return "%s (%s)" % (name, ", ".join(isa) if isa else "no AVX-512")
+
+
 blas = ("native (OPENBLAS_CORETYPE unset)" if a.native_blas else
         "as the environment says (OPENBLAS_CORETYPE=%s)" % os.environ.get("OPENBLAS_CORETYPE", "unset"))
 vs = [v for v, _ in variants]
-lines = ["OpenBLAS kernels (float64 and the few-channel convolutions): " + blas,
+lines = ["CPU: " + cpu_description(), "",
+         "OpenBLAS kernels (float64 and the few-channel convolutions): " + blas,
          "medians of %d alternating runs; 2 threads each; ratio = ours / LibTorch; "
          "gap = |completeness gap| / |F(x) - F(x')|" % a.repeats, "",
          "| workload | LibTorch ms | " + " | ".join("ours %s ms | ratio" % v for v in vs) + " | peak MiB LibTorch / " +
