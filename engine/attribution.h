@@ -58,7 +58,7 @@ struct AttributionRequest {
   bool keep_split_samples = false;
   int chunk = 0;                    // steps per batch; 0: picked from the memory budget
   size_t memory_budget = 0;         // bytes for the batch buffers; 0: the device's default
-                                    // (CPU: min(1 GiB, free/4); CUDA: 70% of free device memory)
+                                    // (CPU: min(256 MiB, free/4); CUDA: 70% of free device memory)
   std::function<void(int done, int total)> progress;  // called after each chunk of steps
 };
 

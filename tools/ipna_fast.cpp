@@ -265,7 +265,7 @@ void add_attribute_options(CLI::App* app, AttributeArgs& a) {
   app->add_option("--chunk", a.chunk, "Steps per batch, at least 1 (default: from the memory budget)")
       ->check(CLI::PositiveNumber);
   app->add_option("--memory-budget", a.memory_budget_mb,
-                  "MiB for the batch buffers (default: min(1024, free/4) on the CPU, 70% of free memory on a GPU)")
+                  "MiB for the batch buffers (default: min(256, free/4) on the CPU, 70% of free memory on a GPU)")
       ->check(CLI::PositiveNumber);
   add_out_option(app, a.out, a.overwrite, true);
 }
