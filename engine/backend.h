@@ -22,6 +22,12 @@
 
 namespace ipna {
 
+// The CPU's batch buffers: a chunk of a few steps already fills the cores, and every
+// byte of a larger batch is first touched (page faults) and streamed through the caches.
+// 256 MiB ran EfficientNet-Lite0 IG in half the time of 1 GiB in a fresh process and 10%
+// faster in a warm one (README "Library"); sweeps use it too (kSweepBudgetCpu).
+constexpr size_t kHostBatchBudget = size_t(256) << 20;
+
 // What the attribution needs of an image patch: rows r0:r1, cols c0:c1
 // (half-open), all channels. The original's `x1 y1 x2 y2` is {x1, y1, x2, y2}.
 struct Box {
@@ -57,14 +63,10 @@ class Device {
   // Memory the engine may plan with (bytes), for picking the chunk of steps.
   virtual size_t memory_available() const = 0;
   // Budget for the batch buffers when the request gives none, out of
-  // `available` bytes (free memory plus what the engine already holds). On
-  // the CPU a chunk of a few steps already fills the cores, and every byte of
-  // a batch is first touched (page faults) and streamed through the caches:
-  // 256 MiB ran EfficientNet-Lite0 IG in half the time of 1 GiB in a fresh
-  // process and 10% faster in a warm one (README "Library"). A GPU wants large
-  // batches and overrides this.
+  // `available` bytes (free memory plus what the engine already holds): at most
+  // kHostBatchBudget. A GPU wants large batches and overrides this.
   virtual size_t default_memory_budget(size_t available) const {
-    return std::min<size_t>(size_t(256) << 20, available / 4);
+    return std::min<size_t>(kHostBatchBudget, available / 4);
   }
   virtual void synchronize() {}
   // Independent tasks (IPNA's patch passes, one per box): run(task, lane) for every task in

@@ -81,11 +81,11 @@ struct SweepConfig {
   size_t effective_memory_budget() const;
 };
 
-// A sweep's default memory budgets. The CPU's keeps a step's buffers in cache-sized
-// chunks; a GPU needs chunks of tens of steps to fill it (ResNet-152 at 224 with a
-// 4x4 grid takes about 80 MB a step: 256 MiB would give chunks of 3 steps, a
-// tenth of the speed), and 8 GiB leaves room on cards of 16 GB.
-constexpr size_t kSweepBudgetCpu = size_t(256) << 20;
+// A sweep's default memory budgets: fixed, not taken from free memory. The CPU's is the
+// engine's (kHostBatchBudget); a GPU needs chunks of tens of steps to fill it (ResNet-152
+// at 224 with a 4x4 grid takes about 80 MB a step: 256 MiB would give chunks of 3 steps,
+// a tenth of the speed), and 8 GiB leaves room on cards of 16 GB.
+constexpr size_t kSweepBudgetCpu = kHostBatchBudget;
 constexpr size_t kSweepBudgetGpu = size_t(8) << 30;
 
 struct SweepSummary {
