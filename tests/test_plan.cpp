@@ -99,5 +99,31 @@ TEST(Plan, MemoryBudgetPicksChunk) {
   EXPECT_EQ(a.run(x, x0, r).chunk, 1);
 }
 
+// Without a budget the CPU plans its batches in kHostBatchBudget (a larger one only costs
+// there, README "Library"): a model of several MiB a step runs its 64 steps in chunks, the
+// same IG as in one chunk.
+TEST(Plan, DefaultBudgetOnTheCpuKeepsBatchesSmall) {
+  NetBuilder b(Shape{3, 128, 128});
+  b.conv(16, 3, 1, 1);
+  b.relu();
+  int split = b.current();
+  b.global_avg();
+  b.linear(3);
+  Graph g = b.finish();
+  Attributor a(split_graph(g, g.values[split].name), Precision::F32);
+  AttributionRequest r;
+  r.target_class = 0;
+  r.steps = 64;
+  r.integrated_gradients = true;
+  auto x = random_vector(3 * 128 * 128, 2), x0 = black_baseline(Shape{3, 128, 128});
+  AttributionResult chunked = a.run(x, x0, r);
+  EXPECT_LT(chunked.chunk, 64);
+  EXPECT_GT(chunked.chunk, 1);
+  EXPECT_LE(chunked.workspace_bytes, kHostBatchBudget);
+  EXPECT_GT(chunked.workspace_bytes * 64 / chunked.chunk, kHostBatchBudget);  // one chunk would not fit
+  r.chunk = 64;
+  EXPECT_LT(rel_err(chunked.ig, a.run(x, x0, r).ig), 1e-6);
+}
+
 }  // namespace
 }  // namespace ipna::test
