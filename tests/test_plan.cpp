@@ -72,19 +72,30 @@ TEST(Plan, ArenaReusesDeadBuffers) {
   EXPECT_LE(plan.bytes_per_sample(true), 4 * act + 10 * (8 * 32 * 32 / 8) + 4096);
 }
 
-TEST(Plan, MemoryBudgetPicksChunk) {
-  NetBuilder b(Shape{3, 16, 16});
-  b.conv(4, 3, 1, 1);
+// conv 3x3 to `channels` -> ReLU (the split) -> global average -> linear to 3 classes, on RGB
+// inputs of side x side.
+SplitModel conv_relu_net(int side, int channels) {
+  NetBuilder b(Shape{3, side, side});
+  b.conv(channels, 3, 1, 1);
   b.relu();
-  int split = b.current();
+  const int split = b.current();
   b.global_avg();
   b.linear(3);
   Graph g = b.finish();
-  Attributor a(split_graph(g, g.values[split].name), Precision::F32);
+  return split_graph(g, g.values[split].name);
+}
+
+AttributionRequest ig_of_class_0_in_64_steps() {
   AttributionRequest r;
   r.target_class = 0;
   r.steps = 64;
   r.integrated_gradients = true;
+  return r;
+}
+
+TEST(Plan, MemoryBudgetPicksChunk) {
+  Attributor a(conv_relu_net(16, 4), Precision::F32);
+  AttributionRequest r = ig_of_class_0_in_64_steps();
   auto x = random_vector(3 * 16 * 16, 1), x0 = black_baseline(Shape{3, 16, 16});
   r.memory_budget = size_t(1) << 30;
   AttributionResult big = a.run(x, x0, r);
@@ -103,18 +114,8 @@ TEST(Plan, MemoryBudgetPicksChunk) {
 // there, README "Library"): a model of several MiB a step runs its 64 steps in chunks, the
 // same IG as in one chunk.
 TEST(Plan, DefaultBudgetOnTheCpuKeepsBatchesSmall) {
-  NetBuilder b(Shape{3, 128, 128});
-  b.conv(16, 3, 1, 1);
-  b.relu();
-  int split = b.current();
-  b.global_avg();
-  b.linear(3);
-  Graph g = b.finish();
-  Attributor a(split_graph(g, g.values[split].name), Precision::F32);
-  AttributionRequest r;
-  r.target_class = 0;
-  r.steps = 64;
-  r.integrated_gradients = true;
+  Attributor a(conv_relu_net(128, 16), Precision::F32);
+  AttributionRequest r = ig_of_class_0_in_64_steps();
   auto x = random_vector(3 * 128 * 128, 2), x0 = black_baseline(Shape{3, 128, 128});
   AttributionResult chunked = a.run(x, x0, r);
   EXPECT_LT(chunked.chunk, 64);
