@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "bench/bench_case.h"
+#include "engine/imagenet.h"
 #include "loaders/npy.h"
 
 using namespace ipna;
@@ -32,8 +33,8 @@ static void run_case(benchmark::State& state, bench::Case c) {
   torch::Tensor x = torch::from_blob(xf.data(), shape, torch::kFloat32).clone();
   torch::Tensor x0 = torch::zeros_like(x);
   if (shape[1] == 3) {
-    auto mean = torch::tensor({0.485f, 0.456f, 0.406f}).view({1, 3, 1, 1});
-    auto sd = torch::tensor({0.229f, 0.224f, 0.225f}).view({1, 3, 1, 1});
+    auto mean = torch::tensor(kImagenetMean, torch::kFloat32).view({1, 3, 1, 1});
+    auto sd = torch::tensor(kImagenetStd, torch::kFloat32).view({1, 3, 1, 1});
     x0 = (x0 - mean) / sd;
   }
   const int m = c.steps;
