@@ -212,6 +212,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s: reference in %.1f s, F %.4f -> %.4f\n", c.name.c_str(), ref.seconds, ref.f_baseline,
                    ref.f_input);
       const std::array<PathWarp, 3> owarps = oracle_warps(a, c.x, c.x0, r, pilot.intervals, c.name);
+      std::array<AttributionResult, 3> before;  // uniform, adaptive, gradient at m / 2: what IPNA extrapolates from
       for (int m = 8; m <= 2048; m *= 2)
         for (const char* schedule : {"uniform", "adaptive", "gradient", "oracle"}) {
           const bool adaptive = schedule[0] == 'a' || schedule[0] == 'g';
@@ -235,6 +236,13 @@ int main(int argc, char** argv) {
             const AttributionResult& got = one ? *one : per_quantity[q];
             csv << c.name << "," << kQuantities[q] << "," << schedule << "," << m << "," << evals << ","
                 << rel(quantity(got, q), quantity(ref, q)) << "\n";
+          }
+          if (one) {  // IPNA extrapolated from m / 2 and m (extrapolate_ipna), whose points m's include
+            AttributionResult& half = before[schedule[0] == 'u' ? 0 : schedule[0] == 'a' ? 1 : 2];
+            if (!half.ipna.empty())
+              csv << c.name << ",IPNA," << schedule << " extrapolated," << m << "," << evals << ","
+                  << rel(extrapolate_ipna(*one, half, 2).ipna[0], ref.ipna[0]) << "\n";
+            half = *one;
           }
           csv.flush();
         }
@@ -274,7 +282,7 @@ int main(int argc, char** argv) {
       }
   } else {
     // ig_change: the IG map's relative L2 change from the same schedule's previous m (what -n auto also checks).
-    csv << "schedule,steps,evaluations,ig_gap,patch_gap,ig_change,seconds\n";
+    csv << "schedule,steps,evaluations,ig_gap,patch_gap,ig_change,patch_gap_extrapolated,seconds\n";
     const TrafficLight t(effnet);
     const std::vector<double>&x = t.x, &x0 = t.x0;
     Attributor a(t.model, Precision::F32);
@@ -282,6 +290,7 @@ int main(int argc, char** argv) {
     const PathWarp warp = adaptive_warp(a, x, x0, r, pilot);
     const PathWarp gwarp = gradient_warp(a, x, x0, r, pilot);
     std::vector<std::vector<double>> previous(3);
+    std::array<AttributionResult, 3> half;  // each schedule at m / 2, for the extrapolated patch gap
     for (int m = min_steps; m <= max_steps; m *= 2)
       for (int s = 0; s < 3; ++s) {
         const char* schedule = s == 0 ? "uniform" : s == 1 ? "adaptive" : "gradient";
@@ -292,11 +301,19 @@ int main(int argc, char** argv) {
         const double dF = std::abs(res.f_input - res.f_baseline);
         const double change = previous[s].empty() ? NAN : rel(res.ig, previous[s]);
         previous[s] = res.ig;
+        double extrapolated = NAN;
+        if (!half[s].ipna.empty()) {
+          const AttributionResult e = extrapolate_ipna(res, half[s], 2);
+          extrapolated = std::abs(e.ipna_gap[0] / e.ig_in_box[0]);
+        }
+        half[s] = res;
         csv << schedule << "," << m << "," << m + (s ? pilot.intervals + 1 : 0) << "," << std::abs(res.ig_gap) / dF
-            << "," << std::abs(res.ipna_gap[0] / res.ig_in_box[0]) << "," << change << "," << res.seconds << "\n";
+            << "," << std::abs(res.ipna_gap[0] / res.ig_in_box[0]) << "," << change << "," << extrapolated << ","
+            << res.seconds << "\n";
         csv.flush();
-        std::fprintf(stderr, "m=%5d %-8s IG gap %.3e patch gap %.3e IG change %.3e (%.1f s)\n", m, schedule,
-                     std::abs(res.ig_gap) / dF, std::abs(res.ipna_gap[0] / res.ig_in_box[0]), change, res.seconds);
+        std::fprintf(stderr, "m=%5d %-8s IG gap %.3e patch gap %.3e (extrapolated %.3e) IG change %.3e (%.1f s)\n", m,
+                     schedule, std::abs(res.ig_gap) / dF, std::abs(res.ipna_gap[0] / res.ig_in_box[0]), extrapolated,
+                     change, res.seconds);
       }
   }
   return 0;

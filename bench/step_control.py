@@ -18,7 +18,9 @@ largest m measured (the gaps oscillate in m). Evaluations count the pilot's
 evaluations for gradient). The oracle column (when bench_steps wrote it) is
 the best placement of steps over 32 equal intervals that the per-interval
 errors measured against finer steps give, with no pilot counted: how much
-any schedule could gain on that net.
+any schedule could gain on that net. The "extrapolated" columns (IPNA, difference form) take each
+schedule's IPNA extrapolated from m / 2 and m (extrapolate_ipna), at m's evaluations; for
+EfficientNet-Lite0 the extrapolated patch gap gets its own column.
 """
 import csv
 import math
@@ -51,6 +53,10 @@ def evals_to_reach(points, target):
 SCHEDULES = [s for s in ("uniform", "adaptive", "gradient") if any(r["schedule"] == s for r in small + eff)]
 # The oracle (small nets only): the piecewise-uniform schedule a perfect pilot would give, its pilot not counted.
 OTHERS = [s for s in SCHEDULES if s != "uniform"] + (["oracle"] if any(r["schedule"] == "oracle" for r in small) else [])
+# IPNA (difference form) extrapolated from m / 2 and m (small nets, IPNA rows only): m evaluations, as m's points
+# hold m / 2's.
+EXTRAPOLATED = [s + " extrapolated" for s in SCHEDULES if any(r["schedule"] == s + " extrapolated" for r in small)]
+OTHERS += EXTRAPOLATED
 STYLE = {"uniform": "--", "adaptive": "-", "gradient": ":"}
 
 lines = ["#### Small nets, float64: evaluations to reach uniform m = 256's error", "",
@@ -68,6 +74,9 @@ for model in models:
         u = evals_to_reach(pts["uniform"], target)
         cells = []
         for s in OTHERS:
+            if not pts[s]:
+                cells.append("- | -")
+                continue
             a = evals_to_reach(pts[s], target)
             ratio = u / a if u and a else None
             if ratio:
@@ -82,11 +91,13 @@ for s in OTHERS:
             s, math.exp(sum(math.log(r) for r in ratios[s]) / len(ratios[s])), min(ratios[s]), max(ratios[s])))
 
 has_change = "ig_change" in eff[0]
+has_extra = "patch_gap_extrapolated" in eff[0]
 lines += ["", "#### EfficientNet-Lite0 traffic light, float32: the m from which each stays under (to its largest m measured)",
           "",
           "| schedule | IG gap <= 1% | patch gap <= 5% (difference form) |" + (
-              " IG change <= 1% | evaluations for IG gap and change |" if has_change else "") ,
-          "|---|---:|---:|" + ("---:|---:|" if has_change else "")]
+              " IG change <= 1% | evaluations for IG gap and change |" if has_change else "") + (
+              " patch gap <= 5%, extrapolated |" if has_extra else ""),
+          "|---|---:|---:|" + ("---:|---:|" if has_change else "") + ("---:|" if has_extra else "")]
 for s in SCHEDULES:
     rows = [r for r in eff if r["schedule"] == s]
 
@@ -104,9 +115,11 @@ for s in SCHEDULES:
         ch = first(lambda r: ok(r["ig_change"], 0.01))
         both = first(lambda r: ok(r["ig_gap"], 0.01) and ok(r["ig_change"], 0.01))
         row += " %s | %s |" % (cell(ch), both["evaluations"] if both else "-")
+    if has_extra:
+        row += " %s |" % cell(first(lambda r: ok(r["patch_gap_extrapolated"], 0.05)))
     lines.append(row)
-cols = [(s, k) for k in (("ig_gap", "patch_gap", "ig_change") if has_change else ("ig_gap", "patch_gap"))
-        for s in SCHEDULES]
+keys = ("ig_gap", "patch_gap") + (("ig_change",) if has_change else ()) + (("patch_gap_extrapolated",) if has_extra else ())
+cols = [(s, k) for k in keys for s in SCHEDULES]
 lines += ["", "| m | " + " | ".join("%s %s" % (s, k.replace("_", " ")) for s, k in cols) + " |",
           "|---:|" + "---:|" * len(cols)]
 for m in sorted({int(r["steps"]) for r in eff}):
@@ -125,7 +138,13 @@ for ax, q in zip(axes, ("IG", "conductance", "IPNA")):
                     color="C%d" % i, label=model if s == "uniform" else None)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_title("%s, float64 (- - uniform, - adaptive, : gradient)" % q, fontsize=8)
+        if q == "IPNA":
+            for s in ("uniform extrapolated", "gradient extrapolated"):
+                rows = [r for r in small if r["model"] == model and r["quantity"] == q and r["schedule"] == s]
+                ax.plot([int(r["evaluations"]) for r in rows], [float(r["error"]) for r in rows],
+                        "-." if s[0] == "u" else (0, (1, 3)), color="C%d" % i, linewidth=0.8)
+    ax.set_title("%s, float64 (- - uniform, - adaptive, : gradient%s)" % (
+        q, "; thin: extrapolated" if q == "IPNA" else ""), fontsize=8)
     ax.set_xlabel("gradient evaluations (+ pilot)")
     ax.grid(alpha=0.3)
 axes[0].set_ylabel("relative L2 error vs uniform m = 16384")
@@ -138,6 +157,9 @@ for s in SCHEDULES:
     ax.plot(ev, [float(r["patch_gap"]) for r in rows], STYLE[s], color="C3", label="patch gap, " + s)
     if has_change:
         ax.plot(ev, [float(r["ig_change"]) for r in rows], STYLE[s], color="C2", label="IG change, " + s)
+    if has_extra:
+        ax.plot(ev, [float(r["patch_gap_extrapolated"]) if r["patch_gap_extrapolated"] not in ("", "nan") else float("nan")
+                     for r in rows], STYLE[s], color="C4", label="patch gap extrapolated, " + s)
 ax.set_xscale("log")
 ax.set_yscale("log")
 ax.set_title("EfficientNet-Lite0 traffic light, float32", fontsize=9)

@@ -160,6 +160,26 @@ ScheduleKind default_schedule(bool step_control) {
   return step_control ? ScheduleKind::Gradient : ScheduleKind::Uniform;
 }
 
+AttributionResult extrapolate_ipna(AttributionResult fine, const AttributionResult& coarse, double ratio) {
+  if (!(ratio > 1)) throw Error("extrapolation needs the fine run to have more steps than the coarse one");
+  if (fine.ipna.empty() || fine.ipna.size() != coarse.ipna.size())
+    throw Error("extrapolation needs the difference form's IPNA of the same boxes at both step counts, got " +
+                std::to_string(fine.ipna.size()) + " and " + std::to_string(coarse.ipna.size()) + " boxes");
+  for (size_t b = 0; b < fine.ipna.size(); ++b) {
+    std::vector<double>& f = fine.ipna[b];
+    const std::vector<double>& c = coarse.ipna[b];
+    if (f.size() != c.size()) throw Error("extrapolation: box " + std::to_string(b) + "'s maps differ in size");
+    double sum = 0;
+    for (size_t i = 0; i < f.size(); ++i) {
+      f[i] = (ratio * f[i] - c[i]) / (ratio - 1);
+      sum += f[i];
+    }
+    fine.ipna_sum[b] = sum;
+    if (b < fine.ig_in_box.size()) fine.ipna_gap[b] = sum - fine.ig_in_box[b];
+  }
+  return fine;
+}
+
 double StepLevel::worst() const {
   double w = std::max({std::abs(ig_gap), std::abs(conductance_gap), change});
   for (double g : patch_gap) w = std::max(w, std::abs(g));
@@ -195,6 +215,9 @@ std::string ControlledResult::summary() const {
   s += ", change from " + (levels.size() > 1 ? std::to_string(levels[levels.size() - 2].steps) + " steps " +
                                                     percent(l.change)
                                               : std::string("nothing (one step count)"));
+  if (extrapolated && levels.size() > 1)
+    s += " (IPNA extrapolated from " + std::to_string(levels[levels.size() - 2].steps) + " and " +
+         std::to_string(l.steps) + " steps)";
   s += converged ? " - all under the tolerance" : " - NOT under the tolerance: the step cap stopped it";
   int reused = 0;
   for (const StepLevel& level : levels) reused += level.reused;
@@ -212,6 +235,9 @@ ControlledResult run_to_tolerance(Attributor& engine, const std::vector<double>&
   if (c.initial_steps < 1 || c.max_steps < c.initial_steps)
     throw Error("step control needs 1 <= initial steps (" + std::to_string(c.initial_steps) + ") <= the step cap (" +
                 std::to_string(c.max_steps) + ")");
+  if (c.extrapolate && (req.boxes.empty() || req.ipna_form != IpnaForm::Difference))
+    throw Error(std::string("extrapolation applies to the difference form's IPNA of a box; this request has ") +
+                (req.boxes.empty() ? "no boxes" : "the tangent form, whose patch sums hold at every step count"));
   const auto start = std::chrono::steady_clock::now();
   req.integrated_gradients = true;
   ControlledResult out;
@@ -227,12 +253,23 @@ ControlledResult run_to_tolerance(Attributor& engine, const std::vector<double>&
   int evaluated = 0;
   if (const auto report = req.progress)
     req.progress = [report, &evaluated](int done, int total) { report(evaluated + done, evaluated + total); };
+  // The previous step count as run, which refine continues from; out.result holds it as reported
+  // (extrapolated), and it is kept apart only when extrapolating.
+  AttributionResult as_run;
+  out.extrapolated = c.extrapolate;
   for (int m = c.initial_steps;; m = std::min(2 * m, c.max_steps)) {
     req.schedule = warp.schedule(m);
     req.steps = m;
-    const bool refine = reusable && !out.levels.empty() && m == 2 * out.levels.back().steps &&
-                        (!pairs_points || out.result.split_samples);
-    AttributionResult r = refine ? engine.refine(x, x0, req, out.result) : engine.run(x, x0, req);
+    const AttributionResult& before = c.extrapolate ? as_run : out.result;
+    const bool refine =
+        reusable && !out.levels.empty() && m == 2 * out.levels.back().steps && (!pairs_points || before.split_samples);
+    AttributionResult r = refine ? engine.refine(x, x0, req, before) : engine.run(x, x0, req);
+    if (c.extrapolate) {
+      AttributionResult run = r;
+      if (!out.levels.empty())
+        r = extrapolate_ipna(std::move(r), as_run, static_cast<double>(m) / out.levels.back().steps);
+      as_run = std::move(run);
+    }
     StepLevel l;
     l.steps = m;
     l.evaluations = r.evaluations;
@@ -257,9 +294,10 @@ ControlledResult run_to_tolerance(Attributor& engine, const std::vector<double>&
     out.result = std::move(r);
     out.schedule = req.schedule;
     out.converged = l.worst() <= c.tolerance;
-    if (out.converged || m >= c.max_steps) break;
+    if ((out.converged && c.stop_at_tolerance) || m >= c.max_steps) break;
   }
   out.result.split_samples.reset();  // up to kSplitSamplesMaxBytes, of no use past the last step count
+  as_run.split_samples.reset();
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return out;
 }

@@ -86,6 +86,18 @@ if(NOT uni_schedule STREQUAL "uniform" OR NOT auto_default_schedule STREQUAL "gr
                       "(pilot ${auto_default_pilot}); expected uniform and gradient (33)")
 endif()
 
+# --extrapolate: the difference form's IPNA from m / 2 and m, reported, for m gradient evaluations.
+attribute_json(extra_out extrapolated --box 7 9 16 26 -n 32 --extrapolate)
+attribute_json(plain_out plain32 --box 7 9 16 26 -n 32)
+string(JSON extra_from GET ${extra_out} step_control extrapolated_from)
+string(JSON extra_evals GET ${extra_out} step_control evaluations)
+string(JSON extra_sum GET ${extra_out} boxes 0 ipna_sum)
+string(JSON plain_sum GET ${plain_out} boxes 0 ipna_sum)
+if(NOT extra_from EQUAL 16 OR NOT extra_evals EQUAL 32 OR extra_sum STREQUAL plain_sum)
+  message(FATAL_ERROR "--extrapolate: from ${extra_from} steps, ${extra_evals} evaluations, IPNA sum ${extra_sum} "
+                      "(plain: ${plain_sum}); expected 16, 32 and a different sum")
+endif()
+
 function(expect_failure name needle)
   execute_process(COMMAND ${EXE} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE o ERROR_VARIABLE e)
   if(rc EQUAL 0)
@@ -108,6 +120,8 @@ expect_failure(empty_box "box 0" attribute --model ${M}/model.onnx --split split
 expect_failure(bad_steps "positive count or auto" attribute --model ${M}/model.onnx --split split --class 1 -n 0 ${COMMON})
 expect_failure(bad_steps_text "positive count or auto" attribute --model ${M}/model.onnx --split split --class 1 -n 12x ${COMMON})
 expect_failure(bad_schedule "--schedule" attribute --model ${M}/model.onnx --split split --class 1 --schedule log ${COMMON})
+expect_failure(odd_extrapolate "even count" attribute --model ${M}/model.onnx --split split --class 1 --box 7 9 16 26 -n 33 --extrapolate ${COMMON})
+expect_failure(tangent_extrapolate "difference form" attribute --model ${M}/model.onnx --split split --class 1 --box 7 9 16 26 --ipna-form tangent --extrapolate ${COMMON})
 expect_failure(bad_percent "prune-percent" attribute --model ${M}/model.onnx --split split --class 1 -p 120 ${COMMON})
 expect_failure(garbage_input "not a .npy" attribute --model ${M}/model.onnx --split split --class 1 --input ${M}/meta.json -o ${OUT}/bad)
 # The original's positional command line gives the same report as `attribute`.

@@ -12,6 +12,7 @@
 
 #include "engine/attribution.h"
 #include "engine/error.h"
+#include "engine/experiments/steps.h"
 #include "engine/step_control.h"
 #include "tests/net_builder.h"
 
@@ -418,6 +419,100 @@ TEST(StepControl, RunToToleranceReusesEarlierPoints) {
   EXPECT_LT(rel_err(done.result.conductance, whole.conductance), 1e-12);
   EXPECT_FALSE(done.result.split_samples);
   for (size_t b = 0; b < s.boxes.size(); ++b) EXPECT_LT(rel_err(done.result.ipna[b], whole.ipna[b]), 1e-12) << b;
+}
+
+// The difference form's IPNA carries a first-order bias (g at x_k times f1's change from x_{k-1}) on top of
+// the Riemann sums' own error; extrapolating from m / 2 and m removes it, so the extrapolated maps near the
+// common limit of both forms (the tangent form at many steps) faster than the maps they come from, the
+// more so as m grows.
+TEST(StepControl, ExtrapolationRemovesTheDifferenceFormsFirstOrderBias) {
+  for (int target : {2, 0}) {
+    SmallNet s;
+    Attributor a(s.model, Precision::F64);
+    AttributionRequest r = s.request(8192);
+    r.target_class = target;
+    r.conductance = false;
+    r.ipna_form = IpnaForm::Tangent;
+    const AttributionResult limit = a.run(s.x, s.x0, r);
+    r.ipna_form = IpnaForm::Difference;
+    r.steps = 256;
+    AttributionResult half = a.run(s.x, s.x0, r);
+    for (auto [m, most] : {std::pair{512, 0.55}, {1024, 0.3}}) {
+      r.steps = m;
+      const AttributionResult p = a.run(s.x, s.x0, r), e = extrapolate_ipna(p, half, 2);
+      for (size_t b = 0; b < s.boxes.size(); ++b) {
+        const std::string what =
+            "class " + std::to_string(target) + " m=" + std::to_string(m) + " box " + std::to_string(b);
+        EXPECT_LT(rel_err(e.ipna[b], limit.ipna[b]), most * rel_err(p.ipna[b], limit.ipna[b])) << what;
+        double sum = 0;
+        for (size_t i = 0; i < e.ipna[b].size(); ++i) {
+          ASSERT_NEAR(e.ipna[b][i], 2 * p.ipna[b][i] - half.ipna[b][i], 1e-15) << what;
+          sum += e.ipna[b][i];
+        }
+        EXPECT_NEAR(e.ipna_sum[b], sum, 1e-12) << what;
+        EXPECT_NEAR(e.ipna_gap[b], sum - p.ig_in_box[b], 1e-12) << what;
+      }
+      EXPECT_EQ(e.ig, p.ig);
+      half = p;
+    }
+  }
+}
+
+// With extrapolation, each step count reports IPNA extrapolated from it and the step count before, while
+// refining continues from the sums as run: the result equals whole runs at the last two step counts,
+// extrapolated, and reaching m still costs m gradient evaluations.
+TEST(StepControl, RunToToleranceExtrapolatesFromTheStepCountBefore) {
+  SmallNet s;
+  Attributor a(s.model, Precision::F64);
+  StepControl c;
+  c.extrapolate = true;
+  c.tolerance = 0.03;
+  const ControlledResult done = run_to_tolerance(a, s.x, s.x0, s.request(0), c);
+  ASSERT_GE(done.levels.size(), 3u) << done.summary();
+  EXPECT_TRUE(done.extrapolated);
+  EXPECT_NE(done.summary().find("IPNA extrapolated from"), std::string::npos) << done.summary();
+  const int m = done.levels.back().steps;
+  EXPECT_EQ(done.evaluations, m);
+  AttributionRequest r = s.request(m);
+  r.schedule = done.schedule;
+  const AttributionResult fine = a.run(s.x, s.x0, r);
+  r.steps = m / 2;
+  r.schedule.clear();
+  for (int k = 0; k <= m; k += 2) r.schedule.push_back(done.schedule[k]);
+  const AttributionResult want = extrapolate_ipna(fine, a.run(s.x, s.x0, r), 2);
+  const double unit = std::abs(fine.f_input - fine.f_baseline);
+  for (size_t b = 0; b < s.boxes.size(); ++b) {
+    EXPECT_LT(rel_err(done.result.ipna[b], want.ipna[b]), 1e-11) << b;
+    EXPECT_NEAR(done.levels.back().patch_gap[b] * std::max(std::abs(want.ig_in_box[b]), 0.01 * unit), want.ipna_gap[b],
+                1e-11)
+        << b;
+  }
+  EXPECT_LT(rel_err(done.result.ig, fine.ig), 1e-12);
+  EXPECT_LT(rel_err(done.result.conductance, fine.conductance), 1e-12);
+
+  AttributionRequest tangent = s.request(0);
+  tangent.ipna_form = IpnaForm::Tangent;
+  EXPECT_THROW(run_to_tolerance(a, s.x, s.x0, tangent, c), Error);
+  AttributionRequest no_boxes = s.request(0);
+  no_boxes.boxes.clear();
+  EXPECT_THROW(run_to_tolerance(a, s.x, s.x0, no_boxes, c), Error);
+}
+
+// A fixed m extrapolates from m / 2 on the same points: m gradient evaluations, uniform steps as a plain run's.
+TEST(StepControl, AFixedStepCountExtrapolatesFromHalfOfIt) {
+  SmallNet s;
+  Attributor a(s.model, Precision::F64);
+  StepPlan plan;
+  plan.steps = 64;
+  plan.extrapolate = true;
+  const StepRun run = run_steps(a, s.x, s.x0, s.request(0), plan);
+  EXPECT_EQ(run.steps, 64);
+  EXPECT_EQ(run.report["extrapolated_from"], 32);
+  EXPECT_EQ(run.report["evaluations"], 64);
+  const AttributionResult want = extrapolate_ipna(a.run(s.x, s.x0, s.request(64)), a.run(s.x, s.x0, s.request(32)), 2);
+  for (size_t b = 0; b < s.boxes.size(); ++b) EXPECT_LT(rel_err(run.result.ipna[b], want.ipna[b]), 1e-11) << b;
+  plan.steps = 63;
+  EXPECT_THROW(run_steps(a, s.x, s.x0, s.request(0), plan), Error);
 }
 
 }  // namespace

@@ -81,6 +81,9 @@ void StepOptions::check() const {
     throw UsageError("--quadrature: expected right, left, middle or trapezoid, got '" + quadrature + "'");
   if (!(tolerance > 0)) throw UsageError("--tol must be positive");
   if (max_steps < 16) throw UsageError("--max-steps must be at least 16 (auto starts there)");
+  if (extrapolate && !automatic() && count() % 2)
+    throw UsageError("--extrapolate with a fixed --steps needs an even count (it extrapolates from m / 2), got " +
+                     steps);
 }
 
 StepPlan StepOptions::plan() const {
@@ -92,6 +95,7 @@ StepPlan StepOptions::plan() const {
   p.quadrature = quadrature_of(quadrature);
   p.tolerance = tolerance;
   p.max_steps = max_steps;
+  p.extrapolate = extrapolate;
   return p;
 }
 

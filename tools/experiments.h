@@ -40,6 +40,7 @@ struct StepOptions {
   std::string quadrature = "right";  // IG's rule: right, left, middle, trapezoid
   double tolerance = 0.01;
   int max_steps = 4096;
+  bool extrapolate = false;  // the difference form's IPNA from the last two step counts (StepPlan::extrapolate)
   bool automatic() const { return steps == "auto"; }
   int count() const;  // the fixed m
   void check() const;

@@ -12,6 +12,8 @@ using nlohmann::json;
 void StepPlan::check() const {
   if (!automatic && steps < 1) throw Error("steps must be a positive count, got " + std::to_string(steps));
   if (!(tolerance > 0)) throw Error("the step tolerance must be positive, got " + std::to_string(tolerance));
+  if (extrapolate && !automatic && (steps < 2 || steps % 2))
+    throw Error("extrapolation from m / 2 steps needs an even step count, got " + std::to_string(steps));
   if (automatic && max_steps < 16)
     throw Error("the most steps of step control must be at least 16 (it starts there), got " + std::to_string(max_steps));
 }
@@ -43,6 +45,7 @@ StepRun run_steps(Attributor& engine, const std::vector<double>& x, const std::v
     c.tolerance = plan.tolerance;
     c.max_steps = plan.max_steps;
     c.schedule = plan.schedule;
+    c.extrapolate = plan.extrapolate;
     ControlledResult cr = run_to_tolerance(engine, x, x0, req, c);
     const std::string summary = cr.summary();
     out.result = std::move(cr.result);
@@ -61,6 +64,22 @@ StepRun run_steps(Attributor& engine, const std::vector<double>& x, const std::v
                 {"converged", cr.converged}, {"evaluations", cr.evaluations}, {"pilot_forwards", cr.pilot_forwards},
                 {"pilot_evaluations", cr.pilot_evaluations},
                 {"levels", levels}, {"summary", summary}});
+    if (plan.extrapolate) rep["extrapolated_from"] = cr.levels.size() > 1 ? cr.levels[cr.levels.size() - 2].steps : 0;
+  } else if (plan.extrapolate) {
+    // m / 2 then m on the schedule's warp through m / 2 points, each step halved (nested), as step control does.
+    StepControl c;
+    c.initial_steps = plan.steps / 2;
+    c.max_steps = plan.steps;
+    c.schedule = plan.schedule;
+    c.extrapolate = true;
+    c.stop_at_tolerance = false;
+    ControlledResult cr = run_to_tolerance(engine, x, x0, req, c);
+    out.result = std::move(cr.result);
+    out.steps = plan.steps;
+    out.schedule = cr.schedule;
+    rep.update({{"mode", "fixed"}, {"evaluations", cr.evaluations}, {"extrapolated_from", plan.steps / 2}});
+    if (cr.pilot_forwards) rep["pilot_forwards"] = cr.pilot_forwards;
+    if (cr.pilot_evaluations) rep["pilot_evaluations"] = cr.pilot_evaluations;
   } else {
     const int m = plan.steps;
     if (plan.schedule != ScheduleKind::Uniform) {

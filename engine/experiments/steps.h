@@ -18,6 +18,9 @@ struct StepPlan {
   Quadrature quadrature = Quadrature::Right;
   double tolerance = 0.01;
   int max_steps = 4096;
+  // The difference form's IPNA extrapolated from the last two step counts (extrapolate_ipna): with a
+  // fixed m (even), from m / 2 and m on nested points, which costs no more gradient evaluations than m.
+  bool extrapolate = false;
   void check() const;  // throws Error naming the value at fault
 };
 const char* quadrature_name(Quadrature q);

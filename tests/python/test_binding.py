@@ -235,6 +235,39 @@ def test_auto_steps_report_their_levels_and_equal_the_fixed_run(fixtures):
         assert rel(getattr(r, name), getattr(fixed, name)) < 1e-12, name
 
 
+def test_extrapolated_ipna_comes_from_half_the_steps(fixtures):
+    """extrapolate=True: the difference form's IPNA as 2 P(m) - P(m / 2), for m gradient evaluations, reported."""
+    d, meta, x, x0 = case(fixtures, "lenet")
+    a = ipna_fast.Attributor(ipna_fast.load(os.path.join(d, "model.onnx"), split=meta["split"]), precision="f64")
+    kw = dict(target_class=meta["class"], boxes=[meta["boxes"][0]])
+    r = a.run(x, x0, steps=32, extrapolate=True, **kw)
+    half, full = a.run(x, x0, steps=16, **kw), a.run(x, x0, steps=32, **kw)
+    assert r.step_control["extrapolated_from"] == 16 and r.step_control["evaluations"] == 32
+    want = 2 * np.asarray(full.ipna) - np.asarray(half.ipna)
+    assert rel(r.ipna, want) < 1e-12
+    assert abs(r.ipna_gap[0] - (want[0].sum() - full.ig_in_box[0])) < 1e-12
+    assert rel(r.ig, full.ig) < 1e-12
+    with pytest.raises(ipna_fast.Error, match="difference form"):
+        a.run(x, x0, steps=32, extrapolate=True, ipna_form="tangent", **kw)
+
+
+def test_load_image_prepares_as_the_command_line(fixtures, tmp_path):
+    """load_image: the --image preprocessing, so IG of its array equals the command line's on the image."""
+    d, meta, _, _ = case(fixtures, "tiny224")
+    image = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "traffic_light.JPEG")
+    x = ipna_fast.load_image(image)
+    assert x.shape == (3, 224, 224) and x.dtype == np.float64
+    out = tmp_path / "cli"
+    subprocess.run([os.environ["IPNA_FAST"], "attribute", "--model", os.path.join(d, "model.onnx"), "--split",
+                    meta["split"], "--image", image, "--class", str(meta["class"]), "-n", "4", "--no-conductance",
+                    "--precision", "f64", "-o", str(out), "--json"], check=True, capture_output=True)
+    a = ipna_fast.Attributor(ipna_fast.load(os.path.join(d, "model.onnx"), split=meta["split"]), precision="f64")
+    r = a.run(x, target_class=meta["class"], steps=4, conductance=False)
+    assert np.array_equal(r.ig, np.load(out / "ig.npy"))
+    with pytest.raises(ipna_fast.Error, match="nope.png"):
+        ipna_fast.load_image(str(tmp_path / "nope.png"))
+
+
 def test_gradient_schedule_beats_uniform_steps_on_the_trained_cnn():
     """schedule='gradient' (steps where the gradient turns) against a uniform m = 4096 reference on the trained
     Fashion-MNIST CNN, whose F saturates along the path: under 0.7x uniform steps' error at m = 32 for IG,

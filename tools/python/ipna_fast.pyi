@@ -23,6 +23,7 @@ class Model:
     def num_classes(self) -> int: ...
 
 def load(path: str, split: Optional[str] = None, second: Optional[str] = None) -> Model: ...
+def load_image(path: str) -> np.ndarray: ...
 def info(path: str) -> list[dict[str, Any]]: ...
 
 class Result:
@@ -73,7 +74,7 @@ class Attributor:
             steps: Union[int, str] = 256, target: str = "prob", boxes: Optional[Sequence[Box]] = None,
             grid: Union[None, str, Tuple[int, int]] = None, ig: bool = True, conductance: bool = True,
             ipna_form: str = "difference", cones: bool = True, schedule: Optional[str] = None,
-            quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096,
+            quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096, extrapolate: bool = False,
             split_mask: Optional[ArrayLike] = None, chunk: int = 0, memory_budget_mb: float = 0.0,
             progress: Progress = None) -> Result: ...
     def logits(self, x: ArrayLike, split_mask: Optional[ArrayLike] = None) -> np.ndarray: ...
@@ -96,7 +97,7 @@ class AttributeResult:
 
 def attribute(attributor: Attributor, x: ArrayLike, baseline: Union[None, str, ArrayLike] = None, *,
               target_class: int, steps: Union[int, str] = 256, schedule: Optional[str] = None,
-              quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096, target: str = "prob",
+              quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096, extrapolate: bool = False, target: str = "prob",
               boxes: Optional[Sequence[Box]] = None, grid: Union[None, str, Tuple[int, int]] = None,
               ig: bool = True, conductance: bool = True, ipna_form: str = "difference", cones: bool = True,
               prune_percent: Optional[float] = None, ranking: str = "ipna", granularity: str = "neuron",
@@ -112,7 +113,7 @@ class CurveResult:
 
 def pruning_curve(attributor: Attributor, x: ArrayLike, baseline: Union[None, str, ArrayLike] = None, *,
                   target_class: int, box: Box, fractions: Sequence[float] = ..., steps: Union[int, str] = 256,
-                  schedule: Optional[str] = None, quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096,
+                  schedule: Optional[str] = None, quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096, extrapolate: bool = False,
                   target: str = "prob", ipna_form: str = "difference", progress: Progress = None) -> CurveResult: ...
 
 class ClassWindowResult:
@@ -128,7 +129,7 @@ class ClassWindowResult:
 def class_window(attributor: Attributor, *, data: str = ..., cls: int = 0, window: Box = (0, 0, 14, 14),
                  images: int = 100, k_max: int = 16, random_draws: int = 5, seed: int = 1,
                  steps: Union[int, str] = 64, schedule: Optional[str] = None,
-                 quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096, ipna_form: str = "difference", target: str = "prob",
+                 quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096, extrapolate: bool = False, ipna_form: str = "difference", target: str = "prob",
                  progress: Progress = None) -> ClassWindowResult: ...
 
 def sweep(*, model: Sequence[str], split: str, output: str, manifest: Optional[str] = None,
@@ -136,7 +137,7 @@ def sweep(*, model: Sequence[str], split: str, output: str, manifest: Optional[s
           cls: Union[str, int] = "label", boxes: Optional[Sequence[Box]] = None,
           grid: Union[None, str, Tuple[int, int]] = None, ig: bool = True, conductance: bool = True,
           ipna_form: str = "difference", target: str = "prob", steps: Union[int, str] = 256,
-          schedule: Optional[str] = None, quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096,
+          schedule: Optional[str] = None, quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096, extrapolate: bool = False,
           prune_fractions: Sequence[float] = (), ranking: str = "ipna", maps: str = "float32", shard: str = "0/1",
           batch_items: int = 16, resume: bool = False, overwrite: bool = False, device: str = "cpu",
           precision: str = "f32", memory_budget_mb: float = 0.0, progress: Progress = None) -> dict[str, Any]: ...

@@ -23,6 +23,7 @@
 #include "engine/experiments/class_window.h"
 #include "engine/experiments/sweep.h"
 #include "loaders/idx.h"
+#include "loaders/image.h"
 #include "loaders/onnx_loader.h"
 
 namespace py = pybind11;
@@ -125,8 +126,8 @@ Granularity granularity_of(const std::string& g) {
 }
 
 // steps: a count or "auto"; schedule "uniform", "adaptive", "gradient" or None (default_schedule).
-StepPlan plan_of(const py::object& steps, const std::optional<std::string>& schedule, const std::string& quadrature, double tol,
-                 int max_steps) {
+StepPlan plan_of(const py::object& steps, const std::optional<std::string>& schedule, const std::string& quadrature,
+                 double tol, int max_steps, bool extrapolate) {
   StepPlan p;
   if (py::isinstance<py::str>(steps)) {
     if (steps.cast<std::string>() != "auto")
@@ -148,6 +149,7 @@ StepPlan plan_of(const py::object& steps, const std::optional<std::string>& sche
   p.quadrature = quadrature_arg(quadrature);
   p.tolerance = tol;
   p.max_steps = max_steps;
+  p.extrapolate = extrapolate;
   return p;
 }
 
@@ -273,6 +275,19 @@ PYBIND11_MODULE(ipna_fast, m) {
     }
   });
   m.attr("FASHION_MNIST") = kFashionMnistDir;
+  m.def(
+      "load_image",
+      [](const std::string& path) {
+        std::vector<double> x;
+        {
+          py::gil_scoped_release nogil;
+          x = imagenet_preprocess(load_image_rgb(path));
+        }
+        return to_array(x, {3, 224, 224});
+      },
+      py::arg("path"),
+      "A JPEG or PNG as the command line's --image prepares it: shorter side to 256, centre crop 224, [0, 1], "
+      "ImageNet's mean and std; a (3, 224, 224) float64 array.");
 
   py::class_<PyModel>(m, "Model", "A model split at a named tensor: f1 (input to split) and f2 (split to logits).")
       .def_property_readonly("input_shape", [](const PyModel& s) { return s.m->input_shape().dims; })
@@ -372,8 +387,7 @@ PYBIND11_MODULE(ipna_fast, m) {
                " boxes, " + std::to_string(s.r.evaluations) + " evaluations>";
       });
 
-  py::class_<PyAttributor>(m, "Attributor",
-                           "The engine for one model on one device; buffers are kept across calls.")
+  py::class_<PyAttributor>(m, "Attributor", "The engine for one model on one device; buffers are kept across calls.")
       .def(py::init([](const PyModel& model, const std::string& device, const std::string& precision) {
              const Precision p = choice<Precision>(precision, "precision", {{"f32", Precision::F32}, {"f64", Precision::F64}});
              PyAttributor a{model.m, nullptr};
@@ -383,23 +397,24 @@ PYBIND11_MODULE(ipna_fast, m) {
            py::arg("model"), py::arg("device") = "cpu", py::arg("precision") = "f32",
            "model: from ipna_fast.load. device: 'cpu' (direct float32 convolutions), 'cpu/winograd' (Winograd "
            "for 3x3 stride-1 convolutions: faster, less accurate), 'cpu/bf16' (bf16 convolutions, float32 "
-           "accumulation; AVX-512 BF16 or AMX), or 'cuda[:N][/fp32|/tf32][/cap=MiB]'. precision: 'f32' or 'f64' (the CPU's "
-           "float64 reference).")
+           "accumulation; AVX-512 BF16 or AMX), or 'cuda[:N][/fp32|/tf32][/cap=MiB]'. precision: 'f32' or 'f64' (the "
+           "CPU's float64 reference).")
       .def_property_readonly("device", [](const PyAttributor& a) { return a.engine->device_name(); })
       .def_property_readonly("model", [](const PyAttributor& a) { return PyModel{a.model}; })
       .def(
           "run",
-          [](PyAttributor& a, const py::object& x, const py::object& baseline, int target_class, const py::object& steps,
-             const std::string& target, const std::optional<std::vector<std::vector<int>>>& boxes,
-             const py::object& grid, bool ig, bool conductance, const std::string& ipna_form, bool cones,
-             const std::optional<std::string>& schedule, const std::string& quadrature, double tol, int max_steps,
-             const py::object& split_mask, int chunk, double memory_budget_mb, const py::object& progress) {
+          [](PyAttributor& a, const py::object& x, const py::object& baseline, int target_class,
+             const py::object& steps, const std::string& target,
+             const std::optional<std::vector<std::vector<int>>>& boxes, const py::object& grid, bool ig,
+             bool conductance, const std::string& ipna_form, bool cones, const std::optional<std::string>& schedule,
+             const std::string& quadrature, double tol, int max_steps, bool extrapolate, const py::object& split_mask,
+             int chunk, double memory_budget_mb, const py::object& progress) {
             const Shape in = a.model->input_shape();
             const std::vector<double> xv = sample(x, in, "x"), x0 = baseline_of(a, baseline);
             AttributionRequest req =
                 request(a, target_class, target, boxes, grid, ig, conductance, ipna_form, cones, chunk, memory_budget_mb);
             if (!split_mask.is_none()) req.split_mask = of_size(split_mask, a.model->split_shape(), "split_mask");
-            const StepPlan plan = plan_of(steps, schedule, quadrature, tol, max_steps);
+            const StepPlan plan = plan_of(steps, schedule, quadrature, tol, max_steps, extrapolate);
             req.progress = chunk_callback(progress);
             PyResult out;
             out.boxes = req.boxes;
@@ -408,7 +423,7 @@ PYBIND11_MODULE(ipna_fast, m) {
               StepRun run = run_steps(*a.engine, xv, x0, req, plan);
               out.r = std::move(run.result);
               out.steps = run.steps;
-              if (plan.automatic) out.step_report = std::move(run.report);
+              if (plan.automatic || plan.extrapolate) out.step_report = std::move(run.report);
             }
             return out;
           },
@@ -417,8 +432,8 @@ PYBIND11_MODULE(ipna_fast, m) {
           py::arg("grid") = py::none(), py::arg("ig") = true, py::arg("conductance") = true,
           py::arg("ipna_form") = "difference", py::arg("cones") = true, py::arg("schedule") = py::none(),
           py::arg("quadrature") = "right", py::arg("tol") = 0.01, py::arg("max_steps") = 4096,
-          py::arg("split_mask") = py::none(), py::arg("chunk") = 0, py::arg("memory_budget_mb") = 0.0,
-          py::arg("progress") = py::none(),
+          py::arg("extrapolate") = false, py::arg("split_mask") = py::none(), py::arg("chunk") = 0,
+          py::arg("memory_budget_mb") = 0.0, py::arg("progress") = py::none(),
           R"(IG of the input, conductance and IPNA at the split tensor, in one pass along the path.
 
 x, baseline: one sample (the model's input shape, or (1, ...) of it), any array-like; baseline None or
@@ -428,6 +443,8 @@ steps: the Riemann steps m, or 'auto': doubled from 16 until the completeness ga
   (relative) or max_steps is reached. schedule: 'uniform', 'adaptive' (steps placed where F changes) or 'gradient' (where the gradient turns);
   None: 'uniform' for a count, 'gradient' for 'auto'.
 quadrature: IG's rule, 'right' (the original's), 'left', 'middle' or 'trapezoid'.
+extrapolate: the difference form's IPNA extrapolated from m / 2 and m steps (Richardson: 2 P(m) - P(m / 2),
+  no more gradient evaluations than m; an even count), and with 'auto' from each step count and the one before.
 boxes: IPNA boxes (X1, Y1, X2, Y2): rows X1:X2, columns Y1:Y2; grid: 'RxC' or (R, C), a grid of boxes
   after them. ig, conductance: what else to compute. ipna_form: 'difference' (the original's) or
   'tangent'. cones: patch passes on receptive-field cones (False: whole planes).
@@ -479,9 +496,9 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
 
   m.def(
       "attribute",
-      [](PyAttributor& a, const py::object& x, const py::object& baseline, int target_class,
-         const py::object& steps, const std::optional<std::string>& schedule, const std::string& quadrature,
-         double tol, int max_steps, const std::string& target, const std::optional<std::vector<std::vector<int>>>& boxes,
+      [](PyAttributor& a, const py::object& x, const py::object& baseline, int target_class, const py::object& steps,
+         const std::optional<std::string>& schedule, const std::string& quadrature, double tol, int max_steps,
+         bool extrapolate, const std::string& target, const std::optional<std::vector<std::vector<int>>>& boxes,
          const py::object& grid, bool ig, bool conductance, const std::string& ipna_form, bool cones,
          std::optional<double> prune_percent, const std::string& ranking, const std::string& granularity,
          const py::object& progress) {
@@ -495,7 +512,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
         s.conductance = conductance;
         s.ipna_form = form_of(ipna_form);
         s.receptive_field_cones = cones;
-        s.steps = plan_of(steps, schedule, quadrature, tol, max_steps);
+        s.steps = plan_of(steps, schedule, quadrature, tol, max_steps, extrapolate);
         s.prune_percent = prune_percent.value_or(-1);
         s.ranking = ranking_of(ranking);
         s.granularity = granularity_of(granularity);
@@ -504,11 +521,11 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
         return attribute(*a.engine, xv, x0, s);
       },
       py::arg("attributor"), py::arg("x"), py::arg("baseline") = py::none(), py::kw_only(), py::arg("target_class"),
-      py::arg("steps") = 256, py::arg("schedule") = py::none(), py::arg("quadrature") = "right",
-      py::arg("tol") = 0.01, py::arg("max_steps") = 4096, py::arg("target") = "prob", py::arg("boxes") = py::none(), py::arg("grid") = py::none(),
-      py::arg("ig") = true, py::arg("conductance") = true, py::arg("ipna_form") = "difference",
-      py::arg("cones") = true, py::arg("prune_percent") = py::none(), py::arg("ranking") = "ipna",
-      py::arg("granularity") = "neuron", py::arg("progress") = py::none(),
+      py::arg("steps") = 256, py::arg("schedule") = py::none(), py::arg("quadrature") = "right", py::arg("tol") = 0.01,
+      py::arg("max_steps") = 4096, py::arg("extrapolate") = false, py::arg("target") = "prob",
+      py::arg("boxes") = py::none(), py::arg("grid") = py::none(), py::arg("ig") = true, py::arg("conductance") = true,
+      py::arg("ipna_form") = "difference", py::arg("cones") = true, py::arg("prune_percent") = py::none(),
+      py::arg("ranking") = "ipna", py::arg("granularity") = "neuron", py::arg("progress") = py::none(),
       "The original's main.py: Attributor.run's quantities, the grid's additivity, and with prune_percent the top "
       "P% of split units by `ranking` ('ipna': the first box; 'conductance') pruned and IG of the pruned model on "
       "the same path.");
@@ -522,8 +539,8 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
   m.def(
       "pruning_curve",
       [](PyAttributor& a, const py::object& x, const py::object& baseline, int target_class, std::vector<int> box,
-         std::vector<double> fractions, const py::object& steps, const std::optional<std::string>& schedule, const std::string& quadrature,
-         double tol, int max_steps, const std::string& target,
+         std::vector<double> fractions, const py::object& steps, const std::optional<std::string>& schedule,
+         const std::string& quadrature, double tol, int max_steps, bool extrapolate, const std::string& target,
          const std::string& ipna_form, const py::object& progress) {
         const std::vector<double> xv = sample(x, a.model->input_shape(), "x"), x0 = baseline_of(a, baseline);
         AttributeSpec s;
@@ -531,7 +548,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
         s.target = target_of(target);
         s.boxes = boxes_of(std::vector<std::vector<int>>{box});
         s.ipna_form = form_of(ipna_form);
-        s.steps = plan_of(steps, schedule, quadrature, tol, max_steps);
+        s.steps = plan_of(steps, schedule, quadrature, tol, max_steps, extrapolate);
         s.progress = chunk_callback(progress);
         const auto levels = chunk_callback(py::none());
         py::gil_scoped_release nogil;
@@ -539,11 +556,11 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
       },
       py::arg("attributor"), py::arg("x"), py::arg("baseline") = py::none(), py::kw_only(), py::arg("target_class"),
       py::arg("box"),
-      py::arg("fractions") = std::vector<double>{0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.2, 0.3,
-                                                 0.5, 0.7, 0.9, 1},
-      py::arg("steps") = 256, py::arg("schedule") = py::none(), py::arg("quadrature") = "right",
-      py::arg("tol") = 0.01, py::arg("max_steps") = 4096, py::arg("target") = "prob", py::arg("ipna_form") = "difference",
-      py::arg("progress") = py::none(),
+      py::arg("fractions") =
+          std::vector<double>{0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1},
+      py::arg("steps") = 256, py::arg("schedule") = py::none(), py::arg("quadrature") = "right", py::arg("tol") = 0.01,
+      py::arg("max_steps") = 4096, py::arg("extrapolate") = false, py::arg("target") = "prob",
+      py::arg("ipna_form") = "difference", py::arg("progress") = py::none(),
       "The original's trafficlight_plot: prune growing fractions of the split units by the box's IPNA ranking and "
       "by conductance; IG inside, outside and in total of each pruned model.");
 
@@ -558,9 +575,9 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
   m.def(
       "class_window",
       [](PyAttributor& a, const std::string& data, int cls, std::vector<int> window, int images, int k_max,
-         int random_draws, int seed, const py::object& steps, const std::optional<std::string>& schedule, const std::string& quadrature,
-         double tol, int max_steps, const std::string& ipna_form, const std::string& target,
-         const py::object& progress) {
+         int random_draws, int seed, const py::object& steps, const std::optional<std::string>& schedule,
+         const std::string& quadrature, double tol, int max_steps, bool extrapolate, const std::string& ipna_form,
+         const std::string& target, const py::object& progress) {
         if (window.size() != 4) throw py::value_error("window: (X1, Y1, X2, Y2)");
         ClassWindowSpec s;
         s.cls = cls;
@@ -569,7 +586,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
         s.k_max = k_max;
         s.random_draws = random_draws;
         s.seed = seed;
-        s.steps = plan_of(steps, schedule, quadrature, tol, max_steps);
+        s.steps = plan_of(steps, schedule, quadrature, tol, max_steps, extrapolate);
         s.ipna_form = form_of(ipna_form);
         s.target = target_of(target);
         const auto check = chunk_callback(py::none());
@@ -582,8 +599,9 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
       py::arg("attributor"), py::kw_only(), py::arg("data") = kFashionMnistDir, py::arg("cls") = 0,
       py::arg("window") = std::vector<int>{0, 0, 14, 14}, py::arg("images") = 100, py::arg("k_max") = 16,
       py::arg("random_draws") = 5, py::arg("seed") = 1, py::arg("steps") = 64, py::arg("schedule") = py::none(),
-      py::arg("quadrature") = "right", py::arg("tol") = 0.01, py::arg("max_steps") = 4096, py::arg("ipna_form") = "difference",
-      py::arg("target") = "prob", py::arg("progress") = py::none(),
+      py::arg("quadrature") = "right", py::arg("tol") = 0.01, py::arg("max_steps") = 4096,
+      py::arg("extrapolate") = false, py::arg("ipna_form") = "difference", py::arg("target") = "prob",
+      py::arg("progress") = py::none(),
       "The original's Fashion-MNIST experiment: average IPNA of a window over `images` test images of class `cls`, "
       "prune the top k split units (k = 0..k_max) by IPNA, by conductance and at random; mean IG inside/outside "
       "the window and the class accuracy.");
@@ -599,9 +617,9 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
          const std::optional<std::string>& manifest, const std::optional<std::string>& image_folder,
          const std::optional<std::string>& idx, const std::string& idx_set, int64_t limit, const py::object& cls,
          const std::optional<std::vector<std::vector<int>>>& boxes, const py::object& grid, bool ig, bool conductance,
-         const std::string& ipna_form, const std::string& target, const py::object& steps, const std::optional<std::string>& schedule, const std::string& quadrature,
-         double tol, int max_steps,
-         std::vector<double> prune_fractions, const std::string& ranking, const std::string& maps,
+         const std::string& ipna_form, const std::string& target, const py::object& steps,
+         const std::optional<std::string>& schedule, const std::string& quadrature, double tol, int max_steps,
+         bool extrapolate, std::vector<double> prune_fractions, const std::string& ranking, const std::string& maps,
          const std::string& shard, int batch_items, bool resume, bool overwrite, const std::string& device,
          const std::string& precision, double memory_budget_mb, const py::object& progress) {
         if (memory_budget_mb < 0)
@@ -631,7 +649,7 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
         c.conductance = conductance;
         c.ipna_form = form_of(ipna_form);
         c.target = target_of(target);
-        c.steps = plan_of(steps, schedule, quadrature, tol, max_steps);
+        c.steps = plan_of(steps, schedule, quadrature, tol, max_steps, extrapolate);
         c.prune_fractions = std::move(prune_fractions);
         c.ranking = ranking_of(ranking);
         c.maps = choice<MapStorage>(maps, "maps", {{"float32", MapStorage::Float32}, {"float16", MapStorage::Float16},
@@ -660,11 +678,10 @@ progress: called as progress(done, total) after each chunk of steps. Ctrl-C rais
       py::arg("ig") = true, py::arg("conductance") = true, py::arg("ipna_form") = "difference",
       py::arg("target") = "prob", py::arg("steps") = 256, py::arg("schedule") = py::none(),
       py::arg("quadrature") = "right", py::arg("tol") = 0.01, py::arg("max_steps") = 4096,
-      py::arg("prune_fractions") = std::vector<double>{},
-      py::arg("ranking") = "ipna", py::arg("maps") = "float32", py::arg("shard") = "0/1", py::arg("batch_items") = 16,
-      py::arg("resume") = false, py::arg("overwrite") = false, py::arg("device") = "cpu",
-      py::arg("precision") = "f32", py::arg("memory_budget_mb") = 0.0, py::arg("progress") = py::none(),
-      sweep_doc.c_str());
+      py::arg("extrapolate") = false, py::arg("prune_fractions") = std::vector<double>{}, py::arg("ranking") = "ipna",
+      py::arg("maps") = "float32", py::arg("shard") = "0/1", py::arg("batch_items") = 16, py::arg("resume") = false,
+      py::arg("overwrite") = false, py::arg("device") = "cpu", py::arg("precision") = "f32",
+      py::arg("memory_budget_mb") = 0.0, py::arg("progress") = py::none(), sweep_doc.c_str());
 
   m.def(
       "merge",
