@@ -90,6 +90,19 @@ for s in OTHERS:
         lines.append("Geometric mean ratio, %s: %.2fx (range %.2fx to %.2fx)." % (
             s, math.exp(sum(math.log(r) for r in ratios[s]) / len(ratios[s])), min(ratios[s]), max(ratios[s])))
 
+if EXTRAPOLATED:  # extrapolation is of higher order: it gains more where more accuracy is asked
+    lines += ["", "#### Small nets, float64: IPNA (difference form), evaluations to reach uniform m = 1024's error", "",
+              "| model | error at uniform m = 1024 | " + " | ".join("%s | ratio" % s for s in OTHERS if s != "oracle")
+              + " |", "|---|---:|" + "---:|---:|" * len([s for s in OTHERS if s != "oracle"])]
+    for model in models:
+        rows = [r for r in small if r["model"] == model and r["quantity"] == "IPNA"]
+        target = [float(r["error"]) for r in rows if r["schedule"] == "uniform" and int(r["steps"]) == 1024][0]
+        cells = []
+        for s in [s for s in OTHERS if s != "oracle"]:
+            a = evals_to_reach([(int(r["evaluations"]), float(r["error"])) for r in rows if r["schedule"] == s], target)
+            cells.append("%s | %s" % ("%.0f" % a if a else "-", "%.2fx" % (1024 / a) if a else "-"))
+        lines.append("| %s | %.2e | %s |" % (model, target, " | ".join(cells)))
+
 has_change = "ig_change" in eff[0]
 has_extra = "patch_gap_extrapolated" in eff[0]
 lines += ["", "#### EfficientNet-Lite0 traffic light, float32: the m from which each stays under (to its largest m measured)",
@@ -136,13 +149,13 @@ for ax, q in zip(axes, ("IG", "conductance", "IPNA")):
             rows = [r for r in small if r["model"] == model and r["quantity"] == q and r["schedule"] == s]
             ax.plot([int(r["evaluations"]) for r in rows], [float(r["error"]) for r in rows], STYLE[s],
                     color="C%d" % i, label=model if s == "uniform" else None)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
         if q == "IPNA":
             for s in ("uniform extrapolated", "gradient extrapolated"):
                 rows = [r for r in small if r["model"] == model and r["quantity"] == q and r["schedule"] == s]
                 ax.plot([int(r["evaluations"]) for r in rows], [float(r["error"]) for r in rows],
-                        "-." if s[0] == "u" else (0, (1, 3)), color="C%d" % i, linewidth=0.8)
+                        linestyle="-." if s[0] == "u" else (0, (1, 3)), color="C%d" % i, linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_title("%s, float64 (- - uniform, - adaptive, : gradient%s)" % (
         q, "; thin: extrapolated" if q == "IPNA" else ""), fontsize=8)
     ax.set_xlabel("gradient evaluations (+ pilot)")
