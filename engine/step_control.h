@@ -74,8 +74,8 @@ PathWarp schedule_warp(ScheduleKind kind, Attributor& engine, const std::vector<
                        int* pilot_forwards, int* pilot_evaluations);
 
 // The difference form's IPNA at m steps pairs g at x_k with f1's change taken from x_{k-1}: besides the
-// discretisation error that every Riemann sum has, each step adds about (g(x_k) J(x_{k-1}) - g(x_k) J(x_k)) d_k,
-// a first-order bias C / m whose C barely depends on m once m is large enough for the schedule (the
+// discretisation error that every Riemann sum has, each step adds about g(x_k) (J(x_{k-1}) - J(x_k)) d_k 1_S
+// (J: f1's Jacobian), a first-order bias C / m whose C barely depends on m once m suits the schedule (the
 // traffic-light example's patch sum on the gradient schedule: C within 10 % from m = 256 on). Richardson's
 // extrapolation (r P(m) - P(m / r)) / (r - 1) removes it; what is left is the Riemann sums' own error.
 // fine: the run at m steps, coarse: at m / ratio on the same path (ratio > 1). Returns `fine` with every
