@@ -184,6 +184,12 @@ class Backend : public Device {
   // on window `win` of n*c planes; tx and ty are [n, c, win.h, win.w].
   virtual void clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint64_t* mask, const T* tx,
                                    T* ty) = 0;
+  // The difference form's Clip on a cone window: y = clip(base + change) - clip(base), base whole
+  // planes of h x w read on window `win` (the base point's values, in place in the value store),
+  // change and y [n, c, win.h, win.w]; y may alias change. One pass instead of copying the base's
+  // window out and clipping both points.
+  virtual void clip_difference_window(int n, int c, int h, int w, PlaneWindow win, T lo, T hi, const T* base,
+                                      const T* change, T* y) = 0;
   // ty = gamma * rstd * (tx - mean_c(tx) - x_hat * mean_c(tx * x_hat)), at the saved point.
   virtual void layernorm_tangent(int n, int c, int64_t plane, const T* gamma, const T* xhat, const T* rstd, const T* tx,
                                  T* ty) = 0;

@@ -362,11 +362,18 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
       be_.add_forward(window_count, a, b, result);
       break;
     }
-    case OpKind::Clip:
-      elementwise_change([&](T* v) {
-        be_.clip_forward(window_count, static_cast<T>(node.lo), static_cast<T>(node.hi), v, v, nullptr);
-      });
+    case OpKind::Clip: {
+      const int u = node.inputs[0];
+      const T lo = static_cast<T>(node.lo), hi = static_cast<T>(node.hi);
+      if (cone.compact[u] && store.layout->made_by[u] < 0) {  // the base read in place from the store
+        be_.clip_difference_window(n, c, static_cast<int>(so.height()), static_cast<int>(so.width()), r.window(), lo,
+                                   hi, stored(store, u, store.first_slot),
+                                   read_window(u, n, value_ptr(u, n, x, y, arena), cone, r, in_buf), result);
+        break;
+      }
+      elementwise_change([&](T* v) { be_.clip_forward(window_count, lo, hi, v, v, nullptr); });
       break;
+    }
     case OpKind::Activation:
       elementwise_change([&](T* v) {
         be_.activation_forward(node.activation, window_count, static_cast<T>(node.alpha), static_cast<T>(node.beta), v,

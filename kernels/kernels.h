@@ -17,6 +17,8 @@ void clip_forward(int64_t count, float lo, float hi, const float* x, float* y, u
 void clip_backward(int64_t count, const uint32_t* mask, const float* dy, float* dx, bool accumulate, cudaStream_t s);
 void clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint32_t* mask, const float* tx, float* ty,
                          cudaStream_t s);
+void clip_difference_window(int n, int c, int h, int w, PlaneWindow win, float lo, float hi, const float* base,
+                            const float* change, float* y, cudaStream_t s);
 void affine_forward(int c, int64_t plane, int n, const float* scale, const float* shift, const float* x, float* y,
                     cudaStream_t s);
 void affine_backward(int c, int64_t plane, int n, const float* scale, const float* dy, float* dx, bool accumulate,

@@ -43,6 +43,19 @@ __global__ void clip_tangent_window_kernel(int64_t total, int h, int w, PlaneWin
   ty[i] = mask_bit(mask, at) ? tx[i] : 0.f;
 }
 
+// One thread per element of the window; its base is the element at the same position of the whole plane.
+__global__ void clip_difference_window_kernel(int64_t total, int h, int w, PlaneWindow win, float lo, float hi,
+                                              const float* base, const float* change, float* y) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= total) return;
+  const int64_t plane = i / (static_cast<int64_t>(win.h) * win.w);
+  const int pos = static_cast<int>(i % (static_cast<int64_t>(win.h) * win.w));
+  const float b = base[(plane * h + win.r0 + pos / win.w) * w + win.c0 + pos % win.w];
+  const float v = b + change[i];
+  // fminf/fmaxf drop a NaN; the sum carries it on, as clip_forward does.
+  y[i] = (fminf(fmaxf(v, lo), hi) + (v != v ? v : 0.f)) - (fminf(fmaxf(b, lo), hi) + (b != b ? b : 0.f));
+}
+
 __global__ void affine_kernel(int c, int64_t plane, int64_t total, const float* scale, const float* shift,
                               const float* x, float* y) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -117,6 +130,13 @@ void clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint
                          cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(n) * c * win.h * win.w;
   launch_1d("clip_tangent_window", total, s, clip_tangent_window_kernel, total, h, w, win, mask, tx, ty);
+}
+
+void clip_difference_window(int n, int c, int h, int w, PlaneWindow win, float lo, float hi, const float* base,
+                            const float* change, float* y, cudaStream_t s) {
+  const int64_t total = static_cast<int64_t>(n) * c * win.h * win.w;
+  launch_1d("clip_difference_window", total, s, clip_difference_window_kernel, total, h, w, win, lo, hi, base, change,
+            y);
 }
 
 void clip_backward(int64_t count, const uint32_t* mask, const float* dy, float* dx, bool acc, cudaStream_t s) {

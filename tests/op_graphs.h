@@ -97,6 +97,12 @@ inline std::vector<OpGraph> op_graphs() {
     add("MaxPoolOverlappingPadded", b);
   }
   {
+    NetBuilder b(Shape{2, 8, 8});
+    b.conv(3, 3, 1, 1);
+    b.pool(OpKind::MaxPool, 3, 2, 1);  // on a cone, the pool reads the conv's change and its stored base
+    add("ConvThenMaxPool", b);
+  }
+  {
     NetBuilder b(Shape{2, 7, 6});
     b.pool(OpKind::AvgPool, 3, 2, 1, false);
     add("AvgPoolExcludePad", b);

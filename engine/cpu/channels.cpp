@@ -6,6 +6,7 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/instantiate.h"
+#include "engine/cpu/prefetch.h"
 
 namespace ipna {
 
@@ -70,6 +71,7 @@ void CpuBackend<T>::copy_window(int n, int channels, const T* src, int src_h, in
   for (int64_t p = 0; p < static_cast<int64_t>(n) * channels; ++p) {
     const T* s = src + p * src_h * src_w;
     T* d = dst + p * dst_h * dst_w;
+    const bool ahead = p + cpu::kPlanesAhead < static_cast<int64_t>(n) * channels;
     for (int r = 0; r < h; ++r) {
       const int sr = src_r + r;
       T* row = d + static_cast<int64_t>(dst_r + r) * dst_w + dst_c;
@@ -79,6 +81,8 @@ void CpuBackend<T>::copy_window(int n, int channels, const T* src, int src_h, in
       }
       // Columns c in [lo, hi) read inside the source plane; the others are zero.
       const int lo = std::clamp(-src_c, 0, w), hi = std::clamp(src_w - src_c, lo, w);
+      if (ahead && hi > lo)
+        cpu::prefetch_row(s + (cpu::kPlanesAhead * static_cast<int64_t>(src_h) + sr) * src_w + src_c + lo, hi - lo);
       std::fill(row, row + lo, T(0));
       std::copy(s + static_cast<int64_t>(sr) * src_w + src_c + lo, s + static_cast<int64_t>(sr) * src_w + src_c + hi,
                 row + lo);

@@ -67,6 +67,8 @@ class CpuBackend final : public Backend<T> {
                               T* ty, int n) override;
   void clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint64_t* mask, const T* tx,
                            T* ty) override;
+  void clip_difference_window(int n, int c, int h, int w, PlaneWindow win, T lo, T hi, const T* base, const T* change,
+                              T* y) override;
   void layernorm_tangent(int n, int c, int64_t plane, const T* gamma, const T* xhat, const T* rstd, const T* tx,
                          T* ty) override;
   void copy_window(int n, int channels, const T* src, int src_h, int src_w, int src_r, int src_c, T* dst, int dst_h,

@@ -12,6 +12,7 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/instantiate.h"
+#include "engine/cpu/prefetch.h"
 
 namespace ipna {
 
@@ -99,6 +100,22 @@ void CpuBackend<T>::clip_tangent_window(int n, int c, int h, int w, PlaneWindow 
 }
 
 template <typename T>
+void CpuBackend<T>::clip_difference_window(int n, int c, int h, int w, PlaneWindow win, T lo, T hi, const T* base,
+                                           const T* change, T* y) {
+  const int64_t planes = static_cast<int64_t>(n) * c;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p)
+    for (int r = 0; r < win.h; ++r) {
+      const T* b = base + (p * h + win.r0 + r) * w + win.c0;
+      if (p + cpu::kPlanesAhead < planes) cpu::prefetch_row(b + cpu::kPlanesAhead * int64_t(h) * w, win.w);
+      const T* d = change + (p * win.h + r) * win.w;
+      T* out = y + (p * win.h + r) * win.w;
+      for (int col = 0; col < win.w; ++col)
+        out[col] = std::min(std::max(b[col] + d[col], lo), hi) - std::min(std::max(b[col], lo), hi);
+    }
+}
+
+template <typename T>
 void CpuBackend<T>::affine_forward(int c, int64_t plane, const T* scale, const T* shift, const T* x, T* y, int n) {
 #pragma omp parallel for schedule(static)
   for (int64_t sc = 0; sc < static_cast<int64_t>(n) * c; ++sc) {
@@ -152,15 +169,16 @@ void CpuBackend<T>::scale_by_mask(int64_t per_sample, int n, const T* mask, T* x
   }
 }
 
-#define IPNA_POINTWISE(T)                                                                                           \
-  template void CpuBackend<T>::clip_forward(int64_t, T, T, const T*, T*, uint64_t*);                                \
-  template void CpuBackend<T>::clip_backward(int64_t, const uint64_t*, const T*, T*, bool);                         \
-  template void CpuBackend<T>::clip_tangent_window(int, int, int, int, PlaneWindow, const uint64_t*, const T*, T*); \
-  template void CpuBackend<T>::affine_forward(int, int64_t, const T*, const T*, const T*, T*, int);                 \
-  template void CpuBackend<T>::affine_backward(int, int64_t, const T*, const T*, T*, int, bool);                    \
-  template void CpuBackend<T>::add_forward(int64_t, const T*, const T*, T*);                                        \
-  template void CpuBackend<T>::subtract(int64_t, const T*, const T*, T*);                                           \
-  template void CpuBackend<T>::accumulate(int64_t, const T*, T*, bool);                                             \
+#define IPNA_POINTWISE(T)                                                                                             \
+  template void CpuBackend<T>::clip_forward(int64_t, T, T, const T*, T*, uint64_t*);                                  \
+  template void CpuBackend<T>::clip_backward(int64_t, const uint64_t*, const T*, T*, bool);                           \
+  template void CpuBackend<T>::clip_tangent_window(int, int, int, int, PlaneWindow, const uint64_t*, const T*, T*);   \
+  template void CpuBackend<T>::clip_difference_window(int, int, int, int, PlaneWindow, T, T, const T*, const T*, T*); \
+  template void CpuBackend<T>::affine_forward(int, int64_t, const T*, const T*, const T*, T*, int);                   \
+  template void CpuBackend<T>::affine_backward(int, int64_t, const T*, const T*, T*, int, bool);                      \
+  template void CpuBackend<T>::add_forward(int64_t, const T*, const T*, T*);                                          \
+  template void CpuBackend<T>::subtract(int64_t, const T*, const T*, T*);                                             \
+  template void CpuBackend<T>::accumulate(int64_t, const T*, T*, bool);                                               \
   template void CpuBackend<T>::scale_by_mask(int64_t, int, const T*, T*);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_POINTWISE)
 

@@ -392,6 +392,11 @@ void CudaBackend::clip_tangent_window(int n, int c, int h, int w, PlaneWindow wi
   kernels::clip_tangent_window(n, c, h, w, win, reinterpret_cast<const uint32_t*>(mask), tx, ty, stream_);
   after("clip_tangent_window");
 }
+void CudaBackend::clip_difference_window(int n, int c, int h, int w, PlaneWindow win, float lo, float hi,
+                                         const float* base, const float* change, float* y) {
+  kernels::clip_difference_window(n, c, h, w, win, lo, hi, base, change, y, stream_);
+  after("clip_difference_window");
+}
 void CudaBackend::layernorm_tangent(int n, int c, int64_t plane, const float* gamma, const float* xhat,
                                     const float* rstd, const float* tx, float* ty) {
   kernels::layernorm_tangent(n, c, plane, gamma, xhat, rstd, tx, ty, stream_);

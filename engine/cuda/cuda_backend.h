@@ -80,6 +80,8 @@ class CudaBackend final : public Backend<float> {
                               PlaneWindow out, float* ty, int n) override;
   void clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint64_t* mask, const float* tx,
                            float* ty) override;
+  void clip_difference_window(int n, int c, int h, int w, PlaneWindow win, float lo, float hi, const float* base,
+                              const float* change, float* y) override;
   void layernorm_tangent(int n, int c, int64_t plane, const float* gamma, const float* xhat, const float* rstd,
                          const float* tx, float* ty) override;
   void copy_window(int n, int channels, const float* src, int src_h, int src_w, int src_r, int src_c, float* dst,
