@@ -190,6 +190,12 @@ class Backend : public Device {
   // window out and clipping both points.
   virtual void clip_difference_window(int n, int c, int h, int w, PlaneWindow win, T lo, T hi, const T* base,
                                       const T* change, T* y) = 0;
+  // The difference form's MaxPool on a cone window: y = pool(base + change) - pool(base) on window `out`
+  // of the output planes, pooled as d pools whole planes (padding never wins). base: whole input planes
+  // read on window `in` (the positions `out` reads), clipped to [lo, hi] first with clip_base (a ReLU's
+  // output, which the value store makes from its input); change [n, c, in.h, in.w]; y [n, c, out.h, out.w].
+  virtual void maxpool_difference_window(const PoolDesc& d, PlaneWindow in, PlaneWindow out, const T* base,
+                                         bool clip_base, T lo, T hi, const T* change, T* y, int n) = 0;
   // ty = gamma * rstd * (tx - mean_c(tx) - x_hat * mean_c(tx * x_hat)), at the saved point.
   virtual void layernorm_tangent(int n, int c, int64_t plane, const T* gamma, const T* xhat, const T* rstd, const T* tx,
                                  T* ty) = 0;

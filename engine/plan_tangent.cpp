@@ -382,6 +382,15 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
       break;
     case OpKind::MaxPool: {  // the pool of base + change on the part of the plane the window reads, padded beyond
       const Cone::Rect in = pool_input_window(st.pool, r);
+      const int u = node.inputs[0], maker = store.layout->made_by[u];
+      const Node* clip = maker >= 0 && graph_.nodes[maker].kind == OpKind::Clip ? &graph_.nodes[maker] : nullptr;
+      if (cone.compact[u] && (maker < 0 || clip)) {  // the base read in place from the store (a ReLU's made there)
+        be_.maxpool_difference_window(st.pool, in.window(), r.window(),
+                                      stored(store, clip ? clip->inputs[0] : u, store.first_slot), clip != nullptr,
+                                      static_cast<T>(clip ? clip->lo : 0), static_cast<T>(clip ? clip->hi : 0),
+                                      read_window(u, n, value_ptr(u, n, x, y, arena), cone, in, in_buf), result, n);
+        break;
+      }
       PoolDesc p = st.pool;
       p.h = in.r1 - in.r0;
       p.w = in.c1 - in.c0;

@@ -44,6 +44,8 @@ void avgpool_backward(const PoolDesc& d, int n, const float* dy, float* dx, bool
 void maxpool_tangent(const PoolDesc& d, int n, const int32_t* argmax, const float* tx, float* ty, cudaStream_t s);
 void maxpool_tangent_window(const PoolDesc& d, int n, const int32_t* argmax, PlaneWindow in, const float* tx,
                             PlaneWindow out, float* ty, cudaStream_t s);
+void maxpool_difference_window(const PoolDesc& d, int n, PlaneWindow in, PlaneWindow out, const float* base,
+                               bool clip_base, float lo, float hi, const float* change, float* y, cudaStream_t s);
 
 // channels.cu
 void copy_channels(int n, int64_t plane, int channels, const float* src, int src_c, int src_c0, float* dst, int dst_c,

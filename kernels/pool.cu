@@ -115,7 +115,48 @@ __global__ void maxpool_tangent_window_kernel(PoolDesc d, int64_t total, const i
   }
   ty[i] = t;
 }
+
+// One thread per output of the window: both maxima over the taps inside the input plane, at the
+// base point and at base + change (the change read on the input window `in`), the first maximum
+// winning and a NaN propagating, as in maxpool_forward_kernel.
+__global__ void maxpool_difference_window_kernel(PoolDesc d, int64_t total, PlaneWindow in, PlaneWindow out,
+                                                 const float* base, bool clip_base, float lo, float hi,
+                                                 const float* change, float* y) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= total) return;
+  const Window& w = d.win;
+  const int64_t plane = i / (static_cast<int64_t>(out.h) * out.w);
+  const int pos = static_cast<int>(i % (static_cast<int64_t>(out.h) * out.w));
+  const int oy = out.r0 + pos / out.w, ox = out.c0 + pos % out.w;
+  const float* bp = base + plane * d.h * d.w;
+  const float* cp = change + plane * in.h * in.w;
+  int i0, i1, j0, j1;
+  window_taps(oy, w.sh, w.pad_top, w.dh, w.kh, d.h, i0, i1);
+  window_taps(ox, w.sw, w.pad_left, w.dw, w.kw, d.w, j0, j1);
+  float best_base = -INFINITY, best_patched = -INFINITY;
+  bool first = true;
+  for (int a = i0; a < i1; ++a) {
+    const int iy = oy * w.sh - w.pad_top + a * w.dh;
+    for (int b = j0; b < j1; ++b) {
+      const int ix = ox * w.sw - w.pad_left + b * w.dw;
+      float v = bp[iy * d.w + ix];
+      if (clip_base) v = fminf(fmaxf(v, lo), hi) + (v != v ? v : 0.f);  // as clip_forward_kernel
+      const float p = v + cp[(iy - in.r0) * in.w + ix - in.c0];
+      if (first || v > best_base || (v != v && best_base == best_base)) best_base = v;
+      if (first || p > best_patched || (p != p && best_patched == best_patched)) best_patched = p;
+      first = false;
+    }
+  }
+  y[i] = best_patched - best_base;
+}
 }  // namespace
+
+void maxpool_difference_window(const PoolDesc& d, int n, PlaneWindow in, PlaneWindow out, const float* base,
+                               bool clip_base, float lo, float hi, const float* change, float* y, cudaStream_t s) {
+  const int64_t total = static_cast<int64_t>(n) * d.c * out.h * out.w;
+  launch_1d("maxpool_difference_window", total, s, maxpool_difference_window_kernel, d, total, in, out, base, clip_base,
+            lo, hi, change, y);
+}
 
 void maxpool_tangent_window(const PoolDesc& d, int n, const int32_t* argmax, PlaneWindow in, const float* tx,
                             PlaneWindow out, float* ty, cudaStream_t s) {

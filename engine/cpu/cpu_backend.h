@@ -65,6 +65,8 @@ class CpuBackend final : public Backend<T> {
   void maxpool_tangent(const PoolDesc& d, const int32_t* argmax, const T* tx, T* ty, int n) override;
   void maxpool_tangent_window(const PoolDesc& d, const int32_t* argmax, PlaneWindow in, const T* tx, PlaneWindow out,
                               T* ty, int n) override;
+  void maxpool_difference_window(const PoolDesc& d, PlaneWindow in, PlaneWindow out, const T* base, bool clip_base,
+                                 T lo, T hi, const T* change, T* y, int n) override;
   void clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint64_t* mask, const T* tx,
                            T* ty) override;
   void clip_difference_window(int n, int c, int h, int w, PlaneWindow win, T lo, T hi, const T* base, const T* change,

@@ -10,6 +10,7 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/instantiate.h"
+#include "engine/cpu/prefetch.h"
 #include "engine/window_math.h"
 
 namespace ipna {
@@ -22,83 +23,153 @@ inline bool takes(T v, T best) {
 }
 }  // namespace
 
+namespace {
+// A max pool of d over single planes. Output columns whose whole window lies inside the input
+// are swept row by row, tap by tap, with branch-free updates (a data-dependent branch per tap
+// mispredicts on real activations); the border columns take the general per-output loop.
+template <typename T>
+class MaxPoolPlanes {
+ public:
+  explicit MaxPoolPlanes(const PoolDesc& d) : d_(d) {
+    const Window& win = d.win;
+    for (int ox = 0; ox < d.wo; ++ox) {
+      int j0, j1;
+      window_taps(ox, win.sw, win.pad_left, win.dw, win.kw, d.w, j0, j1);
+      const bool full = j0 == 0 && j1 == win.kw;
+      if (full && col_hi_ == col_lo_) col_lo_ = col_hi_ = ox;
+      if (full && col_hi_ == ox) col_hi_ = ox + 1;
+    }
+  }
+  // yp (and the argmax ap, unless null) from the input plane xp; best_row and at_row: d.wo each, scratch.
+  void run(const T* xp, T* yp, int32_t* ap, T* best_row, int32_t* at_row) const {
+    if (ap)
+      run_planes<true>(xp, yp, ap, best_row, at_row);
+    else
+      run_planes<false>(xp, yp, ap, best_row, at_row);
+  }
+
+ private:
+  // Without the argmax the sweep keeps no index per column (the loop then vectorises).
+  template <bool kArgmax>
+  void run_planes(const T* xp, T* yp, int32_t* ap, T* best_row, int32_t* at_row) const {
+    const PoolDesc& d = d_;
+    const Window& win = d.win;
+    const int col_lo = col_lo_, col_hi = col_hi_;
+    for (int oy = 0; oy < d.ho; ++oy) {
+      int i0, i1;
+      window_taps(oy, win.sh, win.pad_top, win.dh, win.kh, d.h, i0, i1);
+      const auto general = [&](int ox) {
+        int j0, j1;
+        window_taps(ox, win.sw, win.pad_left, win.dw, win.kw, d.w, j0, j1);
+        T best = -std::numeric_limits<T>::infinity();
+        int32_t at = -1;
+        for (int i = i0; i < i1; ++i) {
+          const int iy = oy * win.sh - win.pad_top + i * win.dh;
+          for (int j = j0; j < j1; ++j) {
+            const int ix = ox * win.sw - win.pad_left + j * win.dw;
+            const T v = xp[iy * d.w + ix];
+            if (at < 0 || takes(v, best)) {
+              best = v;
+              at = iy * d.w + ix;
+            }
+          }
+        }
+        yp[oy * d.wo + ox] = best;
+        if (ap) ap[oy * d.wo + ox] = at;
+      };
+      for (int ox = 0; ox < col_lo; ++ox) general(ox);
+      for (int ox = col_hi; ox < d.wo; ++ox) general(ox);
+      if (col_hi == col_lo || i0 == i1) {
+        for (int ox = col_lo; ox < col_hi; ++ox) general(ox);
+        continue;
+      }
+      T* best = best_row;
+      int32_t* at = at_row;
+      const int iy0 = oy * win.sh - win.pad_top + i0 * win.dh;
+      const int x0 = col_lo * win.sw - win.pad_left;
+      for (int ox = col_lo; ox < col_hi; ++ox) {
+        const int idx = iy0 * d.w + x0 + (ox - col_lo) * win.sw;
+        best[ox] = xp[idx];
+        at[ox] = idx;
+      }
+      for (int i = i0; i < i1; ++i) {
+        const int iy = oy * win.sh - win.pad_top + i * win.dh;
+        for (int j = (i == i0 ? 1 : 0); j < win.kw; ++j) {
+          const int base = iy * d.w + x0 + j * win.dw;
+          for (int ox = col_lo; ox < col_hi; ++ox) {
+            const int idx = base + (ox - col_lo) * win.sw;
+            const T v = xp[idx];
+            const bool t = takes(v, best[ox]);
+            best[ox] = t ? v : best[ox];
+            if constexpr (kArgmax) at[ox] = t ? idx : at[ox];
+          }
+        }
+      }
+      std::copy(best + col_lo, best + col_hi, yp + oy * d.wo + col_lo);
+      if (kArgmax) std::copy(at + col_lo, at + col_hi, ap + oy * d.wo + col_lo);
+    }
+  }
+
+  PoolDesc d_;
+  int col_lo_ = 0, col_hi_ = 0;
+};
+}  // namespace
+
 template <typename T>
 void CpuBackend<T>::maxpool_forward(const PoolDesc& d, const T* x, T* y, int32_t* argmax, int n) {
-  const Window& win = d.win;
+  const MaxPoolPlanes<T> pool(d);
   const int64_t planes = static_cast<int64_t>(n) * d.c;
-  // Output columns whose whole window lies inside the input: there the row is swept tap by
-  // tap with branch-free updates (a data-dependent branch per tap mispredicts on real
-  // activations); the border columns take the general per-output loop.
-  int col_lo = 0, col_hi = 0;
-  for (int ox = 0; ox < d.wo; ++ox) {
-    int j0, j1;
-    window_taps(ox, win.sw, win.pad_left, win.dw, win.kw, d.w, j0, j1);
-    const bool full = j0 == 0 && j1 == win.kw;
-    if (full && col_hi == col_lo) col_lo = col_hi = ox;
-    if (full && col_hi == ox) col_hi = ox + 1;
-  }
 #pragma omp parallel
   {
     std::vector<T> best_row(d.wo);
     std::vector<int32_t> at_row(d.wo);
 #pragma omp for schedule(static)
+    for (int64_t p = 0; p < planes; ++p)
+      pool.run(x + p * d.h * d.w, y + p * d.ho * d.wo, argmax ? argmax + p * d.ho * d.wo : nullptr, best_row.data(),
+               at_row.data());
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::maxpool_difference_window(const PoolDesc& d, PlaneWindow in, PlaneWindow out, const T* base,
+                                              bool clip_base, T lo, T hi, const T* change, T* y, int n) {
+  // The pool of the window alone: the part `in` of the plane as its input, padded where the taps leave it
+  // (they leave `in` only where they leave the plane).
+  PoolDesc wd = d;
+  wd.h = in.h;
+  wd.w = in.w;
+  wd.ho = out.h;
+  wd.wo = out.w;
+  wd.win.pad_top = in.r0 - (out.r0 * d.win.sh - d.win.pad_top);
+  wd.win.pad_left = in.c0 - (out.c0 * d.win.sw - d.win.pad_left);
+  const MaxPoolPlanes<T> pool(wd);
+  const int64_t planes = static_cast<int64_t>(n) * d.c, in_count = static_cast<int64_t>(in.h) * in.w,
+                out_count = static_cast<int64_t>(out.h) * out.w;
+#pragma omp parallel
+  {
+    // One plane's window at the base point and at base + change, and the base's pool: staged in
+    // cache, each input read from the store once although several outputs take it.
+    std::vector<T> at_base(in_count), patched(in_count), base_pool(out_count), best_row(out.w);
+    std::vector<int32_t> at_row(out.w);
+#pragma omp for schedule(static)
     for (int64_t p = 0; p < planes; ++p) {
-      const T* xp = x + p * d.h * d.w;
-      T* yp = y + p * d.ho * d.wo;
-      int32_t* ap = argmax ? argmax + p * d.ho * d.wo : nullptr;
-      for (int oy = 0; oy < d.ho; ++oy) {
-        int i0, i1;
-        window_taps(oy, win.sh, win.pad_top, win.dh, win.kh, d.h, i0, i1);
-        const auto general = [&](int ox) {
-          int j0, j1;
-          window_taps(ox, win.sw, win.pad_left, win.dw, win.kw, d.w, j0, j1);
-          T best = -std::numeric_limits<T>::infinity();
-          int32_t at = -1;
-          for (int i = i0; i < i1; ++i) {
-            const int iy = oy * win.sh - win.pad_top + i * win.dh;
-            for (int j = j0; j < j1; ++j) {
-              const int ix = ox * win.sw - win.pad_left + j * win.dw;
-              const T v = xp[iy * d.w + ix];
-              if (at < 0 || takes(v, best)) {
-                best = v;
-                at = iy * d.w + ix;
-              }
-            }
-          }
-          yp[oy * d.wo + ox] = best;
-          if (ap) ap[oy * d.wo + ox] = at;
-        };
-        for (int ox = 0; ox < col_lo; ++ox) general(ox);
-        for (int ox = col_hi; ox < d.wo; ++ox) general(ox);
-        if (col_hi == col_lo || i0 == i1) {
-          for (int ox = col_lo; ox < col_hi; ++ox) general(ox);
-          continue;
+      const T* bp = base + p * d.h * d.w;
+      const T* cp = change + p * in_count;
+      for (int r = 0; r < in.h; ++r) {
+        const T* b = bp + static_cast<int64_t>(in.r0 + r) * d.w + in.c0;
+        if (p + cpu::kPlanesAhead < planes)
+          cpu::prefetch_row(b + cpu::kPlanesAhead * static_cast<int64_t>(d.h) * d.w, in.w);
+        T* at = at_base.data() + r * in.w;
+        T* pt = patched.data() + r * in.w;
+        for (int col = 0; col < in.w; ++col) {
+          at[col] = clip_base ? std::min(std::max(b[col], lo), hi) : b[col];
+          pt[col] = at[col] + cp[r * in.w + col];
         }
-        T* best = best_row.data();
-        int32_t* at = at_row.data();
-        const int iy0 = oy * win.sh - win.pad_top + i0 * win.dh;
-        const int x0 = col_lo * win.sw - win.pad_left;
-        for (int ox = col_lo; ox < col_hi; ++ox) {
-          const int idx = iy0 * d.w + x0 + (ox - col_lo) * win.sw;
-          best[ox] = xp[idx];
-          at[ox] = idx;
-        }
-        for (int i = i0; i < i1; ++i) {
-          const int iy = oy * win.sh - win.pad_top + i * win.dh;
-          for (int j = (i == i0 ? 1 : 0); j < win.kw; ++j) {
-            const int base = iy * d.w + x0 + j * win.dw;
-            for (int ox = col_lo; ox < col_hi; ++ox) {
-              const int idx = base + (ox - col_lo) * win.sw;
-              const T v = xp[idx];
-              const bool t = takes(v, best[ox]);
-              best[ox] = t ? v : best[ox];
-              at[ox] = t ? idx : at[ox];
-            }
-          }
-        }
-        std::copy(best + col_lo, best + col_hi, yp + oy * d.wo + col_lo);
-        if (ap) std::copy(at + col_lo, at + col_hi, ap + oy * d.wo + col_lo);
       }
+      T* yp = y + p * out_count;
+      pool.run(patched.data(), yp, nullptr, best_row.data(), at_row.data());
+      pool.run(at_base.data(), base_pool.data(), nullptr, best_row.data(), at_row.data());
+      for (int64_t k = 0; k < out_count; ++k) yp[k] -= base_pool[k];
     }
   }
 }
@@ -219,13 +290,15 @@ void CpuBackend<T>::maxpool_tangent_window(const PoolDesc& d, const int32_t* arg
   }
 }
 
-#define IPNA_POOL(T)                                                                                      \
-  template void CpuBackend<T>::maxpool_forward(const PoolDesc&, const T*, T*, int32_t*, int);             \
-  template void CpuBackend<T>::maxpool_backward(const PoolDesc&, const int32_t*, const T*, T*, int, bool); \
-  template void CpuBackend<T>::avgpool_forward(const PoolDesc&, const T*, T*, int);                       \
-  template void CpuBackend<T>::avgpool_backward(const PoolDesc&, const T*, T*, int, bool);                \
-  template void CpuBackend<T>::maxpool_tangent(const PoolDesc&, const int32_t*, const T*, T*, int);         \
-  template void CpuBackend<T>::maxpool_tangent_window(const PoolDesc&, const int32_t*, PlaneWindow, const T*, \
+#define IPNA_POOL(T)                                                                                                   \
+  template void CpuBackend<T>::maxpool_forward(const PoolDesc&, const T*, T*, int32_t*, int);                          \
+  template void CpuBackend<T>::maxpool_backward(const PoolDesc&, const int32_t*, const T*, T*, int, bool);             \
+  template void CpuBackend<T>::avgpool_forward(const PoolDesc&, const T*, T*, int);                                    \
+  template void CpuBackend<T>::avgpool_backward(const PoolDesc&, const T*, T*, int, bool);                             \
+  template void CpuBackend<T>::maxpool_tangent(const PoolDesc&, const int32_t*, const T*, T*, int);                    \
+  template void CpuBackend<T>::maxpool_difference_window(const PoolDesc&, PlaneWindow, PlaneWindow, const T*, bool, T, \
+                                                         T, const T*, T*, int);                                        \
+  template void CpuBackend<T>::maxpool_tangent_window(const PoolDesc&, const int32_t*, PlaneWindow, const T*,          \
                                                       PlaneWindow, T*, int);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_POOL)
 

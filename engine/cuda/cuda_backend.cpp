@@ -387,6 +387,11 @@ void CudaBackend::maxpool_tangent_window(const PoolDesc& d, const int32_t* argma
   kernels::maxpool_tangent_window(d, n, argmax, in, tx, out, ty, stream_);
   after("maxpool_tangent_window");
 }
+void CudaBackend::maxpool_difference_window(const PoolDesc& d, PlaneWindow in, PlaneWindow out, const float* base,
+                                            bool clip_base, float lo, float hi, const float* change, float* y, int n) {
+  kernels::maxpool_difference_window(d, n, in, out, base, clip_base, lo, hi, change, y, stream_);
+  after("maxpool_difference_window");
+}
 void CudaBackend::clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint64_t* mask,
                                       const float* tx, float* ty) {
   kernels::clip_tangent_window(n, c, h, w, win, reinterpret_cast<const uint32_t*>(mask), tx, ty, stream_);

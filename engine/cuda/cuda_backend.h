@@ -78,6 +78,8 @@ class CudaBackend final : public Backend<float> {
   void maxpool_tangent(const PoolDesc& d, const int32_t* argmax, const float* tx, float* ty, int n) override;
   void maxpool_tangent_window(const PoolDesc& d, const int32_t* argmax, PlaneWindow in, const float* tx,
                               PlaneWindow out, float* ty, int n) override;
+  void maxpool_difference_window(const PoolDesc& d, PlaneWindow in, PlaneWindow out, const float* base, bool clip_base,
+                                 float lo, float hi, const float* change, float* y, int n) override;
   void clip_tangent_window(int n, int c, int h, int w, PlaneWindow win, const uint64_t* mask, const float* tx,
                            float* ty) override;
   void clip_difference_window(int n, int c, int h, int w, PlaneWindow win, float lo, float hi, const float* base,
