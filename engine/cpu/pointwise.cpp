@@ -107,7 +107,7 @@ void CpuBackend<T>::clip_difference_window(int n, int c, int h, int w, PlaneWind
   for (int64_t p = 0; p < planes; ++p)
     for (int r = 0; r < win.h; ++r) {
       const T* b = base + (p * h + win.r0 + r) * w + win.c0;
-      if (p + cpu::kPlanesAhead < planes) cpu::prefetch_row(b + cpu::kPlanesAhead * int64_t(h) * w, win.w);
+      if (p + cpu::kPlanesAhead < planes) cpu::prefetch_row(b + cpu::kPlanesAhead * static_cast<int64_t>(h) * w, win.w);
       const T* d = change + (p * win.h + r) * win.w;
       T* out = y + (p * win.h + r) * win.w;
       for (int col = 0; col < win.w; ++col)

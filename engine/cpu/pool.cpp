@@ -75,7 +75,7 @@ class MaxPoolPlanes {
           }
         }
         yp[oy * d.wo + ox] = best;
-        if (ap) ap[oy * d.wo + ox] = at;
+        if constexpr (kArgmax) ap[oy * d.wo + ox] = at;
       };
       for (int ox = 0; ox < col_lo; ++ox) general(ox);
       for (int ox = col_hi; ox < d.wo; ++ox) general(ox);
@@ -90,7 +90,7 @@ class MaxPoolPlanes {
       for (int ox = col_lo; ox < col_hi; ++ox) {
         const int idx = iy0 * d.w + x0 + (ox - col_lo) * win.sw;
         best[ox] = xp[idx];
-        at[ox] = idx;
+        if constexpr (kArgmax) at[ox] = idx;
       }
       for (int i = i0; i < i1; ++i) {
         const int iy = oy * win.sh - win.pad_top + i * win.dh;
@@ -106,7 +106,7 @@ class MaxPoolPlanes {
         }
       }
       std::copy(best + col_lo, best + col_hi, yp + oy * d.wo + col_lo);
-      if (kArgmax) std::copy(at + col_lo, at + col_hi, ap + oy * d.wo + col_lo);
+      if constexpr (kArgmax) std::copy(at + col_lo, at + col_hi, ap + oy * d.wo + col_lo);
     }
   }
 
