@@ -21,4 +21,8 @@ CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWit
   -DIPNA_BUILD_PYTHON=OFF -DIPNA_FUZZ=ON -DIPNA_FUZZ_SECONDS="${IPNA_FUZZ_SECONDS:-30}" \
   -DCMAKE_CXX_FLAGS="$SAN -fsanitize=fuzzer-no-link -Wno-pass-failed" -DCMAKE_EXE_LINKER_FLAGS="$SAN" >/dev/null
 cmake --build build-asan
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure)
+# oneDNN's AMX convolution kernels (Intel CPUs with AMX) crashed 2 of 7 runs of the unit tests here,
+# a read past a heap chunk inside libdnnl's primitive creation that the sanitizer's allocator exposes
+# (libdnnl itself is not instrumented); capped at AVX-512 BF16 it passed 6 of 6. The Release run above
+# keeps the AMX kernels, so every bf16 check still runs on them.
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 ctest --output-on-failure)
