@@ -523,10 +523,11 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   // Box b's patch points into pts: x' + k d + s d 1_S (the tangent form: base zeros, k = 0), or where only
   // cone windows read the input, the patch alone, s d on the box ([n, C, box]): the tangent there, and the
   // difference form's change of the input.
-  auto make_patch_points = [&](size_t b, const PointBatch& patch, const T* base, const PatchLane& L) {
+  // Returns whether every point is the same (the box alone, equal steps), which the patch pass then exploits.
+  auto make_patch_points = [&](size_t b, const PointBatch& patch, const T* base, const PatchLane& L) -> bool {
     if (cones.empty() || !cones[b].compact[f1.graph().input]) {
       be->make_points(in_shape, base, d_dev.as<T>(), patch, L.pts);
-      return;
+      return false;
     }
     const Cone::Rect& box = cones[b].rect[f1.graph().input];
     const int bh = box.r1 - box.r0, bw = box.c1 - box.c0;
@@ -535,6 +536,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     PointBatch scaled;  // zeros + s d
     scaled.k = patch.patch_scale.empty() ? std::vector<double>(patch.k.size(), 1.0) : patch.patch_scale;
     be->make_points(Shape{in_shape.channels(), bh, bw}, zeros, L.box_direction, scaled, L.pts);
+    return std::all_of(scaled.k.begin(), scaled.k.end(), [&](double s) { return s == scaled.k.front(); });
   };
   if (B.ipna_acc.size() < req.boxes.size()) B.ipna_acc.resize(req.boxes.size());
   std::vector<T*> ipna_acc;
@@ -643,14 +645,14 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
           patch.box_index.push_back(box);
         }
         if (tangent) {  // IPNA^t += g(x_k) * J_h(x_k) (d_k * 1_S)
-          make_patch_points(b, patch, zeros, L);
-          f1.tangent(c, L.pts, L.h_patch, *L.ws, cones.empty() ? nullptr : &cones[b], &ws1);
+          const bool equal = make_patch_points(b, patch, zeros, L);
+          f1.tangent(c, L.pts, L.h_patch, *L.ws, cones.empty() ? nullptr : &cones[b], &ws1, equal);
           be->accumulate_path_product(split_window[b].count, c, gradient_on(b, dh, c, L), L.h_patch, nullptr,
                                       ipna_acc[b]);
         } else {  // IPNA += g(x_k) * (h(x_{k-1} + d_k * 1_S) - h(x_{k-1}))
-          make_patch_points(b, patch, x0_dev.as<T>(), L);
+          bool equal = make_patch_points(b, patch, x0_dev.as<T>(), L);
           if (value_store)  // base x_{k-1}: store slot i, or refining, the coarse point's slot
-            f1.patched_forward(c, L.pts, L.h_patch, *L.ws, cones[b], coarse ? coarse_points : store);
+            f1.patched_forward(c, L.pts, L.h_patch, *L.ws, cones[b], coarse ? coarse_points : store, equal);
           else
             f1.forward(c, L.pts, L.h_patch, *L.ws, false);
           // On a compact window h_patch holds the change itself.
@@ -660,9 +662,9 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
           if (coarse) {  // IPNA += g_{2k} (h(x_{2k-1} + d_{2k} * 1_S) - h(x_{2k-1})): the step on to the coarse point
             patch.k.assign(P.t.begin() + first, P.t.begin() + first + c);
             if (!P.unit) patch.patch_scale.assign(P.s_after.begin() + first, P.s_after.begin() + first + c);
-            make_patch_points(b, patch, x0_dev.as<T>(), L);
+            equal = make_patch_points(b, patch, x0_dev.as<T>(), L);
             if (value_store)
-              f1.patched_forward(c, L.pts, L.h_patch, *L.ws, cones[b], new_points);
+              f1.patched_forward(c, L.pts, L.h_patch, *L.ws, cones[b], new_points, equal);
             else
               f1.forward(c, L.pts, L.h_patch, *L.ws, false);
             be->accumulate_path_product(split_window[b].count, c, gradient_on(b, g_next, c, L), L.h_patch,

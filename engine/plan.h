@@ -88,7 +88,11 @@ class GraphPlan {
   // compact where the cone says; a value some whole-plane launch reads is
   // written whole, base plus change, and every other launch runs on whole
   // planes, as in forward.
-  void patched_forward(int n, const T* x, T* y, Workspace& ws, const Cone& cone, const ValueStore& store) const;
+  // With equal_samples (the input's change from the base point the same in every sample: a box's
+  // patch with equal steps), a windowed convolution that reads the input runs on one sample and
+  // copies its result to the others.
+  void patched_forward(int n, const T* x, T* y, Workspace& ws, const Cone& cone, const ValueStore& store,
+                       bool equal_samples = false) const;
   // Moves store slot `from` to slot 0 (the next chunk's first base point).
   void carry_store(const ValueStore& store, int from) const;
   // dx = (d graph / d x)^T dy at the points of the last saving forward.
@@ -111,8 +115,9 @@ class GraphPlan {
   // windowed convolution runs on its cone window only. The saved state is that
   // of `saving` where given (ws then needs only a forward arena): tangent passes
   // of several boxes run at once, each in its own ws, at the same saved points.
-  void tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone* cone = nullptr,
-               const Workspace* saving = nullptr) const;
+  // equal_samples: tx the same in every sample, used as in patched_forward.
+  void tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone* cone = nullptr, const Workspace* saving = nullptr,
+               bool equal_samples = false) const;
 
   const Graph& graph() const { return graph_; }
   int64_t input_numel() const { return graph_.values[graph_.input].shape.numel(); }
@@ -159,10 +164,16 @@ class GraphPlan {
   void apply_elementwise(const Node& node, int64_t count, const T* src, T* dst) const;
   // The difference form's launch `launch` on its cone window (plan_tangent.cpp).
   void difference_window(size_t launch, int n, const T* x, T* y, T* arena, Workspace& ws, const Cone& cone,
-                         const ValueStore& store) const;
+                         const ValueStore& store, bool equal_samples) const;
   // The tangent form's launch `launch` on its cone window, values kept compact where the cone says.
   void tangent_window(size_t launch, int n, const T* tx, T* ty, T* arena, const void* keep, Workspace& ws,
-                      const Cone& cone) const;
+                      const Cone& cone, bool equal_samples) const;
+  // A windowed convolution of launch `launch` on output window r, reading input u: on one sample where
+  // equal_samples and u is the graph's input, its result then copied to all n (tangent_window and
+  // difference_window share it; read gives u's window when the conv cannot read u's compact rect).
+  template <typename Read>
+  void conv_window(size_t launch, int n, int u, const T* u_storage, const Cone& cone, bool equal_samples, Read&& read,
+                   T* result) const;
   void grow_windows(Workspace& ws, const Cone& cone, int n) const;
   T* grad_ptr(int v, int n, const T* dy, T* dx, T* arena) const;
   size_t saved_size(int launch, int n) const;    // bytes backward needs of the launch

@@ -4,7 +4,8 @@
 // the cone of S only, so the convolutions and the per-position ops (Clip,
 // Affine, Activation, Add, MaxPool) need to run only on their cone windows: a
 // convolution on the window of its input that its output window reads
-// (positions beyond the plane read as zero, which is the padding), unpadded.
+// (positions beyond the plane read as zero, which is the padding), given as
+// the input's compact rect with the rest of that window as padding.
 // Both passes carry what is zero outside the cone: the tangent, or the patch's
 // change of each value from the base point (kept by the base point's forward),
 // which linear ops map as the tangent (without bias) and Clip, activations and
@@ -71,6 +72,28 @@ ConvDesc window_conv(const ConvDesc& whole, const Rect& r, Rect& in) {
   return d;
 }
 
+// What the convolution on output window `out` reads, and its descriptor d: a compact input (`have`,
+// its rect, at `stored`) as it is, the rest of the input window as asymmetric padding (outside its
+// cone an input's change or tangent is zero, as the plane's own padding is), which spares copying
+// the window with its zero halo out of the rect and the backend's staging of that larger window;
+// otherwise (a whole-plane input, or a strided convolution that skips the rect's last rows or
+// columns) the input window, unpadded, that read(window) gives.
+template <typename T, typename Read>
+const T* conv_input(const ConvDesc& whole, const Rect& out, bool compact, const Rect& have, const T* stored,
+                    Read&& read, ConvDesc& d) {
+  Rect in;
+  d = window_conv(whole, out, in);
+  if (!compact || have.area() == 0 || have.r0 < in.r0 || have.r1 > in.r1 || have.c0 < in.c0 || have.c1 > in.c1)
+    return read(in);
+  d.h = have.r1 - have.r0;
+  d.w = have.c1 - have.c0;
+  d.win.pad_top = have.r0 - in.r0;
+  d.win.pad_bottom = in.r1 - have.r1;
+  d.win.pad_left = have.c0 - in.c0;
+  d.win.pad_right = in.c1 - have.c1;
+  return stored;
+}
+
 // Whether the elementwise node (Clip or an activation) gives 0 at 0.
 bool maps_zero_to_zero(const Node& node) {
   if (node.kind == OpKind::Clip) return node.lo <= 0 && node.hi >= 0;
@@ -106,6 +129,25 @@ const T* GraphPlan<T>::read_window(int v, int n, const T* p, const Cone& cone, c
   be_.copy_window(n, static_cast<int>(s.channels()), p, sh, sw, want.r0 - or0, want.c0 - oc0, scratch, wh, ww, 0, 0, wh,
                   ww);
   return scratch;
+}
+
+template <typename T>
+template <typename Read>
+void GraphPlan<T>::conv_window(size_t si, int n, int u, const T* u_storage, const Cone& cone, bool equal_samples,
+                               Read&& read, T* result) const {
+  const NodeLaunch& st = launches_[si];
+  const Node& node = graph_.nodes[st.node];
+  const Cone::Rect& r = cone.rect[node.output];
+  ConvDesc d;
+  const T* src = conv_input(st.conv, r, cone.compact[u], cone.rect[u], u_storage, read, d);
+  // Every sample's input the same (the box's direction, equal steps): the convolution of one sample,
+  // copied to the others in doublings of the samples already made.
+  const bool once = equal_samples && u == graph_.input;
+  be_.conv2d_forward(d, weights_[st.node].template as<T>(), nullptr, src, result, once ? 1 : n);
+  if (!once) return;
+  const int64_t per = graph_.values[node.output].shape.channels() * r.area();
+  for (int made = 1; made < n; made *= 2)
+    be_.copy_on_device(result + made * per, result, sizeof(T) * per * std::min(made, n - made));
 }
 
 template <typename T>
@@ -232,7 +274,7 @@ void GraphPlan<T>::grow_windows(Workspace& ws, const Cone& cone, int n) const {
 
 template <typename T>
 void GraphPlan<T>::tangent_window(size_t si, int n, const T* tx, T* ty, T* arena, const void* keep, Workspace& ws,
-                                  const Cone& cone) const {
+                                  const Cone& cone, bool equal_samples) const {
   const NodeLaunch& st = launches_[si];
   const Node& node = graph_.nodes[st.node];
   const Shape& so = graph_.values[node.output].shape;
@@ -256,11 +298,11 @@ void GraphPlan<T>::tangent_window(size_t si, int n, const T* tx, T* ty, T* arena
     return;
   }
   switch (node.kind) {
-    case OpKind::Conv: {  // unpadded on the window of the input its output window reads
-      Cone::Rect in;
-      const ConvDesc d = window_conv(st.conv, r, in);
-      be_.conv2d_forward(d, weights_[st.node].template as<T>(), nullptr, window_of(node.inputs[0], in, in_buf), result,
-                         n);
+    case OpKind::Conv: {  // on the input's compact rect, padded, or unpadded on the window it reads
+      const int u = node.inputs[0];
+      conv_window(
+          si, n, u, value_ptr(u, n, tx, ty, arena), cone, equal_samples,
+          [&](const Cone::Rect& in) { return window_of(u, in, in_buf); }, result);
       break;
     }
     case OpKind::Clip:
@@ -296,7 +338,7 @@ void GraphPlan<T>::tangent_window(size_t si, int n, const T* tx, T* ty, T* arena
 
 template <typename T>
 void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* arena, Workspace& ws, const Cone& cone,
-                                     const ValueStore& store) const {
+                                     const ValueStore& store, bool equal_samples) const {
   const NodeLaunch& st = launches_[si];
   const Node& node = graph_.nodes[st.node];
   const Shape& so = graph_.values[node.output].shape;
@@ -345,11 +387,11 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
     be_.subtract(window_count, out_buf, aux_buf, result);
   };
   switch (node.kind) {
-    case OpKind::Conv: {  // linear: the convolution without bias of the change, unpadded on its window
-      Cone::Rect in;
-      const ConvDesc d = window_conv(st.conv, r, in);
-      be_.conv2d_forward(d, weights_[st.node].template as<T>(), nullptr, change_of(node.inputs[0], in, in_buf, aux_buf),
-                         result, n);
+    case OpKind::Conv: {  // linear: the convolution without bias of the change, on its window as in tangent_window
+      const int u = node.inputs[0];
+      conv_window(
+          si, n, u, value_ptr(u, n, x, y, arena), cone, equal_samples,
+          [&](const Cone::Rect& in) { return change_of(u, in, in_buf, aux_buf); }, result);
       break;
     }
     case OpKind::Affine:  // scale * change per channel
@@ -414,14 +456,14 @@ void GraphPlan<T>::difference_window(size_t si, int n, const T* x, T* y, T* aren
 }
 
 template <typename T>
-void GraphPlan<T>::patched_forward(int n, const T* x, T* y, Workspace& ws, const Cone& cone,
-                                   const ValueStore& store) const {
+void GraphPlan<T>::patched_forward(int n, const T* x, T* y, Workspace& ws, const Cone& cone, const ValueStore& store,
+                                   bool equal_samples) const {
   if (n > ws.capacity) throw Error("internal: batch of " + std::to_string(n) + " exceeds workspace");
   grow_windows(ws, cone, n);
   T* arena = ws.forward_arena.template as<T>();
   for (size_t si = 0; si < launches_.size(); ++si)
     at_node(graph_.nodes[launches_[si].node], "patched forward", [&] {
-      if (cone.windowed[si]) return difference_window(si, n, x, y, arena, ws, cone, store);
+      if (cone.windowed[si]) return difference_window(si, n, x, y, arena, ws, cone, store, equal_samples);
       launch_forward(si, n, x, y, arena, nullptr);
     });
 }
@@ -475,7 +517,8 @@ void GraphPlan<T>::carry_store(const ValueStore& store, int from) const {
 }
 
 template <typename T>
-void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone* cone, const Workspace* saving) const {
+void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone* cone, const Workspace* saving,
+                           bool equal_samples) const {
   if (!saving) saving = &ws;
   if (n > ws.capacity || n > saving->capacity || (!saving->saved.bytes() && saved_bytes(n)))
     throw Error("internal: tangent pass without the saved state of a forward of " + std::to_string(n) + " samples");
@@ -490,7 +533,7 @@ void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone*
     const T* w = weights_[st.node].template as<T>();
     const void* keep = saved + saved_offset(static_cast<int>(si), n);
     at_node(node, "tangent", [&] {
-      if (cone && cone->windowed[si]) return tangent_window(si, n, tx, ty, arena, keep, ws, *cone);
+      if (cone && cone->windowed[si]) return tangent_window(si, n, tx, ty, arena, keep, ws, *cone, equal_samples);
       switch (node.kind) {
         case OpKind::Conv:
           be_.conv2d_forward(st.conv, w, nullptr, in0, out, n);
@@ -545,15 +588,17 @@ void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone*
 
 template Cone GraphPlan<float>::cone(const Box&, bool, bool) const;
 template Cone GraphPlan<double>::cone(const Box&, bool, bool) const;
-template void GraphPlan<float>::tangent(int, const float*, float*, Workspace&, const Cone*, const Workspace*) const;
-template void GraphPlan<float>::patched_forward(int, const float*, float*, Workspace&, const Cone&,
-                                                const ValueStore&) const;
+template void GraphPlan<float>::tangent(int, const float*, float*, Workspace&, const Cone*, const Workspace*,
+                                        bool) const;
+template void GraphPlan<float>::patched_forward(int, const float*, float*, Workspace&, const Cone&, const ValueStore&,
+                                                bool) const;
 template void GraphPlan<double>::patched_forward(int, const double*, double*, Workspace&, const Cone&,
-                                                 const ValueStore&) const;
+                                                 const ValueStore&, bool) const;
 template GraphPlan<float>::StoreLayout GraphPlan<float>::store_layout(const std::vector<Cone>&) const;
 template GraphPlan<double>::StoreLayout GraphPlan<double>::store_layout(const std::vector<Cone>&) const;
 template void GraphPlan<float>::carry_store(const ValueStore&, int) const;
 template void GraphPlan<double>::carry_store(const ValueStore&, int) const;
-template void GraphPlan<double>::tangent(int, const double*, double*, Workspace&, const Cone*, const Workspace*) const;
+template void GraphPlan<double>::tangent(int, const double*, double*, Workspace&, const Cone*, const Workspace*,
+                                         bool) const;
 
 }  // namespace ipna

@@ -158,9 +158,18 @@ std::vector<double> in_box(const Graph& g, std::vector<double> v) {
   return v;
 }
 
+// Sample 0 of v (n samples) in every sample.
+std::vector<double> same_in_every_sample(const std::vector<double>& v, int n) {
+  const size_t per = v.size() / static_cast<size_t>(n);
+  std::vector<double> out(v.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = v[i % per];
+  return out;
+}
+
+// tx: zero outside kOpBox. equal_samples: tx is the same in every sample, and the cone passes are told so.
 template <typename T>
 OpRun run_op(const Graph& g, Backend<T>& be, const std::vector<double>& x, const std::vector<double>& r,
-             const std::vector<double>& tx, int n) {  // tx: zero outside kOpBox
+             const std::vector<double>& tx, int n, bool equal_samples = false) {
   GraphPlan<T> plan(g, be);
   auto ws = plan.make_workspace(n, true);
   const int64_t xn = plan.input_numel(), yn = plan.output_numel();
@@ -186,7 +195,7 @@ OpRun run_op(const Graph& g, Backend<T>& be, const std::vector<double>& x, const
   const Shape& in = g.values[g.input].shape;
   if (in.rank() != 3) return out;
   const Cone cone = plan.cone(kOpBox);
-  plan.tangent(n, txd.as<T>(), yd.as<T>(), ws, &cone);
+  plan.tangent(n, txd.as<T>(), yd.as<T>(), ws, &cone, nullptr, equal_samples);
   out.ty_cone = download(yd, n * yn);
   // x + tx (inside the box), against the base point x whose values are stored
   std::vector<double> xp = x;
@@ -195,7 +204,7 @@ OpRun run_op(const Graph& g, Backend<T>& be, const std::vector<double>& x, const
   DeviceBuffer store(be, std::max<int64_t>(1, layout.elems) * n * sizeof(T)), xpd = upload(xp);
   const typename GraphPlan<T>::ValueStore slots{store.as<T>(), n, 0, &layout};
   plan.forward(n, xd.as<T>(), yd.as<T>(), ws, false, slots);
-  plan.patched_forward(n, xpd.as<T>(), yd.as<T>(), ws, cone, slots);
+  plan.patched_forward(n, xpd.as<T>(), yd.as<T>(), ws, cone, slots, equal_samples);
   out.y_patched = download(yd, n * yn);
   return out;
 }
@@ -219,6 +228,13 @@ TEST(OpCones, ConePassesEqualWholePlanePassesOnEveryOp) {
     for (size_t i = 0; i < x.size(); ++i) xp[i] += tx[i];
     const OpRun at_patch = run_op<double>(g, cpu64, xp, random_vector(n * shape_only.output_numel(), 23), tx, n);
     EXPECT_LT(rel_err(run.y_patched, at_patch.y), 1e-13) << name;
+    // A direction the same in every sample (a box's patch with equal steps): a convolution reading the
+    // input runs on one sample and copies its result to the other two.
+    const auto tx_same = same_in_every_sample(tx, n);
+    const OpRun general = run_op<double>(g, cpu64, x, random_vector(n * shape_only.output_numel(), 23), tx_same, n),
+                once = run_op<double>(g, cpu64, x, random_vector(n * shape_only.output_numel(), 23), tx_same, n, true);
+    EXPECT_LT(rel_err(once.ty_cone, general.ty_cone), 1e-13) << name;
+    EXPECT_LT(rel_err(once.y_patched, general.y_patched), 1e-13) << name;
   }
   EXPECT_GE(with_cones, 10);
 }
@@ -331,17 +347,27 @@ TEST_P(CudaDeviceOp, ForwardAndBackwardMatchTheCpu) {
   GraphPlan<double> shape_only(g, cpu64);
   const auto x = random_vector(n * shape_only.input_numel(), 11), r = random_vector(n * shape_only.output_numel(), 12),
              tx = in_box(g, random_vector(n * shape_only.input_numel(), 13));
-  const OpRun ref = run_op<double>(g, cpu64, x, r, tx, n), c32 = run_op<float>(g, cpu32, x, r, tx, n);
-  for (const char* dev : {"cuda:0/fp32", "cuda:0/tf32"}) {
-    const GpuMath math = parse_device(dev).math;
-    auto gpu = make_backend<float>(dev);
-    const OpRun got = run_op<float>(g, *gpu, x, r, tx, n);
-    for (auto [what, member] : {std::pair{"forward", &OpRun::y}, {"backward", &OpRun::dx}, {"tangent", &OpRun::ty},
-                                {"tangent on a cone", &OpRun::ty_cone}, {"patched forward", &OpRun::y_patched}}) {
-      if ((ref.*member).empty()) continue;  // no cones without an image input
-      const double err = rel_err(got.*member, ref.*member), tol = tolerance(rel_err(c32.*member, ref.*member), math);
-      EXPECT_LE(err, tol) << GetParam() << " " << dev << " " << what;
-      std::printf("%-28s %-12s %-18s %.2e (tol %.1e)\n", GetParam().c_str(), dev, what, err, tol);
+  // Then a direction the same in every sample, the GPU told so (a convolution reading the input runs on
+  // one sample, its result copied to the others), against the CPU's general float64 passes.
+  const auto tx_same = same_in_every_sample(tx, n);
+  for (bool equal : {false, true}) {
+    const auto& t = equal ? tx_same : tx;
+    const OpRun ref = run_op<double>(g, cpu64, x, r, t, n), c32 = run_op<float>(g, cpu32, x, r, t, n, equal);
+    for (const char* dev : {"cuda:0/fp32", "cuda:0/tf32"}) {
+      const GpuMath math = parse_device(dev).math;
+      auto gpu = make_backend<float>(dev);
+      const OpRun got = run_op<float>(g, *gpu, x, r, t, n, equal);
+      for (auto [what, member] : {std::pair{"forward", &OpRun::y},
+                                  {"backward", &OpRun::dx},
+                                  {"tangent", &OpRun::ty},
+                                  {"tangent on a cone", &OpRun::ty_cone},
+                                  {"patched forward", &OpRun::y_patched}}) {
+        if ((ref.*member).empty()) continue;  // no cones without an image input
+        const double err = rel_err(got.*member, ref.*member), tol = tolerance(rel_err(c32.*member, ref.*member), math);
+        EXPECT_LE(err, tol) << GetParam() << " " << dev << " " << what << (equal ? " (equal samples)" : "");
+        std::printf("%-28s %-12s %-18s %s %.2e (tol %.1e)\n", GetParam().c_str(), dev, what, equal ? "equal" : "     ",
+                    err, tol);
+      }
     }
   }
 }
