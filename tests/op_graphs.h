@@ -102,6 +102,18 @@ inline std::vector<OpGraph> op_graphs() {
     b.pool(OpKind::MaxPool, 3, 2, 1);  // on a cone, the pool reads the conv's change and its stored base
     add("ConvThenMaxPool", b);
   }
+  {  // on a cone, the second convolution reads the first's compact window, the rest of its input as padding
+    NetBuilder b(Shape{2, 12, 12});
+    b.conv(3, 3, 1, 1);
+    b.conv(3, 3, 2, 2, 1, 2);
+    add("ConvThenStridedDilatedConv", b);
+  }
+  {
+    NetBuilder b(Shape{2, 12, 12});
+    b.conv(3, 3, 1, 1);
+    b.conv_pads(3, 3, 0, 1, 2, 1);
+    add("ConvThenAsymmetricPadsConv", b);
+  }
   {
     NetBuilder b(Shape{2, 7, 6});
     b.pool(OpKind::AvgPool, 3, 2, 1, false);
