@@ -1,11 +1,12 @@
 // What the CPU backend's NCHW activations cost around oneDNN's float32
 // convolutions: each 3x3 convolution of ResNet-18 at 112x112 (batch 32, the
 // benchmark's 32 steps), forward and backward data, timed with the layout
-// oneDNN picks when asked for any (what engine/cpu/onednn_conv.cpp asks) and
-// with NHWC forced, beside the reorders between our NCHW and the picked
-// layouts that the backend's staging runs on every call (input and output).
-// The question it answers: would an engine that kept oneDNN's layout between
-// convolutions lose kernel speed, and how much of the staging would it save?
+// oneDNN picks when asked for any (what engine/cpu/onednn_conv.cpp asks), with
+// NHWC forced and (forward) with nChw16c forced, beside the reorders between our
+// NCHW and the picked layouts that the backend's staging runs on every call
+// (input and output). The questions it answers: would an engine that kept
+// oneDNN's layout between convolutions lose kernel speed, how much of the
+// staging would it save, and which forward kernel is fastest per plane size?
 //   build/bench/bench_onednn_layouts [--repeats 20] [--batch 32]
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -116,14 +117,17 @@ int main(int argc, char** argv) {
   time_conv(eng, s, shapes[0], batch, tag::any, 3);  // untimed: the process's first convolutions run slow
   std::printf("float32, batch %d, medians of %d runs (ms)\n\n", batch, repeats);
   std::printf(
-      "| conv | picked forward | ms | NHWC forward | ms | picked backward | ms | NHWC backward | ms | "
-      "staging the picked layout ms |\n|---|---|---:|---|---:|---|---:|---|---:|---:|\n");
+      "| conv | picked forward | ms | NHWC forward | ms | nChw16c forward | ms | picked backward | ms | NHWC backward "
+      "| ms | "
+      "staging the picked layout ms |\n|---|---|---:|---|---:|---|---:|---|---:|---|---:|---:|\n");
   for (const Shape& k : shapes) {
     const Timing any = time_conv(eng, s, k, batch, tag::any, repeats);
     const Timing nhwc = time_conv(eng, s, k, batch, tag::nhwc, repeats);
-    std::printf("| %dx%dx%d s%d -> %d | %s | %.2f | %s | %.2f | %s | %.2f | %s | %.2f | %.2f |\n", k.cin, k.hw, k.hw,
-                k.stride, k.cout, any.forward_impl.c_str(), any.forward, nhwc.forward_impl.c_str(), nhwc.forward,
-                any.backward_impl.c_str(), any.backward, nhwc.backward_impl.c_str(), nhwc.backward, any.staging);
+    const Timing blocked = time_conv(eng, s, k, batch, tag::nChw16c, repeats);
+    std::printf("| %dx%dx%d s%d -> %d | %s | %.2f | %s | %.2f | %s | %.2f | %s | %.2f | %s | %.2f | %.2f |\n", k.cin,
+                k.hw, k.hw, k.stride, k.cout, any.forward_impl.c_str(), any.forward, nhwc.forward_impl.c_str(),
+                nhwc.forward, blocked.forward_impl.c_str(), blocked.forward, any.backward_impl.c_str(), any.backward,
+                nhwc.backward_impl.c_str(), nhwc.backward, any.staging);
   }
   return 0;
 }
