@@ -383,6 +383,10 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   // A refinement's patch passes from the coarse points read those points' values, recomputed into a second
   // set of store slots.
   const bool store_coarse = value_store && coarse;
+  // The path's points make f1's head (a first convolution) from x' and d alone (GraphPlan::OnLine), except
+  // in the difference form: its patched points run the head on the whole patched input, whose values then
+  // would differ from the base point's by rounding outside the box's cone, where the form needs them equal.
+  const bool head_on_line = req.boxes.empty() || tangent;
   std::vector<Cone> cones;
   int64_t cone_window = 0;
   // A box's patch pass leaves the split tensor compact on its cone window where it can: outside it
@@ -413,7 +417,8 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
 
   // --- chunk of steps from the memory budget ---
   const size_t t = sizeof(T);
-  size_t per_step = f1.bytes_per_sample(keep_f1) + f2.bytes_per_sample(true) + 2 * xn * t /* points, dx */ +
+  size_t per_step = f1.bytes_per_sample(keep_f1) + f2.bytes_per_sample(true) +
+                    (ig && !f1.has_line_head() ? 2 : 1) * xn * t /* points, dx */ +
                     3 * cone_window * t /* a convolution's cone window: in, out, the base point's */ +
                     (store_coarse ? 2 : 1) * layout.elems * t /* the base points' values the patch passes read */ +
                     (3 + (masked ? 1 : 0)) * hn * t /* h, h_prev, h_patch, masked h */ + hn * t /* dh */ +
@@ -453,7 +458,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   f2.reserve(ws2, chunk, true);
   StepBuffers& B = buffers;
   T* pts = grow(B.points, chunk * xn);
-  T* dx = ig ? grow(B.dx, chunk * xn) : nullptr;
+  T* dx = ig && !f1.has_line_head() ? grow(B.dx, chunk * xn) : nullptr;
   T* h_cur = grow(B.h, chunk * hn);
   T* h_f2 = masked ? grow(B.h_masked, chunk * hn) : nullptr;
   T* dh = grow(B.dh, chunk * hn);
@@ -581,7 +586,8 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     std::vector<double> step;  // s_k of the chunk's points (empty: all 1)
     if (!P.unit) step.assign(P.s.begin() + first, P.s.begin() + first + c);
     be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), cur, pts);
-    f1.forward(c, pts, h_cur, ws1, keep_f1, new_points);
+    const typename GraphPlan<T>::OnLine line{x0_dev.as<T>(), d_dev.as<T>(), &cur.k};
+    f1.forward(c, pts, h_cur, ws1, keep_f1, new_points, head_on_line ? &line : nullptr);
     T* f2_in = h_cur;
     if (masked) {
       be->copy_on_device(h_f2, h_cur, c * hn * t);
@@ -593,8 +599,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     f2.backward(c, dlogits, dh, ws2);
     if (masked) be->scale_by_mask(hn, c, mask_dev.as<T>(), dh);
     if (ig) {
-      f1.backward(c, dh, dx, ws1);
-      be->sum_batch(xn, c, dx, step, ig_acc);
+      f1.backward_sum(c, dh, step, dx, ig_acc, ws1);
     }
     if (path && !coarse) {
       // h_prev[i] = h(x_{k-1}) of the chunk's point i: the carry, then this chunk's h shifted by one.

@@ -96,6 +96,15 @@ GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g.without_
     permutations_.push_back(std::move(perm));
   }
 
+  if (nn > 0) {
+    const Node& first = graph_.nodes[0];
+    int readers = 0;
+    for (const Node& node : graph_.nodes)
+      for (int v : node.inputs) readers += v == graph_.input;
+    line_head_ =
+        first.kind == OpKind::Conv && first.inputs[0] == graph_.input && readers == 1 && first.output != graph_.output;
+  }
+
   // Forward liveness: a value lives from its node to its last reader.
   std::vector<int> last_use(nv, -1);
   for (int i = 0; i < nn; ++i)
@@ -321,7 +330,15 @@ void GraphPlan<T>::launch_forward(size_t si, int n, const T* x, T* y, T* arena, 
 }
 
 template <typename T>
-void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, ValueStore store) const {
+DeviceBuffer& GraphPlan<T>::line_head_buffer(Workspace& ws, int samples) const {
+  const size_t bytes = sizeof(T) * samples * static_cast<size_t>(launches_[0].count);
+  if (ws.line_head.bytes() < bytes) ws.line_head = DeviceBuffer(be_, bytes);
+  return ws.line_head;
+}
+
+template <typename T>
+void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, ValueStore store,
+                           const OnLine* line) const {
   if (n > ws.capacity) throw Error("internal: batch of " + std::to_string(n) + " exceeds workspace");
   if (save && !ws.saved.bytes() && saved_bytes(n))
     throw Error("internal: forward with save needs a workspace made with_backward");
@@ -336,7 +353,20 @@ void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, Va
   for (size_t si = 0; si < launches_.size(); ++si) {
     const Node& node = graph_.nodes[launches_[si].node];
     at_node(node, "forward", [&] {
-      launch_forward(si, n, x, y, arena, save ? saved + saved_offset(static_cast<int>(si), n) : nullptr);
+      if (si == 0 && line && line_head_) {
+        if (static_cast<int>(line->k->size()) != n) throw Error("internal: a line of points needs one k per sample");
+        const NodeLaunch& st = launches_[0];
+        T* ends = line_head_buffer(ws, 2).template as<T>();
+        be_.conv2d_forward(st.conv, weights_[st.node].template as<T>(), biases_[st.node].template as<T>(), line->x0,
+                           ends, 1);
+        be_.conv2d_forward(st.conv, weights_[st.node].template as<T>(), nullptr, line->d, ends + st.count, 1);
+        PointBatch along;
+        along.k = *line->k;
+        be_.make_points(graph_.values[node.output].shape, ends, ends + st.count, along,
+                        value_ptr(node.output, n, x, y, arena));
+      } else {
+        launch_forward(si, n, x, y, arena, save ? saved + saved_offset(static_cast<int>(si), n) : nullptr);
+      }
       if (kept(node.output)) keep_value(node.output);
     });
   }
@@ -344,9 +374,32 @@ void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, Va
 
 template <typename T>
 void GraphPlan<T>::backward(int n, const T* dy, T* dx, Workspace& ws) const {
+  backward_from(0, n, dy, dx, ws);
+}
+
+template <typename T>
+void GraphPlan<T>::backward_sum(int n, const T* dy, const std::vector<double>& w, T* dx, T* acc, Workspace& ws) const {
+  if (!line_head_) {
+    backward(n, dy, dx, ws);
+    be_.sum_batch(input_numel(), n, dx, w, acc);
+    return;
+  }
+  backward_from(1, n, dy, dx, ws);
+  const NodeLaunch& st = launches_[0];
+  const Node& node = graph_.nodes[st.node];
+  T* g = line_head_buffer(ws, 1).template as<T>();
+  at_node(node, "backward", [&] {
+    be_.zero(g, sizeof(T) * st.count);
+    be_.sum_batch(st.count, n, grad_ptr(node.output, n, dy, dx, ws.backward_arena.template as<T>()), w, g);
+    be_.conv2d_backward_data(st.conv, weights_[st.node].template as<T>(), g, acc, 1, true);
+  });
+}
+
+template <typename T>
+void GraphPlan<T>::backward_from(int first, int n, const T* dy, T* dx, Workspace& ws) const {
   T* arena = ws.backward_arena.template as<T>();
   auto* saved = ws.saved.template as<uint8_t>();
-  for (int si = static_cast<int>(launches_.size()) - 1; si >= 0; --si) {
+  for (int si = static_cast<int>(launches_.size()) - 1; si >= first; --si) {
     const NodeLaunch& st = launches_[si];
     const Node& node = graph_.nodes[st.node];
     const T* g = grad_ptr(node.output, n, dy, dx, arena);

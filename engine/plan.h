@@ -51,6 +51,7 @@ class GraphPlan {
     // Cone windows of the patch passes: a launch's input, its output, and a third (a second
     // input, a saved derivative, the base point's values).
     DeviceBuffer window_in, window_out, window_aux;
+    DeviceBuffer line_head;  // the head convolution's output at x0 and its change along d (OnLine)
   };
   Workspace make_workspace(int capacity, bool with_backward) const;
   // Grows ws to hold `capacity` samples (and backward state) only when it is
@@ -75,10 +76,22 @@ class GraphPlan {
     int slots = 0, first_slot = 0;
     const StoreLayout* layout = nullptr;
   };
+  // Points x_i = x0 + k_i d of a straight path. A convolution is affine, so where the graph starts
+  // with one that alone reads the input (the head: a stem convolution with its BatchNorm folded
+  // in), its output at x_i is conv(x0) + k_i conv(d) without bias: two samples of it instead of n.
+  struct OnLine {
+    const T* x0 = nullptr;
+    const T* d = nullptr;
+    const std::vector<double>* k = nullptr;  // n values
+  };
+  // Whether the graph has such a head (forward on a line and backward_sum then skip its batch).
+  bool has_line_head() const { return line_head_; }
   // y = graph(x) for n samples. With `save`, keeps the masks backward needs in ws.
   // With a value store, also copies the values its layout keeps there, samples
-  // going to slots first_slot.. of `slots`.
-  void forward(int n, const T* x, T* y, Workspace& ws, bool save, ValueStore store = {}) const;
+  // going to slots first_slot.. of `slots`. With `line`, x holds the points
+  // x0 + k_i d and the head (if any) is made from x0 and d.
+  void forward(int n, const T* x, T* y, Workspace& ws, bool save, ValueStore store = {},
+               const OnLine* line = nullptr) const;
   // The difference form of IPNA on a cone: y_i = graph(x_i) where x_i differs
   // from a base point only inside the cone's box, with the base point's values
   // (those a store layout of this cone keeps) in store slot i. A windowed
@@ -97,6 +110,11 @@ class GraphPlan {
   void carry_store(const ValueStore& store, int from) const;
   // dx = (d graph / d x)^T dy at the points of the last saving forward.
   void backward(int n, const T* dy, T* dx, Workspace& ws) const;
+  // acc += sum_i w_i (d graph / d x)^T dy_i (w empty: every w_i = 1), at the points of the last
+  // saving forward. A head's input gradient is linear in its output gradient and the same map
+  // for every sample, so the sum is taken at its output and the head's backward runs once; dx
+  // (room for n input gradients) is used only without a head.
+  void backward_sum(int n, const T* dy, const std::vector<double>& w, T* dx, T* acc, Workspace& ws) const;
 
   // Where the tangent of each value can be nonzero when the input's is nonzero
   // only inside `box` (rows r0:r1, cols c0:c1 of the input plane). With
@@ -176,6 +194,9 @@ class GraphPlan {
                    T* result) const;
   void grow_windows(Workspace& ws, const Cone& cone, int n) const;
   T* grad_ptr(int v, int n, const T* dy, T* dx, T* arena) const;
+  // Backward of launches `first` onwards (all: backward; from 1: backward_sum with a head).
+  void backward_from(int first, int n, const T* dy, T* dx, Workspace& ws) const;
+  DeviceBuffer& line_head_buffer(Workspace& ws, int samples) const;
   size_t saved_size(int launch, int n) const;    // bytes backward needs of the launch
   size_t saved_offset(int launch, int n) const;  // bytes into ws.saved
   size_t saved_bytes(int n) const;
@@ -192,6 +213,7 @@ class GraphPlan {
     return s.data + at * s.slots + slot * graph_.values[v].shape.numel();
   }
   int64_t fwd_peak_ = 0, bwd_peak_ = 0;
+  bool line_head_ = false;  // launch 0 is a convolution that alone reads the input (OnLine)
   // Backward: whether the step writes each input's gradient fresh or adds to it.
   std::vector<std::vector<bool>> bwd_accumulate_;
 };

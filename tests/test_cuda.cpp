@@ -143,6 +143,9 @@ struct OpRun {
   // forward, backward, tangent (whole plane and on the cone of a box), and the
   // difference form's patched forward on that cone
   std::vector<double> y, dx, ty, ty_cone, y_patched;
+  // forward on the line x_0 + (i + 1/2) (x_1 - x_0) with the head made from its ends (GraphPlan::OnLine),
+  // and backward_sum's weighted sum of the input gradients there
+  std::vector<double> y_line, dx_sum;
 };
 
 constexpr Box kOpBox{1, 1, 3, 3};
@@ -190,6 +193,22 @@ OpRun run_op(const Graph& g, Backend<T>& be, const std::vector<double>& x, const
   plan.backward(n, rd.as<T>(), dxd.as<T>(), ws);
   out.y = download(yd, n * yn);
   out.dx = download(dxd, n * xn);
+  {
+    std::vector<double> x0(x.begin(), x.begin() + xn), d(xn), k(n), w(n), pts(n * xn);
+    for (int64_t j = 0; j < xn; ++j) d[j] = x[xn + j] - x0[j];
+    for (int i = 0; i < n; ++i) {
+      k[i] = i + 0.5;
+      w[i] = 1.0 + i;
+      for (int64_t j = 0; j < xn; ++j) pts[i * xn + j] = x0[j] + k[i] * d[j];
+    }
+    DeviceBuffer x0d = upload(x0), dd = upload(d), ptsd = upload(pts), sumd = upload(std::vector<double>(xn));
+    const typename GraphPlan<T>::OnLine line{x0d.as<T>(), dd.as<T>(), &k};
+    plan.forward(n, ptsd.as<T>(), yd.as<T>(), ws, true, {}, &line);
+    out.y_line = download(yd, n * yn);
+    plan.backward_sum(n, rd.as<T>(), w, dxd.as<T>(), sumd.as<T>(), ws);
+    out.dx_sum = download(sumd, xn);
+    plan.forward(n, xd.as<T>(), yd.as<T>(), ws, true);  // the tangents below are taken at x
+  }
   plan.tangent(n, txd.as<T>(), yd.as<T>(), ws);
   out.ty = download(yd, n * yn);
   const Shape& in = g.values[g.input].shape;
@@ -252,8 +271,13 @@ TEST(CpuPrecision, Float32MatchesFloat64OnEveryOp) {
     const auto x = random_vector(n * shape_only.input_numel(), 31), r = random_vector(n * shape_only.output_numel(), 32),
                tx = in_box(g, random_vector(n * shape_only.input_numel(), 33));
     const OpRun ref = run_op<double>(g, cpu64, x, r, tx, n), got = run_op<float>(g, cpu32, x, r, tx, n);
-    for (auto [what, member] : {std::pair{"forward", &OpRun::y}, {"backward", &OpRun::dx}, {"tangent", &OpRun::ty},
-                                {"tangent on a cone", &OpRun::ty_cone}, {"patched forward", &OpRun::y_patched}}) {
+    for (auto [what, member] : {std::pair{"forward", &OpRun::y},
+                                {"backward", &OpRun::dx},
+                                {"tangent", &OpRun::ty},
+                                {"tangent on a cone", &OpRun::ty_cone},
+                                {"patched forward", &OpRun::y_patched},
+                                {"forward on a line", &OpRun::y_line},
+                                {"backward summed", &OpRun::dx_sum}}) {
       if ((ref.*member).empty()) continue;
       EXPECT_LT(rel_err(got.*member, ref.*member), 1e-4) << name << " " << what;
     }
@@ -361,7 +385,9 @@ TEST_P(CudaDeviceOp, ForwardAndBackwardMatchTheCpu) {
                                   {"backward", &OpRun::dx},
                                   {"tangent", &OpRun::ty},
                                   {"tangent on a cone", &OpRun::ty_cone},
-                                  {"patched forward", &OpRun::y_patched}}) {
+                                  {"patched forward", &OpRun::y_patched},
+                                  {"forward on a line", &OpRun::y_line},
+                                  {"backward summed", &OpRun::dx_sum}}) {
         if ((ref.*member).empty()) continue;  // no cones without an image input
         const double err = rel_err(got.*member, ref.*member), tol = tolerance(rel_err(c32.*member, ref.*member), math);
         EXPECT_LE(err, tol) << GetParam() << " " << dev << " " << what << (equal ? " (equal samples)" : "");

@@ -108,3 +108,43 @@ INSTANTIATE_TEST_SUITE_P(Ops, TangentCheck, ::testing::ValuesIn(op_graph_names()
 
 }  // namespace
 }  // namespace ipna::test
+
+namespace ipna::test {
+namespace {
+
+// On a line of points x0 + k_i d, a graph whose first convolution alone reads the input makes that
+// convolution's output from x0 and d (GraphPlan::OnLine), and backward_sum takes the weighted sum of
+// the samples' gradients before that convolution's backward: both equal the plain passes.
+TEST(LineHead, HeadMadeOnTheLineEqualsThePlainPasses) {
+  int heads = 0;
+  for (const OpGraph& og : op_graphs()) {
+    CpuBackend<double> be;
+    GraphPlan<double> plan(og.graph, be);
+    heads += plan.has_line_head();
+    const int n = 3;
+    const int64_t xn = plan.input_numel(), yn = plan.output_numel();
+    const std::vector<double> x0 = random_vector(xn, 31), d = random_vector(xn, 32), k = {0.5, 2.0, 3.0},
+                              w = {0.3, 1.0, 2.5}, dy = random_vector(n * yn, 33);
+    std::vector<double> pts(n * xn);
+    for (int i = 0; i < n; ++i)
+      for (int64_t j = 0; j < xn; ++j) pts[i * xn + j] = x0[j] + k[i] * d[j];
+    auto ws = plan.make_workspace(n, true), ws_line = plan.make_workspace(n, true);
+    std::vector<double> y(n * yn), y_line(n * yn), dx(n * xn), dx_line(n * xn);
+    plan.forward(n, pts.data(), y.data(), ws, true);
+    const GraphPlan<double>::OnLine line{x0.data(), d.data(), &k};
+    plan.forward(n, pts.data(), y_line.data(), ws_line, true, {}, &line);
+    EXPECT_LT(rel_err(y_line, y), 1e-13) << og.name;
+
+    plan.backward(n, dy.data(), dx.data(), ws);
+    std::vector<double> sum = random_vector(xn, 34), acc = sum;  // backward_sum adds to what acc holds
+    for (int i = 0; i < n; ++i)
+      for (int64_t j = 0; j < xn; ++j) sum[j] += w[i] * dx[i * xn + j];
+    plan.backward_sum(n, dy.data(), w, dx_line.data(), acc.data(), ws_line);
+    EXPECT_LT(rel_err(acc, sum), 1e-13) << og.name;
+  }
+  // Fifteen of the op graphs start with a convolution that feeds another op (the check is not vacuous).
+  EXPECT_GE(heads, 10);
+}
+
+}  // namespace
+}  // namespace ipna::test
