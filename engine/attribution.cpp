@@ -560,15 +560,19 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   r.workspace_bytes = workspace;
   r.evaluations = npoints;
 
-  // F(x) and F(x') on the same path arithmetic as the steps.
+  // F(x') and F(x) on the same path arithmetic as the steps; F(x) from the logits of the last step
+  // where that step is at x (the right rule's last point, unless refining).
+  const bool last_at_x = !coarse && P.t.back() == static_cast<double>(m);
   {
     PointBatch ends;
-    ends.k = {0.0, static_cast<double>(m)};
-    DeviceBuffer e(*be, 2 * xn * t);
+    ends.k = {0.0};
+    if (!last_at_x) ends.k.push_back(static_cast<double>(m));
+    const int count = static_cast<int>(ends.k.size());
+    DeviceBuffer e(*be, count * xn * t);
     be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), ends, e.as<T>());
-    std::vector<double> z = forward_logits(e, 2, req.split_mask);
+    std::vector<double> z = forward_logits(e, count, req.split_mask);
     r.f_baseline = target_value(req.target, z.data(), classes, req.target_class);
-    r.f_input = target_value(req.target, z.data() + classes, classes, req.target_class);
+    if (!last_at_x) r.f_input = target_value(req.target, z.data() + classes, classes, req.target_class);
   }
 
   // h(x_0), carried as h(x_{k-1}) into the first chunk.
@@ -596,6 +600,10 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     }
     f2.forward(c, f2_in, logits, ws2, true);
     be->target_forward_backward(req.target, classes, req.target_class, logits, fval, dlogits, c);
+    if (last_at_x && first + c == npoints) {
+      const std::vector<double> z = download(logits + (c - 1) * classes, classes);
+      r.f_input = target_value(req.target, z.data(), classes, req.target_class);
+    }
     f2.backward(c, dlogits, dh, ws2);
     if (masked) be->scale_by_mask(hn, c, mask_dev.as<T>(), dh);
     if (ig) {
