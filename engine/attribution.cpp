@@ -384,9 +384,10 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   // set of store slots.
   const bool store_coarse = value_store && coarse;
   // The path's points make f1's head (a first convolution) from x' and d alone (GraphPlan::OnLine), except
-  // in the difference form: its patched points run the head on the whole patched input, whose values then
-  // would differ from the base point's by rounding outside the box's cone, where the form needs them equal.
-  const bool head_on_line = req.boxes.empty() || tangent;
+  // in the difference form's whole-plane patch passes: they run the head on the whole patched input, whose
+  // values would then differ from the base point's by rounding outside the box's cone, where the form needs
+  // them equal (on cones the head adds the patch's change to the base point's value).
+  const bool head_on_line = req.boxes.empty() || tangent || value_store;
   std::vector<Cone> cones;
   int64_t cone_window = 0;
   // A box's patch pass leaves the split tensor compact on its cone window where it can: outside it
@@ -623,7 +624,8 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
         PointBatch before;
         before.k.assign(P.before.begin() + first, P.before.begin() + first + c);
         be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), before, pts);
-        f1.forward(c, pts, h_prev, ws1, false, coarse_points);
+        const typename GraphPlan<T>::OnLine before_line{x0_dev.as<T>(), d_dev.as<T>(), &before.k};
+        f1.forward(c, pts, h_prev, ws1, false, coarse_points, head_on_line ? &before_line : nullptr);
       } else {
         const int lead = first == 0 ? 1 : 0;
         if (lead) be->copy_on_device(h_prev, carry, hn * t);  // h(x_0)

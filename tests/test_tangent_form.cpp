@@ -74,6 +74,65 @@ TEST(TangentForm, ABoxItsConeNeverCarriesOnHasZeroIpna) {
     }
 }
 
+// The difference form's patch values outside a box's cone must equal the base point's exactly, in every
+// precision: its IPNA there is exactly zero. The stem makes the base points on the line of points
+// (GraphPlan::OnLine), conv(x') + k conv(d), where conv(x' + k d) would round differently; on cones the patch
+// only adds the stem's change on the box's window (the stem is always windowed for it).
+TEST(TangentForm, DifferenceFormIsExactlyZeroOutsideTheConeInEveryPrecision) {
+  struct Case {
+    const char* what;
+    SplitModel model;
+    Box box;
+  };
+  std::vector<Case> cases;
+  {
+    NetBuilder b(Shape{3, 16, 16}, 17);
+    b.conv(6, 3, 1, 1);
+    b.relu();
+    b.pool(OpKind::MaxPool, 2, 2);
+    b.conv(8, 3, 1, 1);
+    b.relu();
+    cases.push_back({"3x3 stem, small box", with_classifier_head(b, b.current()), {2, 3, 6, 7}});
+  }
+  {
+    // The box covers 7 of the stem's 8 output columns, over 80 % of its plane: the stem runs on its window
+    // only because it is the line's head.
+    NetBuilder b(Shape{3, 16, 16}, 19);
+    b.conv(6, 1, 2, 0);
+    b.relu();
+    b.conv(8, 1, 1, 0);
+    b.relu();
+    cases.push_back({"1x1 stride-2 stem, wide box", with_classifier_head(b, b.current()), {0, 1, 16, 16}});
+  }
+  for (const Case& c : cases) {
+    CpuBackend<double> cpu;
+    ASSERT_TRUE(GraphPlan<double>(c.model.f1, cpu).has_line_head()) << c.what;
+    const Cone cone = GraphPlan<double>(c.model.f1, cpu).cone(c.box, true, true);
+    const Cone::Rect& rect = cone.rect[c.model.f1.output];
+    const Shape& hs = c.model.split_shape();
+    ASSERT_GT(rect.area(), 0) << c.what;
+    ASSERT_LT(rect.area(), hs.plane()) << c.what;  // part of the split's plane: there is an outside
+    for (Precision p : {Precision::F32, Precision::F64}) {
+      Attributor a(c.model, p);
+      AttributionRequest r;
+      r.target_class = 2;
+      r.steps = 8;
+      r.conductance = true;
+      r.boxes = {c.box};
+      r.ipna_form = IpnaForm::Difference;
+      const AttributionResult res = a.run(random_vector(3 * 16 * 16, 23), black_baseline(Shape{3, 16, 16}), r);
+      int64_t inside_nonzero = 0, outside_nonzero = 0;
+      for (int64_t j = 0; j < hs.numel(); ++j) {
+        const int64_t row = (j / hs.width()) % hs.height(), col = j % hs.width();
+        const bool inside = row >= rect.r0 && row < rect.r1 && col >= rect.c0 && col < rect.c1;
+        (inside ? inside_nonzero : outside_nonzero) += res.ipna[0][j] != 0.0;
+      }
+      EXPECT_EQ(outside_nonzero, 0) << c.what << (p == Precision::F32 ? ", f32" : ", f64");
+      EXPECT_GT(inside_nonzero, 0) << c.what;
+    }
+  }
+}
+
 // The CPU runs the patch passes of different boxes on cones at once, one lane per OpenMP thread
 // (engine/backend.h, run_concurrently), each lane's ops single-threaded. Every box must come out as with one lane: a
 // race on a shared buffer (oneDNN's own scratchpad did this) hands one box another's numbers, an error of order 1. The
