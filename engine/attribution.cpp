@@ -383,7 +383,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   // A refinement's patch passes from the coarse points read those points' values, recomputed into a second
   // set of store slots.
   const bool store_coarse = value_store && coarse;
-  // The path's points make f1's head (a first convolution) from x' and d alone (GraphPlan::OnLine), except
+  // The path's points make f1's head (a first convolution) from x' and d alone (GraphPlan::prepare_line), except
   // in the difference form's whole-plane patch passes: they run the head on the whole patched input, whose
   // values would then differ from the base point's by rounding outside the box's cone, where the form needs
   // them equal (on cones the head adds the patch's change to the base point's value).
@@ -576,14 +576,15 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     if (!last_at_x) r.f_input = target_value(req.target, z.data() + classes, classes, req.target_class);
   }
 
+  if (head_on_line) f1.prepare_line(x0, d, ws1);  // after the last reserve of ws1, which would drop it
+
   // h(x_0), carried as h(x_{k-1}) into the first chunk.
   if (path) {
     PointBatch p0;
     p0.k = {0.0};
     be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), p0, pts);
-    f1.forward(1, pts, carry, ws1, false, store);  // store slot 0
+    f1.forward(1, pts, carry, ws1, false, store, head_on_line ? &p0.k : nullptr);  // store slot 0
   }
-
   for (int first = 0; first < npoints; first += chunk) {  // this chunk's points: x_k, k = first + 1 + i
     const int c = std::min(chunk, npoints - first);
     PointBatch cur;
@@ -591,8 +592,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     std::vector<double> step;  // s_k of the chunk's points (empty: all 1)
     if (!P.unit) step.assign(P.s.begin() + first, P.s.begin() + first + c);
     be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), cur, pts);
-    const typename GraphPlan<T>::OnLine line{x0_dev.as<T>(), d_dev.as<T>(), &cur.k};
-    f1.forward(c, pts, h_cur, ws1, keep_f1, new_points, head_on_line ? &line : nullptr);
+    f1.forward(c, pts, h_cur, ws1, keep_f1, new_points, head_on_line ? &cur.k : nullptr);
     T* f2_in = h_cur;
     if (masked) {
       be->copy_on_device(h_f2, h_cur, c * hn * t);
@@ -624,8 +624,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
         PointBatch before;
         before.k.assign(P.before.begin() + first, P.before.begin() + first + c);
         be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), before, pts);
-        const typename GraphPlan<T>::OnLine before_line{x0_dev.as<T>(), d_dev.as<T>(), &before.k};
-        f1.forward(c, pts, h_prev, ws1, false, coarse_points, head_on_line ? &before_line : nullptr);
+        f1.forward(c, pts, h_prev, ws1, false, coarse_points, head_on_line ? &before.k : nullptr);
       } else {
         const int lead = first == 0 ? 1 : 0;
         if (lead) be->copy_on_device(h_prev, carry, hn * t);  // h(x_0)

@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "engine/cpu/cpu_backend.h"
 #include "engine/error.h"
 
 namespace ipna {
@@ -103,6 +104,20 @@ GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g.without_
       for (int v : node.inputs) readers += v == graph_.input;
     line_head_ =
         first.kind == OpKind::Conv && first.inputs[0] == graph_.input && readers == 1 && first.output != graph_.output;
+  }
+  if (line_head_) {
+    Graph head;  // the input, the head and its output (no copy of the other nodes' weights)
+    head.values = {g.values[g.input], g.values[g.nodes[0].output]};
+    head.nodes = {g.nodes[0]};
+    head.nodes[0].inputs = {0};
+    head.nodes[0].output = 1;
+    head.input = 0;
+    head.output = 1;
+    Graph head_without_bias = head;
+    std::fill(head_without_bias.nodes[0].bias.begin(), head_without_bias.nodes[0].bias.end(), 0.0);
+    head_cpu_ = std::make_unique<CpuBackend<double>>();
+    head_with_bias_ = std::make_unique<GraphPlan<double>>(head, *head_cpu_);
+    head_without_bias_ = std::make_unique<GraphPlan<double>>(head_without_bias, *head_cpu_);
   }
 
   // Forward liveness: a value lives from its node to its last reader.
@@ -330,15 +345,29 @@ void GraphPlan<T>::launch_forward(size_t si, int n, const T* x, T* y, T* arena, 
 }
 
 template <typename T>
-DeviceBuffer& GraphPlan<T>::line_head_buffer(Workspace& ws, int samples) const {
-  const size_t bytes = sizeof(T) * samples * static_cast<size_t>(launches_[0].count);
-  if (ws.line_head.bytes() < bytes) ws.line_head = DeviceBuffer(be_, bytes);
-  return ws.line_head;
+GraphPlan<T>::GraphPlan(GraphPlan&&) noexcept = default;
+
+template <typename T>
+GraphPlan<T>::~GraphPlan() = default;
+
+template <typename T>
+void GraphPlan<T>::prepare_line(const std::vector<double>& x0, const std::vector<double>& d, Workspace& ws) const {
+  if (!line_head_) return;
+  const int64_t count = launches_[0].count;
+  std::vector<double> ends(2 * count);
+  auto host = head_with_bias_->make_workspace(1, false);
+  head_with_bias_->forward(1, x0.data(), ends.data(), host, false);
+  head_without_bias_->forward(1, d.data(), ends.data() + count, host, false);
+  const std::vector<T> rounded(ends.begin(), ends.end());
+  const size_t bytes = rounded.size() * sizeof(T);
+  if (ws.line_ends.bytes() < bytes) ws.line_ends = DeviceBuffer(be_, bytes);
+  be_.copy_to_device(ws.line_ends.template as<void>(), rounded.data(), bytes);
+  ws.line_ready = true;
 }
 
 template <typename T>
 void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, ValueStore store,
-                           const OnLine* line) const {
+                           const std::vector<double>* on_line) const {
   if (n > ws.capacity) throw Error("internal: batch of " + std::to_string(n) + " exceeds workspace");
   if (save && !ws.saved.bytes() && saved_bytes(n))
     throw Error("internal: forward with save needs a workspace made with_backward");
@@ -353,16 +382,13 @@ void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, Va
   for (size_t si = 0; si < launches_.size(); ++si) {
     const Node& node = graph_.nodes[launches_[si].node];
     at_node(node, "forward", [&] {
-      if (si == 0 && line && line_head_) {
-        if (static_cast<int>(line->k->size()) != n) throw Error("internal: a line of points needs one k per sample");
-        const NodeLaunch& st = launches_[0];
-        T* ends = line_head_buffer(ws, 2).template as<T>();
-        be_.conv2d_forward(st.conv, weights_[st.node].template as<T>(), biases_[st.node].template as<T>(), line->x0,
-                           ends, 1);
-        be_.conv2d_forward(st.conv, weights_[st.node].template as<T>(), nullptr, line->d, ends + st.count, 1);
+      if (si == 0 && on_line && line_head_) {
+        if (!ws.line_ready) throw Error("internal: forward on a line before prepare_line");
+        if (static_cast<int>(on_line->size()) != n) throw Error("internal: a line of points needs one k per sample");
+        const T* ends = ws.line_ends.template as<T>();
         PointBatch along;
-        along.k = *line->k;
-        be_.make_points(graph_.values[node.output].shape, ends, ends + st.count, along,
+        along.k = *on_line;
+        be_.make_points(graph_.values[node.output].shape, ends, ends + launches_[0].count, along,
                         value_ptr(node.output, n, x, y, arena));
       } else {
         launch_forward(si, n, x, y, arena, save ? saved + saved_offset(static_cast<int>(si), n) : nullptr);
@@ -387,9 +413,11 @@ void GraphPlan<T>::backward_sum(int n, const T* dy, const std::vector<double>& w
   backward_from(1, n, dy, dx, ws);
   const NodeLaunch& st = launches_[0];
   const Node& node = graph_.nodes[st.node];
-  T* g = line_head_buffer(ws, 1).template as<T>();
+  const size_t bytes = sizeof(T) * static_cast<size_t>(st.count);
+  if (ws.head_gradient.bytes() < bytes) ws.head_gradient = DeviceBuffer(be_, bytes);
+  T* g = ws.head_gradient.template as<T>();
   at_node(node, "backward", [&] {
-    be_.zero(g, sizeof(T) * st.count);
+    be_.zero(g, bytes);
     be_.sum_batch(st.count, n, grad_ptr(node.output, n, dy, dx, ws.backward_arena.template as<T>()), w, g);
     be_.conv2d_backward_data(st.conv, weights_[st.node].template as<T>(), g, acc, 1, true);
   });

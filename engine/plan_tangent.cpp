@@ -222,7 +222,7 @@ Cone GraphPlan<T>::cone(const Box& box, bool compact_output, bool compact_input)
         const Window& w = node.win;
         window_out(x.r0, x.r1, w.kh, w.sh, w.pad_top, w.dh, static_cast<int>(so.height()), out.r0, out.r1);
         window_out(x.c0, x.c1, w.kw, w.sw, w.pad_left, w.dw, static_cast<int>(so.width()), out.c0, out.c1);
-        // Below 80% of the plane: worth it. A line head (GraphPlan::OnLine) always: the difference form then
+        // Below 80% of the plane: worth it. A line head (has_line_head) always: the difference form then
         // adds its change to the base point's value made on the line, equal to it outside the cone.
         if (node.kind == OpKind::Conv && (out.area() * 10 < so.plane() * 8 || (li == 0 && line_head_))) {
           c.windowed[li] = true;

@@ -143,7 +143,7 @@ struct OpRun {
   // forward, backward, tangent (whole plane and on the cone of a box), and the
   // difference form's patched forward on that cone
   std::vector<double> y, dx, ty, ty_cone, y_patched;
-  // forward on the line x_0 + (i + 1/2) (x_1 - x_0) with the head made from its ends (GraphPlan::OnLine),
+  // forward on the line x_0 + (i + 1/2) (x_1 - x_0) with the head made from its ends (GraphPlan::prepare_line),
   // and backward_sum's weighted sum of the input gradients there
   std::vector<double> y_line, dx_sum;
 };
@@ -201,9 +201,9 @@ OpRun run_op(const Graph& g, Backend<T>& be, const std::vector<double>& x, const
       w[i] = 1.0 + i;
       for (int64_t j = 0; j < xn; ++j) pts[i * xn + j] = x0[j] + k[i] * d[j];
     }
-    DeviceBuffer x0d = upload(x0), dd = upload(d), ptsd = upload(pts), sumd = upload(std::vector<double>(xn));
-    const typename GraphPlan<T>::OnLine line{x0d.as<T>(), dd.as<T>(), &k};
-    plan.forward(n, ptsd.as<T>(), yd.as<T>(), ws, true, {}, &line);
+    DeviceBuffer ptsd = upload(pts), sumd = upload(std::vector<double>(xn));
+    plan.prepare_line(x0, d, ws);
+    plan.forward(n, ptsd.as<T>(), yd.as<T>(), ws, true, {}, &k);
     out.y_line = download(yd, n * yn);
     plan.backward_sum(n, rd.as<T>(), w, dxd.as<T>(), sumd.as<T>(), ws);
     out.dx_sum = download(sumd, xn);

@@ -113,8 +113,10 @@ namespace ipna::test {
 namespace {
 
 // On a line of points x0 + k_i d, a graph whose first convolution alone reads the input makes that
-// convolution's output from x0 and d (GraphPlan::OnLine), and backward_sum takes the weighted sum of
-// the samples' gradients before that convolution's backward: both equal the plain passes.
+// convolution's output from its output at x0 and its change along d (GraphPlan::prepare_line), and
+// backward_sum takes the weighted sum of the samples' gradients before that convolution's backward:
+// both equal the plain passes. In float32 the two samples are float64's rounded once (made by float32
+// convolutions, their rounding errors would repeat at every point of a path and add up in its sums).
 TEST(LineHead, HeadMadeOnTheLineEqualsThePlainPasses) {
   int heads = 0;
   for (const OpGraph& og : op_graphs()) {
@@ -131,9 +133,22 @@ TEST(LineHead, HeadMadeOnTheLineEqualsThePlainPasses) {
     auto ws = plan.make_workspace(n, true), ws_line = plan.make_workspace(n, true);
     std::vector<double> y(n * yn), y_line(n * yn), dx(n * xn), dx_line(n * xn);
     plan.forward(n, pts.data(), y.data(), ws, true);
-    const GraphPlan<double>::OnLine line{x0.data(), d.data(), &k};
-    plan.forward(n, pts.data(), y_line.data(), ws_line, true, {}, &line);
+    plan.prepare_line(x0, d, ws_line);
+    plan.forward(n, pts.data(), y_line.data(), ws_line, true, {}, &k);
     EXPECT_LT(rel_err(y_line, y), 1e-13) << og.name;
+    if (plan.has_line_head()) {
+      CpuBackend<float> be32;
+      GraphPlan<float> plan32(og.graph, be32);
+      auto ws32 = plan32.make_workspace(1, false);
+      plan32.prepare_line(x0, d, ws32);
+      const size_t count = ws_line.line_ends.bytes() / sizeof(double);
+      ASSERT_EQ(ws32.line_ends.bytes(), count * sizeof(float)) << og.name;
+      const double* ends64 = ws_line.line_ends.as<double>();
+      const float* ends32 = ws32.line_ends.as<float>();
+      int64_t differ = 0;
+      for (size_t j = 0; j < count; ++j) differ += ends32[j] != static_cast<float>(ends64[j]);
+      EXPECT_EQ(differ, 0) << og.name;
+    }
 
     plan.backward(n, dy.data(), dx.data(), ws);
     std::vector<double> sum = random_vector(xn, 34), acc = sum;  // backward_sum adds to what acc holds

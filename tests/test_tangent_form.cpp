@@ -76,7 +76,7 @@ TEST(TangentForm, ABoxItsConeNeverCarriesOnHasZeroIpna) {
 
 // The difference form's patch values outside a box's cone must equal the base point's exactly, in every
 // precision: its IPNA there is exactly zero. The stem makes the base points on the line of points
-// (GraphPlan::OnLine), conv(x') + k conv(d), where conv(x' + k d) would round differently; on cones the patch
+// (GraphPlan::prepare_line), conv(x') + k conv(d), where conv(x' + k d) would round differently; on cones the patch
 // only adds the stem's change on the box's window (the stem is always windowed for it).
 TEST(TangentForm, DifferenceFormIsExactlyZeroOutsideTheConeInEveryPrecision) {
   struct Case {
