@@ -148,6 +148,16 @@ struct OpRun {
   std::vector<double> y_line, dx_sum;
 };
 
+// Each part of an OpRun, named for the messages.
+const std::vector<std::pair<const char*, std::vector<double> OpRun::*>> kOpRunParts = {
+    {"forward", &OpRun::y},
+    {"backward", &OpRun::dx},
+    {"tangent", &OpRun::ty},
+    {"tangent on a cone", &OpRun::ty_cone},
+    {"patched forward", &OpRun::y_patched},
+    {"forward on a line", &OpRun::y_line},
+    {"backward summed", &OpRun::dx_sum}};
+
 constexpr Box kOpBox{1, 1, 3, 3};
 
 // v restricted to kOpBox: the direction d * 1_S of a patch pass (unchanged for inputs without a plane).
@@ -271,13 +281,7 @@ TEST(CpuPrecision, Float32MatchesFloat64OnEveryOp) {
     const auto x = random_vector(n * shape_only.input_numel(), 31), r = random_vector(n * shape_only.output_numel(), 32),
                tx = in_box(g, random_vector(n * shape_only.input_numel(), 33));
     const OpRun ref = run_op<double>(g, cpu64, x, r, tx, n), got = run_op<float>(g, cpu32, x, r, tx, n);
-    for (auto [what, member] : {std::pair{"forward", &OpRun::y},
-                                {"backward", &OpRun::dx},
-                                {"tangent", &OpRun::ty},
-                                {"tangent on a cone", &OpRun::ty_cone},
-                                {"patched forward", &OpRun::y_patched},
-                                {"forward on a line", &OpRun::y_line},
-                                {"backward summed", &OpRun::dx_sum}}) {
+    for (auto [what, member] : kOpRunParts) {
       if ((ref.*member).empty()) continue;
       EXPECT_LT(rel_err(got.*member, ref.*member), 1e-4) << name << " " << what;
     }
@@ -381,13 +385,7 @@ TEST_P(CudaDeviceOp, ForwardAndBackwardMatchTheCpu) {
       const GpuMath math = parse_device(dev).math;
       auto gpu = make_backend<float>(dev);
       const OpRun got = run_op<float>(g, *gpu, x, r, t, n, equal);
-      for (auto [what, member] : {std::pair{"forward", &OpRun::y},
-                                  {"backward", &OpRun::dx},
-                                  {"tangent", &OpRun::ty},
-                                  {"tangent on a cone", &OpRun::ty_cone},
-                                  {"patched forward", &OpRun::y_patched},
-                                  {"forward on a line", &OpRun::y_line},
-                                  {"backward summed", &OpRun::dx_sum}}) {
+      for (auto [what, member] : kOpRunParts) {
         if ((ref.*member).empty()) continue;  // no cones without an image input
         const double err = rel_err(got.*member, ref.*member), tol = tolerance(rel_err(c32.*member, ref.*member), math);
         EXPECT_LE(err, tol) << GetParam() << " " << dev << " " << what << (equal ? " (equal samples)" : "");
