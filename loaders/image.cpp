@@ -7,8 +7,9 @@
 #include <stb_image_write.h>
 
 #include <algorithm>
-#include <csetjmp>
+#include <cctype>
 #include <cmath>
+#include <csetjmp>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -83,8 +84,31 @@ Image decode_jpeg(FILE* f, const std::string& path, int64_t max_pixels) {
   return img;
 }
 
+// Every chunk must fit in the file: stb_image grows its buffer to a chunk's claimed length before reading
+// it (a 196-byte PNG whose second IDAT claimed 1.3 GB made it allocate 2 GiB).
+void check_png_chunks(FILE* f, const std::string& path) {
+  std::fseek(f, 0, SEEK_END);
+  const int64_t size = std::ftell(f);
+  int64_t at = 8;  // after the signature
+  unsigned char head[8];
+  while (at + 8 <= size && std::fseek(f, static_cast<long>(at), SEEK_SET) == 0 && std::fread(head, 1, 8, f) == 8) {
+    const int64_t length = (int64_t(head[0]) << 24) | (int64_t(head[1]) << 16) | (int64_t(head[2]) << 8) | head[3];
+    std::string type(reinterpret_cast<const char*>(head + 4), 4);
+    for (char& c : type)
+      if (!std::isalpha(static_cast<unsigned char>(c))) c = '?';
+    if (length + 12 > size - at)
+      throw Error(path + ": corrupt PNG: chunk '" + type + "' at byte " + std::to_string(at) + " claims " +
+                  std::to_string(length) + " bytes, the file has " +
+                  std::to_string(std::max<int64_t>(0, size - at - 12)) + " left for it");
+    if (type == "IEND") break;
+    at += 12 + length;  // length, type, data, CRC
+  }
+  std::rewind(f);
+}
+
 // PNG through stb_image, which is given only files that start with PNG's signature.
 Image decode_png(FILE* f, const std::string& path, int64_t max_pixels) {
+  check_png_chunks(f, path);
   int w = 0, h = 0, n = 0;
   if (!stbi_info_from_file(f, &w, &h, &n))
     throw Error(path + ": cannot decode PNG (" + std::string(stbi_failure_reason()) + ")");

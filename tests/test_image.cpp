@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 
 #include "engine/error.h"
 #include "loaders/image.h"
@@ -58,6 +59,37 @@ TEST(Image, TooSmallForTheCropIsRefused) {
   EXPECT_THROW(center_crop(tiny, 224), Error);
   // Resize brings it up first, as torchvision does.
   EXPECT_EQ(center_crop(resize_shorter_side(tiny, 256), 224).width, 224);
+}
+
+// A fuzz finding: a 196-byte PNG whose second IDAT chunk claimed 1.3 GB made the decoder allocate 2 GiB
+// before reading it. Every chunk must fit in the file.
+TEST(Image, PngChunksLongerThanTheFileAreRefused) {
+  std::string png("\x89PNG\r\n\x1a\n", 8);
+  auto chunk = [&](const char* type, const std::string& data, uint32_t claimed) {
+    for (int shift : {24, 16, 8, 0}) png.push_back(static_cast<char>((claimed >> shift) & 0xff));
+    png += type;
+    png += data;
+    png += std::string(4, '\0');  // CRC, not checked before the lengths
+  };
+  const std::string ihdr("\0\0\0\x08\0\0\0\x06\x08\0\0\0\0", 13);  // 8x6, 8-bit gray
+  chunk("IHDR", ihdr, 13);
+  chunk("IDAT", "xyz", 0x0f385000);
+  const std::string path = ::testing::TempDir() + "/claims.png";
+  {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    std::fwrite(png.data(), 1, png.size(), f);
+    std::fclose(f);
+  }
+  try {
+    load_image_rgb(path);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("chunk 'IDAT' at byte 33 claims 255348736 bytes"), std::string::npos) << m;
+    EXPECT_NE(m.find(path), std::string::npos) << m;
+  }
+  std::remove(path.c_str());
 }
 
 // A fuzz finding: a 1-pixel-high strip within the pixel cap grew to gigabytes on resize.
