@@ -5,6 +5,7 @@
 #include <jerror.h>
 #include <stb_image.h>
 #include <stb_image_write.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cctype>
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <vector>
 
 #include "engine/error.h"
 
@@ -84,12 +86,37 @@ Image decode_jpeg(FILE* f, const std::string& path, int64_t max_pixels) {
   return img;
 }
 
-// Every chunk must fit in the file: stb_image grows its buffer to a chunk's claimed length before reading
-// it (a 196-byte PNG whose second IDAT claimed 1.3 GB made it allocate 2 GiB).
-void check_png_chunks(FILE* f, const std::string& path) {
+// Bytes of filtered scanlines a PNG of this header inflates to (Adam7: the seven passes' rows).
+int64_t png_raw_bytes(int64_t w, int64_t h, int bits_per_pixel, bool interlaced) {
+  auto rows = [&](int64_t pw, int64_t ph) { return pw > 0 && ph > 0 ? ph * (1 + (pw * bits_per_pixel + 7) / 8) : 0; };
+  if (!interlaced) return rows(w, h);
+  static const int pass[7][4] = {{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4},
+                                 {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}};  // x0, y0, dx, dy
+  int64_t raw = 0;
+  for (const auto& p : pass) raw += rows((w - p[0] + p[2] - 1) / p[2], (h - p[1] + p[3] - 1) / p[3]);
+  return raw;
+}
+
+// What stb_image would allocate for, checked first. Every chunk must fit in the file: it grows its
+// buffer to a chunk's claimed length before reading it (a 196-byte PNG whose second IDAT claimed 1.3 GB
+// made it allocate 2 GiB). And the image data must not inflate past twice what the header's size needs:
+// it inflates all of it before looking (a deflate stream grows up to a thousandfold, so a few megabytes
+// could ask for gigabytes); here it is inflated into a small buffer and counted.
+void check_png_chunks(FILE* f, const std::string& path, int64_t max_pixels) {
   std::fseek(f, 0, SEEK_END);
   const int64_t size = std::ftell(f);
   int64_t at = 8;  // after the signature
+  int64_t limit = -1, inflated = 0;  // limit: from IHDR, when its size is within max_pixels
+  z_stream z{};
+  bool inflating = false, done = false;
+  struct End {
+    z_stream* z;
+    bool* on;
+    ~End() {
+      if (*on) inflateEnd(z);
+    }
+  } end{&z, &inflating};
+  std::vector<unsigned char> in(1 << 16), out(1 << 16);
   unsigned char head[8];
   while (at + 8 <= size && std::fseek(f, static_cast<long>(at), SEEK_SET) == 0 && std::fread(head, 1, 8, f) == 8) {
     const int64_t length = (int64_t(head[0]) << 24) | (int64_t(head[1]) << 16) | (int64_t(head[2]) << 8) | head[3];
@@ -100,6 +127,38 @@ void check_png_chunks(FILE* f, const std::string& path) {
       throw Error(path + ": corrupt PNG: chunk '" + type + "' at byte " + std::to_string(at) + " claims " +
                   std::to_string(length) + " bytes, the file has " +
                   std::to_string(std::max<int64_t>(0, size - at - 12)) + " left for it");
+    if (type == "IHDR" && length == 13 && std::fread(in.data(), 1, 13, f) == 13) {
+      const unsigned char* d = in.data();
+      const int64_t w = (int64_t(d[0]) << 24) | (d[1] << 16) | (d[2] << 8) | d[3];
+      const int64_t h = (int64_t(d[4]) << 24) | (d[5] << 16) | (d[6] << 8) | d[7];
+      static const int channels[7] = {1, 0, 3, 1, 2, 0, 4};  // by color type
+      const int depth = d[8], color = d[9];
+      if (w > 0 && h > 0 && w * h <= max_pixels && color <= 6 && channels[color] > 0)
+        limit = 2 * png_raw_bytes(w, h, channels[color] * depth, d[12] == 1) + (1 << 16);
+    } else if (type == "IDAT" && limit >= 0 && !done) {
+      if (!inflating) {
+        if (inflateInit(&z) != Z_OK) throw Error(path + ": cannot start inflating the PNG's data");
+        inflating = true;
+      }
+      for (int64_t left = length; left > 0 && !done;) {
+        const size_t take = static_cast<size_t>(std::min<int64_t>(left, static_cast<int64_t>(in.size())));
+        if (std::fread(in.data(), 1, take, f) != take) break;
+        left -= static_cast<int64_t>(take);
+        z.next_in = in.data();
+        z.avail_in = static_cast<uInt>(take);
+        while (z.avail_in > 0 && !done) {
+          z.next_out = out.data();
+          z.avail_out = static_cast<uInt>(out.size());
+          const int rc = inflate(&z, Z_NO_FLUSH);
+          inflated += static_cast<int64_t>(out.size() - z.avail_out);
+          if (inflated > limit)
+            throw Error(path + ": corrupt PNG: its image data inflates past " + std::to_string(limit) +
+                        " bytes, twice what its size needs");
+          if (rc == Z_STREAM_END || (rc != Z_OK && rc != Z_BUF_ERROR)) done = true;  // the decoder judges the rest
+          if (rc == Z_BUF_ERROR && z.avail_out > 0) break;
+        }
+      }
+    }
     if (type == "IEND") break;
     at += 12 + length;  // length, type, data, CRC
   }
@@ -108,7 +167,7 @@ void check_png_chunks(FILE* f, const std::string& path) {
 
 // PNG through stb_image, which is given only files that start with PNG's signature.
 Image decode_png(FILE* f, const std::string& path, int64_t max_pixels) {
-  check_png_chunks(f, path);
+  check_png_chunks(f, path, max_pixels);
   int w = 0, h = 0, n = 0;
   if (!stbi_info_from_file(f, &w, &h, &n))
     throw Error(path + ": cannot decode PNG (" + std::string(stbi_failure_reason()) + ")");

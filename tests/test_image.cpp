@@ -3,9 +3,11 @@
 // makes. PNGs (stb_image) and JPEGs (libjpeg-turbo, PIL's decoder) must match
 // exactly: same pixels in, and the resize reproduces PIL's fixed-point arithmetic.
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <cmath>
 #include <cstdio>
+#include <vector>
 
 #include "engine/error.h"
 #include "loaders/image.h"
@@ -88,6 +90,39 @@ TEST(Image, PngChunksLongerThanTheFileAreRefused) {
     const std::string m = e.what();
     EXPECT_NE(m.find("chunk 'IDAT' at byte 33 claims 255348736 bytes"), std::string::npos) << m;
     EXPECT_NE(m.find(path), std::string::npos) << m;
+  }
+  std::remove(path.c_str());
+}
+
+// A deflate stream grows up to a thousandfold: 10 MB of zeros in a PNG claiming 8x8 gray pixels (72 bytes of
+// scanlines) is refused before the decoder inflates it all.
+TEST(Image, PngDataInflatingPastItsSizeIsRefused) {
+  std::vector<unsigned char> zeros(10 << 20, 0), packed(compressBound(zeros.size()));
+  uLongf packed_size = packed.size();
+  ASSERT_EQ(compress(packed.data(), &packed_size, zeros.data(), zeros.size()), Z_OK);
+  std::string png("\x89PNG\r\n\x1a\n", 8);
+  auto chunk = [&](const char* type, const std::string& data) {
+    for (int shift : {24, 16, 8, 0}) png.push_back(static_cast<char>((data.size() >> shift) & 0xff));
+    png += type;
+    png += data;
+    png += std::string(4, '\0');
+  };
+  chunk("IHDR", std::string("\0\0\0\x08\0\0\0\x08\x08\0\0\0\0", 13));
+  chunk("IDAT", std::string(reinterpret_cast<const char*>(packed.data()), packed_size));
+  chunk("IEND", "");
+  const std::string path = ::testing::TempDir() + "/bomb.png";
+  {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    std::fwrite(png.data(), 1, png.size(), f);
+    std::fclose(f);
+  }
+  EXPECT_LT(png.size(), 20000u);
+  try {
+    load_image_rgb(path);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("inflates past 65680 bytes"), std::string::npos) << e.what();
   }
   std::remove(path.c_str());
 }
