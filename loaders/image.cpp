@@ -133,7 +133,8 @@ void check_png_chunks(FILE* f, const std::string& path, int64_t max_pixels) {
       const int64_t h = (int64_t(d[4]) << 24) | (d[5] << 16) | (d[6] << 8) | d[7];
       static const int channels[7] = {1, 0, 3, 1, 2, 0, 4};  // by color type
       const int depth = d[8], color = d[9];
-      if (w > 0 && h > 0 && w * h <= max_pixels && color <= 6 && channels[color] > 0)
+      if (w > 0 && h > 0 && w <= max_pixels && h <= max_pixels && w * h <= max_pixels && color <= 6 &&
+          channels[color] > 0)
         limit = 2 * png_raw_bytes(w, h, channels[color] * depth, d[12] == 1) + (1 << 16);
     } else if (type == "IDAT" && limit >= 0 && !done) {
       if (!inflating) {
