@@ -103,7 +103,8 @@ struct Engine {
     }
     for (const auto* ws : workspaces)
       b += ws->forward_arena.bytes() + ws->backward_arena.bytes() + ws->saved.bytes() + ws->window_in.bytes() +
-           ws->window_out.bytes() + ws->window_aux.bytes();
+           ws->window_out.bytes() + ws->window_aux.bytes() + ws->output_nhwc.bytes() + ws->transposed_in.bytes() +
+           ws->transposed_out.bytes();
     return b;
   }
   // Frees all of it; the workspaces forget their capacity too, so they regrow at the next run's chunk.
@@ -455,6 +456,9 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   for (int64_t j = 0; j < xn; ++j) d[j] = (x[j] - x0[j]) / m;
   DeviceBuffer x0_dev = upload(x0), d_dev = upload(d);
   DeviceBuffer mask_dev = masked ? upload(req.split_mask) : DeviceBuffer();
+  // f2 runs forward and backward only; f1 also the patch passes, which read its saved state by planes.
+  ws1.channels_last = req.boxes.empty();
+  ws2.channels_last = true;
   f1.reserve(ws1, chunk, keep_f1);
   f2.reserve(ws2, chunk, true);
   StepBuffers& B = buffers;

@@ -3,7 +3,8 @@
 // only call these methods, so they never know which device runs them.
 //
 // Memory conventions: every pointer is device memory obtained from allocate().
-// Activations are sample-major batches (n samples of a per-sample shape, NCHW).
+// Activations are sample-major batches (n samples of a per-sample shape, NCHW;
+// a convolution's may be NHWC where ConvDesc says so, see prefers_nhwc).
 // `accumulate` on a backward op means dx += result, otherwise dx = result; it
 // lets a value that feeds several nodes (residual branches) sum its gradients
 // in place. Clip masks are bit-packed over the flat batch index (bit i of word
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/error.h"
 #include "engine/graph.h"
 #include "engine/op_desc.h"
 
@@ -121,10 +123,24 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// For a backend's convolutions that run NCHW batches only (where its prefers_nhwc is false).
+inline void refuse_nhwc(const ConvDesc& d) {
+  if (d.in_nhwc || d.out_nhwc) throw Error("internal: an NHWC batch for a convolution that does not prefer NHWC");
+}
+
 template <typename T>
 class Backend : public Device {
  public:
   // --- network ops (forward and input-gradient backward) ---
+  // Whether this convolution runs faster on NHWC batches (ConvDesc's in_nhwc, out_nhwc) than on
+  // NCHW ones: a plan then keeps the values such convolutions make and read NHWC (transposing them
+  // where other launches read or write them, transpose_layout), which a device whose convolutions
+  // want that layout would otherwise reorder into and out of at every convolution. A backend
+  // accepts the NHWC flags only where it says true.
+  virtual bool prefers_nhwc(const ConvDesc& d) const {
+    (void)d;
+    return false;
+  }
   virtual void conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) = 0;
   virtual void conv2d_backward_data(const ConvDesc& d, const T* weight, const T* dy, T* dx, int n, bool accumulate) = 0;
   virtual void linear_forward(int in, int out, const T* weight, const T* bias, const T* x, T* y, int n) = 0;
@@ -171,6 +187,12 @@ class Backend : public Device {
   // Forward: y channel k = x channel perm[k]. Backward (inverse): dx channel perm[k] (+)= dy channel k.
   virtual void channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const T* x, T* y, bool inverse,
                                bool accumulate) = 0;
+  // dst (+)= src from NCHW to NHWC (to_nhwc) or back, n samples of c channels of `plane` positions; for
+  // a backend whose prefers_nhwc says true somewhere (the others are never asked).
+  virtual void transpose_layout(int n, int c, int64_t plane, const T* src, T* dst, bool to_nhwc, bool accumulate) {
+    (void)n, (void)c, (void)plane, (void)src, (void)dst, (void)to_nhwc, (void)accumulate;
+    throw Error("internal: " + name() + " has no NHWC layout");
+  }
 
   // --- forward-mode (tangent) pieces; the other ops' tangents are their forward without bias, or
   // their backward (a mask, a scale, a derivative) applied forwards ---

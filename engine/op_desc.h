@@ -33,6 +33,9 @@ struct ConvDesc {
   int cout = 0, ho = 0, wo = 0;
   int groups = 1;
   Window win;
+  // The batches' layout, NCHW unless set: NHWC (channels last) for x (and dx) with in_nhwc, for y
+  // (and dy) with out_nhwc. Set only where the backend's prefers_nhwc says so for this convolution.
+  bool in_nhwc = false, out_nhwc = false;
 };
 
 // One pooling (per sample and channel: [h, w] -> [ho, wo], c channels).

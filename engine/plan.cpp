@@ -41,6 +41,9 @@ bool is_elementwise(OpKind k) {
   return k == OpKind::Clip || k == OpKind::Affine || k == OpKind::Add || k == OpKind::Activation;
 }
 
+// Ops that run alike on NCHW and NHWC batches (the same op on every element).
+bool layout_free(OpKind k) { return k == OpKind::Clip || k == OpKind::Add || k == OpKind::Activation; }
+
 // A Conv/Linear kernel in T, each output's row times its scale (a folded BatchNorm), in double.
 template <typename T>
 DeviceBuffer upload_kernel(Backend<T>& be, const std::vector<float>& k, const std::vector<double>& scale) {
@@ -120,6 +123,8 @@ GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g.without_
     head_without_bias_ = std::make_unique<GraphPlan<double>>(head_without_bias, *head_cpu_);
   }
 
+  choose_layouts();
+
   // Forward liveness: a value lives from its node to its last reader.
   std::vector<int> last_use(nv, -1);
   for (int i = 0; i < nn; ++i)
@@ -181,6 +186,67 @@ GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g.without_
   }
 }
 
+// Which values a channels_last workspace keeps NHWC. Values tied by elementwise ops (Clip, Add,
+// Activation, which run alike on either layout) share one layout, chosen per group: NHWC where more
+// of the convolutions that make or read the group prefer NHWC than other launches (which then read or
+// write it through a transpose) touch it, the graph's output counting as one such launch (its
+// transposes out and, in backward, in) and the line's head as none (a line makes its output from two
+// samples, transposed once). The graph's input, values without a plane (or of one position, where the
+// layouts agree) and the inputs and outputs of Concat and Mul stay NCHW.
+template <typename T>
+void GraphPlan<T>::choose_layouts() {
+  const int nv = static_cast<int>(graph_.values.size());
+  nhwc_.assign(nv, false);
+  prefers_nhwc_.assign(launches_.size(), false);
+  for (size_t si = 0; si < launches_.size(); ++si)
+    prefers_nhwc_[si] = graph_.nodes[launches_[si].node].kind == OpKind::Conv && be_.prefers_nhwc(launches_[si].conv);
+  if (std::none_of(prefers_nhwc_.begin(), prefers_nhwc_.end(), [](bool p) { return p; })) return;
+  std::vector<int> group(nv);
+  for (int v = 0; v < nv; ++v) group[v] = v;
+  const auto root = [&](int v) {
+    while (group[v] != v) v = group[v] = group[group[v]];
+    return v;
+  };
+  for (const Node& node : graph_.nodes)
+    if (layout_free(node.kind))
+      for (int v : node.inputs) group[root(v)] = root(node.output);
+  std::vector<int> gain(nv, 0);
+  std::vector<bool> nchw_only(nv, false);
+  for (size_t si = 0; si < launches_.size(); ++si) {
+    const Node& node = graph_.nodes[launches_[si].node];
+    if (layout_free(node.kind)) continue;
+    const bool several = node.inputs.size() > 1;
+    for (int v : node.inputs) {
+      if (several) nchw_only[root(v)] = true;
+      gain[root(v)] += prefers_nhwc_[si] ? 1 : -1;
+    }
+    if (several) nchw_only[root(node.output)] = true;
+    const bool line_made = si == 0 && line_head_;
+    if (!line_made) gain[root(node.output)] += prefers_nhwc_[si] ? 1 : -1;
+  }
+  nchw_only[root(graph_.input)] = true;
+  gain[root(graph_.output)] -= 1;
+  for (int v = 0; v < nv; ++v) {
+    const Shape& s = graph_.values[v].shape;
+    if (s.rank() != 3 || s.plane() <= 1) nchw_only[root(v)] = true;
+  }
+  for (int v = 0; v < nv; ++v) nhwc_[v] = !nchw_only[root(v)] && gain[root(v)] > 0;
+  int64_t in_widest = 0, out_widest = 0;
+  for (size_t si = 0; si < launches_.size(); ++si) {
+    const Node& node = graph_.nodes[launches_[si].node];
+    if (converts(si, false)) in_widest = std::max(in_widest, graph_.values[node.inputs[0]].shape.numel());
+    if (converts(si, true)) out_widest = std::max(out_widest, graph_.values[node.output].shape.numel());
+  }
+  transpose_elems_ = in_widest + out_widest + (nhwc_[graph_.output] ? output_numel() : 0);
+}
+
+template <typename T>
+bool GraphPlan<T>::converts(size_t si, bool output) const {
+  const Node& node = graph_.nodes[launches_[si].node];
+  if (prefers_nhwc_[si] || layout_free(node.kind)) return false;
+  return nhwc_[output ? node.output : node.inputs[0]];
+}
+
 template <typename T>
 size_t GraphPlan<T>::saved_bytes(int n) const {
   return saved_offset(static_cast<int>(launches_.size()), n);
@@ -216,7 +282,7 @@ template <typename T>
 size_t GraphPlan<T>::bytes_per_sample(bool with_backward) const {
   size_t b = static_cast<size_t>(fwd_peak_) * sizeof(T);
   if (with_backward) b += static_cast<size_t>(bwd_peak_) * sizeof(T) + saved_bytes(1);
-  return b;
+  return b + static_cast<size_t>(transpose_elems_) * sizeof(T);
 }
 
 template <typename T>
@@ -237,9 +303,55 @@ void GraphPlan<T>::reserve(Workspace& ws, int capacity, bool with_backward) cons
                             ws.saved.bytes() >= saved_bytes(ws.capacity);
   if (ws.capacity >= capacity && ws.forward_arena.bytes() && (!with_backward || has_backward)) return;
   const bool keep_backward = with_backward || (ws.capacity && has_backward);
+  const bool channels_last = ws.channels_last;
   capacity = std::max(capacity, ws.capacity);
   ws = Workspace();  // release first: the old and new arenas need not coexist
   ws = make_workspace(std::max(capacity, 1), keep_backward);
+  ws.channels_last = channels_last;
+}
+
+template <typename T>
+ConvDesc GraphPlan<T>::conv_in_layout(size_t si, bool channels_last) const {
+  ConvDesc d = launches_[si].conv;
+  if (channels_last && prefers_nhwc_[si]) {
+    const Node& node = graph_.nodes[launches_[si].node];
+    d.in_nhwc = nhwc_[node.inputs[0]];
+    d.out_nhwc = nhwc_[node.output];
+  }
+  return d;
+}
+
+template <typename T>
+T* GraphPlan<T>::room(DeviceBuffer& b, int64_t count) const {
+  const size_t bytes = static_cast<size_t>(std::max<int64_t>(count, 1)) * sizeof(T);
+  if (b.bytes() < bytes) {
+    b.reset();
+    b = DeviceBuffer(be_, bytes);
+  }
+  return b.as<T>();
+}
+
+template <typename T>
+void GraphPlan<T>::transpose(int v, int n, const T* src, T* dst, bool to_nhwc, bool accumulate) const {
+  const Shape& s = graph_.values[v].shape;
+  be_.transpose_layout(n, static_cast<int>(s.channels()), s.plane(), src, dst, to_nhwc, accumulate);
+}
+
+template <typename T>
+void GraphPlan<T>::launch_in_layout(size_t si, int n, const T* x, T* y, T* arena, void* keep, Workspace& ws) const {
+  if (!ws.channels_last) return launch_forward(si, n, x, y, arena, keep);
+  const Node& node = graph_.nodes[launches_[si].node];
+  const T* in0 = nullptr;
+  T* out = nullptr;
+  if (converts(si, false)) {
+    const int u = node.inputs[0];
+    T* t = room(ws.transposed_in, n * graph_.values[u].shape.numel());
+    transpose(u, n, value_ptr(u, n, x, y, arena), t, false, false);
+    in0 = t;
+  }
+  if (converts(si, true)) out = room(ws.transposed_out, n * graph_.values[node.output].shape.numel());
+  launch_forward(si, n, x, y, arena, keep, true, in0, out);
+  if (out) transpose(node.output, n, out, value_ptr(node.output, n, x, y, arena), true, false);
 }
 
 template <typename T>
@@ -257,16 +369,17 @@ T* GraphPlan<T>::grad_ptr(int v, int n, const T* dy, T* dx, T* arena) const {
 }
 
 template <typename T>
-void GraphPlan<T>::launch_forward(size_t si, int n, const T* x, T* y, T* arena, void* keep) const {
+void GraphPlan<T>::launch_forward(size_t si, int n, const T* x, T* y, T* arena, void* keep, bool channels_last,
+                                  const T* in0_at, T* out_at) const {
   const NodeLaunch& st = launches_[si];
   const Node& node = graph_.nodes[st.node];
-  const T* in0 = value_ptr(node.inputs[0], n, x, y, arena);
-  T* out = value_ptr(node.output, n, x, y, arena);
+  const T* in0 = in0_at ? in0_at : value_ptr(node.inputs[0], n, x, y, arena);
+  T* out = out_at ? out_at : value_ptr(node.output, n, x, y, arena);
   const T* w = weights_[st.node].template as<T>();
   const T* b = biases_[st.node].template as<T>();
   switch (node.kind) {
     case OpKind::Conv:
-      be_.conv2d_forward(st.conv, w, b, in0, out, n);
+      be_.conv2d_forward(conv_in_layout(si, channels_last), w, b, in0, out, n);
       break;
     case OpKind::Linear:
       be_.linear_forward(static_cast<int>(graph_.values[node.inputs[0]].shape.numel()), static_cast<int>(st.count), w,
@@ -358,6 +471,15 @@ void GraphPlan<T>::prepare_line(const std::vector<double>& x0, const std::vector
   auto host = head_with_bias_->make_workspace(1, false);
   head_with_bias_->forward(1, x0.data(), ends.data(), host, false);
   head_without_bias_->forward(1, d.data(), ends.data() + count, host, false);
+  ws.line_nhwc = ws.channels_last && nhwc_[graph_.nodes[0].output];
+  if (ws.line_nhwc) {
+    const Shape& s = graph_.values[graph_.nodes[0].output].shape;
+    const int64_t c = s.channels(), plane = s.plane();
+    const std::vector<double> nchw = ends;
+    for (int64_t at = 0; at < 2 * count; at += count)
+      for (int64_t k = 0; k < c; ++k)
+        for (int64_t i = 0; i < plane; ++i) ends[at + i * c + k] = nchw[at + k * plane + i];
+  }
   const std::vector<T> rounded(ends.begin(), ends.end());
   const size_t bytes = rounded.size() * sizeof(T);
   if (ws.line_ends.bytes() < bytes) ws.line_ends = DeviceBuffer(be_, bytes);
@@ -371,7 +493,11 @@ void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, Va
   if (n > ws.capacity) throw Error("internal: batch of " + std::to_string(n) + " exceeds workspace");
   if (save && !ws.saved.bytes() && saved_bytes(n))
     throw Error("internal: forward with save needs a workspace made with_backward");
+  if (store.data && ws.channels_last) throw Error("internal: a value store from a channels_last workspace");
   T* arena = ws.forward_arena.template as<T>();
+  // The graph's output NHWC: made in scratch, transposed into y at the end.
+  T* const y_nchw = y;
+  if (ws.channels_last && nhwc_[graph_.output]) y = room(ws.output_nhwc, n * output_numel());
   auto* saved = ws.saved.template as<uint8_t>();
   auto keep_value = [&](int v) {
     be_.copy_on_device(stored(store, v, store.first_slot), value_ptr(v, n, x, y, arena),
@@ -384,6 +510,8 @@ void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, Va
     at_node(node, "forward", [&] {
       if (si == 0 && on_line && line_head_) {
         if (!ws.line_ready) throw Error("internal: forward on a line before prepare_line");
+        if (ws.line_nhwc != (ws.channels_last && nhwc_[node.output]))
+          throw Error("internal: a line prepared in another layout than the workspace's");
         if (static_cast<int>(on_line->size()) != n) throw Error("internal: a line of points needs one k per sample");
         const T* ends = ws.line_ends.template as<T>();
         PointBatch along;
@@ -391,11 +519,12 @@ void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, Va
         be_.make_points(graph_.values[node.output].shape, ends, ends + launches_[0].count, along,
                         value_ptr(node.output, n, x, y, arena));
       } else {
-        launch_forward(si, n, x, y, arena, save ? saved + saved_offset(static_cast<int>(si), n) : nullptr);
+        launch_in_layout(si, n, x, y, arena, save ? saved + saved_offset(static_cast<int>(si), n) : nullptr, ws);
       }
       if (kept(node.output)) keep_value(node.output);
     });
   }
+  if (y != y_nchw) transpose(graph_.output, n, y, y_nchw, false, false);
 }
 
 template <typename T>
@@ -419,6 +548,11 @@ void GraphPlan<T>::backward_sum(int n, const T* dy, const std::vector<double>& w
   at_node(node, "backward", [&] {
     be_.zero(g, bytes);
     be_.sum_batch(st.count, n, grad_ptr(node.output, n, dy, dx, ws.backward_arena.template as<T>()), w, g);
+    if (ws.channels_last && nhwc_[node.output]) {
+      T* t = room(ws.transposed_out, st.count);
+      transpose(node.output, 1, g, t, false, false);
+      g = t;
+    }
     be_.conv2d_backward_data(st.conv, weights_[st.node].template as<T>(), g, acc, 1, true);
   });
 }
@@ -427,18 +561,37 @@ template <typename T>
 void GraphPlan<T>::backward_from(int first, int n, const T* dy, T* dx, Workspace& ws) const {
   T* arena = ws.backward_arena.template as<T>();
   auto* saved = ws.saved.template as<uint8_t>();
+  const bool cl = ws.channels_last;
+  if (cl && nhwc_[graph_.output]) {  // the output's gradient NHWC, as the ops made the output
+    T* t = room(ws.output_nhwc, n * output_numel());
+    transpose(graph_.output, n, dy, t, true, false);
+    dy = t;
+  }
   for (int si = static_cast<int>(launches_.size()) - 1; si >= first; --si) {
     const NodeLaunch& st = launches_[si];
     const Node& node = graph_.nodes[st.node];
     const T* g = grad_ptr(node.output, n, dy, dx, arena);
     T* gin = grad_ptr(node.inputs[0], n, dy, dx, arena);
-    const bool acc = bwd_accumulate_[st.node][0];
+    bool acc = bwd_accumulate_[st.node][0];
+    // A launch that runs NCHW only, on NHWC values: its output's gradient transposed in, its input's
+    // made in scratch and transposed (and added) out.
+    T* const gin_nhwc = cl && converts(static_cast<size_t>(si), false) ? gin : nullptr;
+    const bool acc_nhwc = acc;
+    if (cl && converts(static_cast<size_t>(si), true)) {
+      T* t = room(ws.transposed_out, n * graph_.values[node.output].shape.numel());
+      transpose(node.output, n, g, t, false, false);
+      g = t;
+    }
+    if (gin_nhwc) {
+      gin = room(ws.transposed_in, n * graph_.values[node.inputs[0]].shape.numel());
+      acc = false;
+    }
     const T* w = weights_[st.node].template as<T>();
     const void* keep = saved + saved_offset(si, n);
     at_node(node, "backward", [&] {
       switch (node.kind) {
         case OpKind::Conv:
-          be_.conv2d_backward_data(st.conv, w, g, gin, n, acc);
+          be_.conv2d_backward_data(conv_in_layout(static_cast<size_t>(si), cl), w, g, gin, n, acc);
           break;
         case OpKind::Linear:
           be_.linear_backward_data(static_cast<int>(graph_.values[node.inputs[0]].shape.numel()),
@@ -513,6 +666,7 @@ void GraphPlan<T>::backward_from(int first, int n, const T* dy, T* dx, Workspace
           break;
         }
       }
+      if (gin_nhwc) transpose(node.inputs[0], n, gin, gin_nhwc, true, acc_nhwc);
     });
   }
 }

@@ -5,7 +5,9 @@
 // needs: a bit per Clip element, an index per MaxPool output, the derivative
 // per smooth Activation element, both factors of a Mul, x_hat and 1/sigma of a
 // LayerNorm; convs, linear layers, pools, adds, concatenations, slices and
-// channel shuffles need nothing but their weights and shapes.
+// channel shuffles need nothing but their weights and shapes. Values are NCHW,
+// except that a workspace may ask forward and backward to keep NHWC the values
+// that convolutions preferring it make and read (choose_layouts).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -61,6 +63,14 @@ class GraphPlan {
     // gradient summed over a batch (backward_sum).
     DeviceBuffer line_ends, head_gradient;
     bool line_ready = false;
+    // Forward and backward keep the values the plan chose NHWC (Backend::prefers_nhwc, see
+    // keeps_nhwc): set by a caller that runs nothing else on this workspace, since the patch passes
+    // and the value store read values (and Clip masks) by their planes.
+    bool channels_last = false;
+    bool line_nhwc = false;  // line_ends are NHWC
+    // With channels_last: the graph's output (or its gradient) NHWC, and a launch's input and output
+    // (or their gradients) NCHW for a launch that runs NCHW only on NHWC values.
+    DeviceBuffer output_nhwc, transposed_in, transposed_out;
   };
   Workspace make_workspace(int capacity, bool with_backward) const;
   // Grows ws to hold `capacity` samples (and backward state) only when it is
@@ -148,6 +158,8 @@ class GraphPlan {
                bool equal_samples = false) const;
 
   const Graph& graph() const { return graph_; }
+  // Whether value v is kept NHWC in a channels_last workspace (choose_layouts).
+  bool keeps_nhwc(int v) const { return nhwc_[v]; }
   int64_t input_numel() const { return graph_.values[graph_.input].shape.numel(); }
   int64_t output_numel() const { return graph_.values[graph_.output].shape.numel(); }
   // Bytes one more sample of batch costs, for choosing the chunk of steps.
@@ -174,7 +186,23 @@ class GraphPlan {
   }
   T* value_ptr(int v, int n, const T* x, T* y, T* arena) const;
   // One node of the forward pass (forward and patched_forward share it); keep: its saved state or null.
-  void launch_forward(size_t launch, int n, const T* x, T* y, T* arena, void* keep) const;
+  // in0_at, out_at: where it reads its first input and writes its output instead of the values' own.
+  void launch_forward(size_t launch, int n, const T* x, T* y, T* arena, void* keep, bool channels_last = false,
+                      const T* in0_at = nullptr, T* out_at = nullptr) const;
+  // launch_forward in the workspace's layouts: a launch that runs NCHW only reads and writes NHWC
+  // values through transposes.
+  void launch_in_layout(size_t launch, int n, const T* x, T* y, T* arena, void* keep, Workspace& ws) const;
+  // The launch's convolution with its batches' layouts: NHWC where the plan keeps them so, the
+  // workspace asks for it and the convolution prefers it.
+  ConvDesc conv_in_layout(size_t launch, bool channels_last) const;
+  // Sets nhwc_, prefers_nhwc_ and transpose_elems_ (at construction).
+  void choose_layouts();
+  // Whether the launch reads its first input (output false) or writes its output through a transpose.
+  bool converts(size_t launch, bool output) const;
+  // dst (+)= src, value v's n samples, NCHW to NHWC (to_nhwc) or back.
+  void transpose(int v, int n, const T* src, T* dst, bool to_nhwc, bool accumulate) const;
+  // b with room for count elements (grown, never shrunk).
+  T* room(DeviceBuffer& b, int64_t count) const;
   // Value v's window `want` of its plane (zeros beyond the plane, and beyond its cone rect where
   // it is compact) from its storage p, compact or whole: p itself where compact on that very
   // window, else copied into scratch.
@@ -226,6 +254,9 @@ class GraphPlan {
   }
   int64_t fwd_peak_ = 0, bwd_peak_ = 0;
   bool line_head_ = false;  // launch 0 is a convolution that alone reads the input
+  std::vector<bool> nhwc_;  // per value: kept NHWC in a channels_last workspace
+  std::vector<bool> prefers_nhwc_;  // per launch: a convolution that runs NHWC batches itself
+  int64_t transpose_elems_ = 0;     // per sample: the scratch of the transposes
   // Backward: whether the step writes each input's gradient fresh or adds to it.
   std::vector<std::vector<bool>> bwd_accumulate_;
 };

@@ -461,6 +461,7 @@ template <typename T>
 void GraphPlan<T>::patched_forward(int n, const T* x, T* y, Workspace& ws, const Cone& cone, const ValueStore& store,
                                    bool equal_samples) const {
   if (n > ws.capacity) throw Error("internal: batch of " + std::to_string(n) + " exceeds workspace");
+  if (ws.channels_last) throw Error("internal: a patched forward on a channels_last workspace");
   grow_windows(ws, cone, n);
   T* arena = ws.forward_arena.template as<T>();
   for (size_t si = 0; si < launches_.size(); ++si)
@@ -524,6 +525,8 @@ void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone*
   if (!saving) saving = &ws;
   if (n > ws.capacity || n > saving->capacity || (!saving->saved.bytes() && saved_bytes(n)))
     throw Error("internal: tangent pass without the saved state of a forward of " + std::to_string(n) + " samples");
+  if (ws.channels_last || saving->channels_last)  // the masks it reads by their planes
+    throw Error("internal: a tangent pass on a channels_last workspace");
   if (cone) grow_windows(ws, *cone, n);
   T* arena = ws.forward_arena.template as<T>();
   const auto* saved = saving->saved.template as<uint8_t>();

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 
 #include "engine/attribution.h"
 #include "engine/cpu/cpu_backend.h"
@@ -180,11 +181,14 @@ std::vector<double> same_in_every_sample(const std::vector<double>& v, int n) {
 }
 
 // tx: zero outside kOpBox. equal_samples: tx is the same in every sample, and the cone passes are told so.
+// channels_last: the forward and backward passes (not the tangent and patch passes, which refuse it) keep
+// the values the plan allows NHWC.
 template <typename T>
 OpRun run_op(const Graph& g, Backend<T>& be, const std::vector<double>& x, const std::vector<double>& r,
-             const std::vector<double>& tx, int n, bool equal_samples = false) {
+             const std::vector<double>& tx, int n, bool equal_samples = false, bool channels_last = false) {
   GraphPlan<T> plan(g, be);
   auto ws = plan.make_workspace(n, true);
+  ws.channels_last = channels_last;
   const int64_t xn = plan.input_numel(), yn = plan.output_numel();
   auto upload = [&](const std::vector<double>& v) {
     std::vector<T> t(v.begin(), v.end());
@@ -217,6 +221,7 @@ OpRun run_op(const Graph& g, Backend<T>& be, const std::vector<double>& x, const
     out.y_line = download(yd, n * yn);
     plan.backward_sum(n, rd.as<T>(), w, dxd.as<T>(), sumd.as<T>(), ws);
     out.dx_sum = download(sumd, xn);
+    ws.channels_last = false;
     plan.forward(n, xd.as<T>(), yd.as<T>(), ws, true);  // the tangents below are taken at x
   }
   plan.tangent(n, txd.as<T>(), yd.as<T>(), ws);
@@ -284,6 +289,81 @@ TEST(CpuPrecision, Float32MatchesFloat64OnEveryOp) {
     for (auto [what, member] : kOpRunParts) {
       if ((ref.*member).empty()) continue;
       EXPECT_LT(rel_err(got.*member, ref.*member), 1e-4) << name << " " << what;
+    }
+  }
+}
+
+// The float32 plan keeps values NHWC where oneDNN's convolutions make and read them and the workspace
+// asks (GraphPlan::Workspace::channels_last), other launches reading and writing them through
+// transposes: forward, backward, and both on a line, against float64 at the float32 tolerance and
+// against the NCHW passes to float32 rounding (the forward runs the same kernels, the backward oneDNN's
+// NHWC one where NCHW batches get its blocked one). Besides the op graphs (WholeNetwork's depthwise
+// convolution), three small networks with 16 channels: a residual block; ResNet's stem, max pool and
+// two blocks, the output NHWC; EfficientNet's stem and a depthwise block before a global pool, the
+// line's head NHWC.
+TEST(CpuPrecision, ChannelsLastMatchesFloat64) {
+  std::vector<OpGraph> graphs = op_graphs();
+  std::map<std::string, int> kept_nhwc{{"WholeNetwork", 2}};  // the depthwise convolution's output and its ReLU6's
+  {
+    NetBuilder b(Shape{16, 6, 6}, 7);
+    b.relu();  // (a convolution reading the input would be a line's head)
+    b.conv(16, 3, 1, 1);
+    const int skip = b.relu();
+    b.conv(16, 3, 1, 1);
+    b.relu();
+    b.conv(16, 3, 1, 1);
+    b.add(skip, b.current());
+    b.relu();
+    b.conv(8, 3, 2, 1);
+    graphs.push_back({"WideResidualBlock", b.finish()});
+    kept_nhwc["WideResidualBlock"] = 7;  // all but the input, the first ReLU's and the output
+  }
+  {
+    NetBuilder b(Shape{3, 10, 10}, 8);
+    b.conv(16, 3, 1, 1);
+    b.relu();
+    int skip = b.pool(OpKind::MaxPool, 3, 2, 1);
+    for (int block = 0; block < 2; ++block) {
+      b.conv(16, 3, 1, 1);
+      b.relu();
+      b.conv(16, 3, 1, 1);
+      b.add(skip, b.current());
+      skip = b.relu();
+    }
+    graphs.push_back({"StemPoolTwoBlocks", b.finish()});
+    kept_nhwc["StemPoolTwoBlocks"] = 11;  // from the max pool's output on, the graph's output too
+  }
+  {
+    NetBuilder b(Shape{3, 8, 8}, 9);
+    b.conv(16, 3, 1, 1);
+    b.clip(0, 6);
+    b.conv(16, 3, 1, 1, 16);
+    const int skip = b.clip(0, 6);
+    b.conv(16, 1);
+    b.add(skip, b.current());
+    b.global_avg();
+    b.linear(4);
+    graphs.push_back({"StemDepthwiseGlobalPool", b.finish()});
+    kept_nhwc["StemDepthwiseGlobalPool"] = 6;  // the head's output to the global pool's input
+  }
+  const int n = 5;
+  for (const OpGraph& og : graphs) {
+    const Graph& g = og.graph;
+    CpuBackend<double> cpu64;
+    CpuBackend<float> cpu32;
+    const GraphPlan<float> plan(g, cpu32);
+    int kept = 0;
+    for (size_t v = 0; v < g.values.size(); ++v) kept += plan.keeps_nhwc(static_cast<int>(v));
+    EXPECT_EQ(kept, kept_nhwc.count(og.name) ? kept_nhwc[og.name] : 0) << og.name;
+    GraphPlan<double> shape_only(g, cpu64);
+    const auto x = random_vector(n * shape_only.input_numel(), 31),
+               r = random_vector(n * shape_only.output_numel(), 32),
+               tx = in_box(g, random_vector(n * shape_only.input_numel(), 33));
+    const OpRun ref = run_op<double>(g, cpu64, x, r, tx, n), nchw = run_op<float>(g, cpu32, x, r, tx, n),
+                nhwc = run_op<float>(g, cpu32, x, r, tx, n, false, true);
+    for (auto member : {&OpRun::y, &OpRun::dx, &OpRun::y_line, &OpRun::dx_sum}) {
+      EXPECT_LT(rel_err(nhwc.*member, ref.*member), 1e-4) << og.name;
+      EXPECT_LT(rel_err(nhwc.*member, nchw.*member), 1e-5) << og.name;
     }
   }
 }

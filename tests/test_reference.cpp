@@ -78,6 +78,11 @@ TEST_P(Reference, MatchesPyTorchAndCaptum) {
         EXPECT_LT(rel_err(r.ipna[b], npy(c.dir + "/ref_ipna" + std::to_string(b) + "_" + t + ".npy")),
                   tol(p, kappa["ipna"][b], e32["ipna"][b]))
             << what << " IPNA box " << b;
+      if (p == Precision::F32) {  // without boxes f1 keeps NHWC values too, as f2 always does in float32
+        const AttributionResult plain = attribute(c, p, kind, {}, false);
+        EXPECT_LT(rel_err(plain.ig, ref_ig), t_ig) << what << " IG vs PyTorch, no boxes";
+        EXPECT_LT(rel_err(plain.conductance, ref_cond), t_cond) << what << " conductance vs PyTorch, no boxes";
+      }
       const double fx = cs["F_x"], fx0 = cs["F_x0"], t_f = p == Precision::F64 ? 1e-9 : 1e-4;
       EXPECT_NEAR(r.f_input, fx, t_f * (std::abs(fx) + 1e-3)) << what;
       EXPECT_NEAR(r.f_baseline, fx0, t_f * (std::abs(fx0) + 1e-3)) << what;

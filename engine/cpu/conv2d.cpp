@@ -178,10 +178,19 @@ void for_sample_groups(int n, int64_t plane_out, F&& body) {
 
 }  // namespace
 
+// oneDNN's float32 convolutions run in NHWC (or blocked layouts) and reorder NCHW batches into it and
+// back; ours are NCHW only.
+template <typename T>
+bool CpuBackend<T>::prefers_nhwc(const ConvDesc& d) const {
+  if constexpr (std::is_same_v<T, float>) return use_onednn(d);
+  return false;
+}
+
 template <typename T>
 void CpuBackend<T>::conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) {
   if constexpr (std::is_same_v<T, float>)
     if (use_onednn(d)) return onednn_.forward(d, weight, bias, x, y, n);
+  refuse_nhwc(d);
   const ConvGeometry geo(d);
   if (is_depthwise(d)) {
 #pragma omp parallel for schedule(static)
@@ -233,6 +242,7 @@ void CpuBackend<T>::conv2d_backward_data(const ConvDesc& d, const T* weight, con
                                          bool accumulate) {
   if constexpr (std::is_same_v<T, float>)
     if (use_onednn(d)) return onednn_.backward_data(d, weight, dy, dx, n, accumulate);
+  refuse_nhwc(d);
   const ConvGeometry geo(d);
   if (is_depthwise(d)) {
 #pragma omp parallel for schedule(static)
@@ -287,6 +297,7 @@ void CpuBackend<T>::conv2d_backward_data(const ConvDesc& d, const T* weight, con
 }
 
 #define IPNA_CONV(T)                                                                                   \
+  template bool CpuBackend<T>::prefers_nhwc(const ConvDesc&) const;                                    \
   template void CpuBackend<T>::conv2d_forward(const ConvDesc&, const T*, const T*, const T*, T*, int); \
   template void CpuBackend<T>::conv2d_backward_data(const ConvDesc&, const T*, const T*, T*, int, bool);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_CONV)

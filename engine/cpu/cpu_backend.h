@@ -32,6 +32,7 @@ class CpuBackend final : public Backend<T> {
   int concurrent_lanes() const override;
   void run_concurrently(int tasks, int lanes, const std::function<void(int task, int lane)>& run) override;
 
+  bool prefers_nhwc(const ConvDesc& d) const override;
   void conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) override;
   void conv2d_backward_data(const ConvDesc& d, const T* weight, const T* dy, T* dx, int n, bool accumulate) override;
   void linear_forward(int in, int out, const T* weight, const T* bias, const T* x, T* y, int n) override;
@@ -62,6 +63,7 @@ class CpuBackend final : public Backend<T> {
                           bool accumulate) override;
   void channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const T* x, T* y, bool inverse,
                        bool accumulate) override;
+  void transpose_layout(int n, int c, int64_t plane, const T* src, T* dst, bool to_nhwc, bool accumulate) override;
   void maxpool_tangent(const PoolDesc& d, const int32_t* argmax, const T* tx, T* ty, int n) override;
   void maxpool_tangent_window(const PoolDesc& d, const int32_t* argmax, PlaneWindow in, const T* tx, PlaneWindow out,
                               T* ty, int n) override;

@@ -23,12 +23,14 @@ using dt = memory::data_type;
 
 // Everything a primitive depends on: the geometry, the batch and the variant.
 enum Variant { kForward, kForwardBias, kBackwardData };
-using ShapeKey = std::array<int, 19>;
+using ShapeKey = std::array<int, 21>;
 ShapeKey shape_key(const ConvDesc& d, int n, Variant v) {
   const Window& w = d.win;
-  return {d.cin, d.h,       d.w,        d.cout,       d.ho,        d.wo, d.groups, w.kh, w.kw, w.sh,
-          w.sw,  w.pad_top, w.pad_left, w.pad_bottom, w.pad_right, w.dh, w.dw,     n,    v};
+  return {d.cin,     d.h,        d.w,          d.cout,      d.ho, d.wo, d.groups, w.kh, w.kw,      w.sh,      w.sw,
+          w.pad_top, w.pad_left, w.pad_bottom, w.pad_right, w.dh, w.dw, n,        v,    d.in_nhwc, d.out_nhwc};
 }
+
+tag layout(bool nhwc) { return nhwc ? tag::nhwc : tag::nchw; }
 
 struct Dims {
   memory::dims src, weights, bias, dst, strides, dilates, pad_l, pad_r;
@@ -194,8 +196,8 @@ struct OnednnConvolutions::State {
       f = it->second;
     }
     const Dims k = dims_of(d, n);
-    memory src({k.src, dt::f32, tag::nchw}, eng, const_cast<float*>(x));
-    memory dst({k.dst, dt::f32, tag::nchw}, eng, y);
+    memory src({k.src, dt::f32, layout(d.in_nhwc)}, eng, const_cast<float*>(x));
+    memory dst({k.dst, dt::f32, layout(d.out_nhwc)}, eng, y);
     memory src_in = staged(t, DNNL_ARG_SRC, src, f.pd.src_desc(), true);
     memory dst_out = staged(t, DNNL_ARG_DST, dst, f.pd.dst_desc(), false);
     const memory w = weights_for(t, weight, f.pd.weights_desc(), d);
@@ -220,25 +222,35 @@ struct OnednnConvolutions::State {
       std::lock_guard<std::mutex> lock(cache_mutex);
       auto it = backward.find(key);
       if (it == backward.end()) {
-        const memory::desc dsrc(k.src, dt::f32, tag::any), ddst(k.dst, in, tag::any), w(k.weights, in, tag::any);
+        // Gradients in NHWC on both sides are asked for in NHWC: the layout oneDNN picks for
+        // them (nChw16c) would mean a reorder each way, which keeping them NHWC exists to spare.
+        // Where oneDNN has only its reference code for that, it picks.
+        const bool nhwc = d.in_nhwc && d.out_nhwc;
         dnnl::convolution_backward_data::primitive_desc pd;
-        for (dnnl::algorithm alg : algorithms(d)) {
-          try {
-            const dnnl::convolution_backward_data::desc desc(alg, dsrc, w, ddst, k.strides, k.dilates, k.pad_l,
-                                                             k.pad_r);
-            pd = dnnl::convolution_backward_data::primitive_desc(desc, user_scratchpad(), eng,
-                                                                 forward_pd(d, n, false, true, alg));
-            break;
-          } catch (const dnnl::error& e) {
-            if (alg == dnnl::algorithm::convolution_direct || e.status != dnnl_unimplemented) throw;
+        for (const tag want : nhwc ? std::vector<tag>{tag::nhwc, tag::any} : std::vector<tag>{tag::any}) {
+          const memory::desc dsrc(k.src, dt::f32, want), ddst(k.dst, in, want), w(k.weights, in, tag::any);
+          bool made = false;
+          for (dnnl::algorithm alg : algorithms(d)) {
+            try {
+              const dnnl::convolution_backward_data::desc desc(alg, dsrc, w, ddst, k.strides, k.dilates, k.pad_l,
+                                                               k.pad_r);
+              pd = dnnl::convolution_backward_data::primitive_desc(desc, user_scratchpad(), eng,
+                                                                   forward_pd(d, n, false, true, alg));
+              made = true;
+              break;
+            } catch (const dnnl::error& e) {
+              const bool last = alg == dnnl::algorithm::convolution_direct && want == tag::any;
+              if (last || e.status != dnnl_unimplemented) throw;
+            }
           }
+          if (made && (want == tag::any || std::string(pd.impl_info_str()).find("ref") == std::string::npos)) break;
         }
         it = backward.emplace(key, Backward{pd, dnnl::convolution_backward_data(pd)}).first;
       }
       b = it->second;
     }
-    memory ddst({k.dst, dt::f32, tag::nchw}, eng, const_cast<float*>(dy));
-    memory dsrc({k.src, dt::f32, tag::nchw}, eng, dx);
+    memory ddst({k.dst, dt::f32, layout(d.out_nhwc)}, eng, const_cast<float*>(dy));
+    memory dsrc({k.src, dt::f32, layout(d.in_nhwc)}, eng, dx);
     memory ddst_in = staged(t, DNNL_ARG_DIFF_DST, ddst, b.pd.diff_dst_desc(), true);
     memory dsrc_out = staged(t, DNNL_ARG_DIFF_SRC, dsrc, b.pd.diff_src_desc(), false);
     const bool via_scratch = accumulate && dsrc_out == dsrc;

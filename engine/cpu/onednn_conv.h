@@ -1,5 +1,7 @@
 // float32 convolutions on the CPU through oneDNN (Debian's libdnnl), forward
-// and backward-data. Activations stay in our NCHW batches; oneDNN picks the
+// and backward-data. Activations stay in our NCHW batches, or NHWC where the
+// ConvDesc says so (oneDNN's direct kernels run NHWC, so a plan that keeps the
+// values between convolutions NHWC spares reordering them); oneDNN picks the
 // weights' layout, which is reordered once per weight buffer and direction and
 // cached (like the cuDNN algorithms on the GPU); primitives are created once per
 // shape, batch size and direction. Bias is fused into the forward primitive.

@@ -228,6 +228,7 @@ void CudaBackend::find_backward_data(ConvPlan& p) {
 // Scratch slots: 0 conv workspace, 1 padded input / gradient, 2 point metadata.
 void CudaBackend::conv2d_forward(const ConvDesc& d, const float* weight, const float* bias, const float* x, float* y,
                                  int n) {
+  refuse_nhwc(d);
   ConvPlan& p = conv_plan(d, n);
   const float* xin = x;
   if (p.explicit_pad) {
@@ -246,6 +247,7 @@ void CudaBackend::conv2d_forward(const ConvDesc& d, const float* weight, const f
 
 void CudaBackend::conv2d_backward_data(const ConvDesc& d, const float* weight, const float* dy, float* dx, int n,
                                        bool accumulate) {
+  refuse_nhwc(d);
   ConvPlan& p = conv_plan(d, n);
   if (!p.bwd_found) find_backward_data(p);
   void* ws = p.bwd_ws ? scratch(0, p.bwd_ws) : nullptr;
