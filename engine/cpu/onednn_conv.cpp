@@ -283,6 +283,27 @@ struct OnednnConvolutions::State {
   }
 };
 
+void OnednnConvolutions::transpose(int n, int c, int64_t plane, const float* src, float* dst, bool to_nhwc,
+                                   bool accumulate) {
+  if (n <= 0) return;
+  State::PerThread& t = s_->mine();
+  const memory::dims dims{n, c, 1, plane};
+  const memory from({dims, dt::f32, layout(!to_nhwc)}, s_->eng, const_cast<float*>(src)),
+      to({dims, dt::f32, layout(to_nhwc)}, s_->eng, dst);
+  dnnl::primitive_attr attr;
+  if (accumulate) {
+    dnnl::post_ops sum;
+    sum.append_sum(1.0f);
+    attr.set_post_ops(sum);
+  }
+  try {
+    s_->reorder(t, from, to, attr);
+    t.strm.wait();
+  } catch (const dnnl::error& e) {
+    throw Error(std::string("oneDNN reorder between NCHW and NHWC: ") + e.what());
+  }
+}
+
 OnednnConvolutions::OnednnConvolutions(CpuMath math) : s_(std::make_unique<State>(math)) {}
 CpuMath OnednnConvolutions::math() const { return s_->math; }
 OnednnConvolutions::~OnednnConvolutions() = default;

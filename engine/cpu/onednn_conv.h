@@ -12,6 +12,7 @@
 // stream, scratchpad and staging buffers; primitives and reordered weights are
 // shared under a lock.
 #pragma once
+#include <cstdint>
 #include <memory>
 
 #include "engine/device_options.h"
@@ -32,6 +33,9 @@ class OnednnConvolutions {
   void forward(const ConvDesc& d, const float* weight, const float* bias, const float* x, float* y, int n);
   // dx = (or +=) the input gradient of y's gradient dy.
   void backward_data(const ConvDesc& d, const float* weight, const float* dy, float* dx, int n, bool accumulate);
+  // dst (+)= src between NCHW and NHWC (to_nhwc) or back: n samples of c channels of `plane` positions
+  // (the plans' transposes around launches that run NCHW only).
+  void transpose(int n, int c, int64_t plane, const float* src, float* dst, bool to_nhwc, bool accumulate);
   // Drops what was cached for a weight buffer that is being released.
   void forget(const void* weight);
 
