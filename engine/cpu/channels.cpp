@@ -92,7 +92,8 @@ void CpuBackend<T>::copy_window(int n, int channels, const T* src, int src_h, in
   }
 }
 
-// oneDNN's reorder (its jit kernels, 6x a plain tiled loop on ResNet-18's max-pool output); only float32
+// oneDNN's reorder: its jit kernels took 0.2 to 0.8 ms where a plain loop over 16 x 16 tiles took 0.6 to
+// 2 ms (ResNet-18's max-pool output at 112, 32 samples, both directions, 2 threads). Only float32
 // plans keep values NHWC (prefers_nhwc), so float64 has none.
 template <typename T>
 void CpuBackend<T>::transpose_layout(int n, int c, int64_t plane, const T* src, T* dst, bool to_nhwc, bool accumulate) {
