@@ -4,7 +4,8 @@
 //
 // Memory conventions: every pointer is device memory obtained from allocate().
 // Activations are sample-major batches (n samples of a per-sample shape, NCHW;
-// a convolution's may be NHWC where ConvDesc says so, see prefers_nhwc).
+// a convolution's may be NHWC where ConvDesc says so, see prefers_nhwc, and in
+// forward bf16, see stores_bf16; a T* then points at 16-bit values).
 // `accumulate` on a backward op means dx += result, otherwise dx = result; it
 // lets a value that feeds several nodes (residual branches) sum its gradients
 // in place. Clip masks are bit-packed over the flat batch index (bit i of word
@@ -125,8 +126,12 @@ class DeviceBuffer {
 
 // For a backend's convolutions that run NCHW batches only (where its prefers_nhwc is false).
 inline void refuse_nhwc(const ConvDesc& d) {
-  if (d.in_nhwc || d.out_nhwc) throw Error("internal: an NHWC batch for a convolution that does not prefer NHWC");
+  if (d.in_nhwc || d.out_nhwc || d.in_bf16 || d.out_bf16)
+    throw Error("internal: an NHWC or bf16 batch for a convolution that does not prefer NHWC");
 }
+
+// A bf16 value as stored: the upper half of the float32's bits.
+using Bf16Bits = uint16_t;
 
 template <typename T>
 class Backend : public Device {
@@ -141,6 +146,11 @@ class Backend : public Device {
     (void)d;
     return false;
   }
+  // Whether the forward values that a plan keeps NHWC are stored as bf16 (half the bytes moved; the
+  // gradients stay float32): the convolutions then read and write them as ConvDesc's in_bf16 and
+  // out_bf16 say, Clip and Add run on them through clip_forward_bf16 and add_forward_bf16, and
+  // transpose_layout converts them. Only where the convolutions compute in bf16 anyway.
+  virtual bool stores_bf16() const { return false; }
   virtual void conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) = 0;
   virtual void conv2d_backward_data(const ConvDesc& d, const T* weight, const T* dy, T* dx, int n, bool accumulate) = 0;
   virtual void linear_forward(int in, int out, const T* weight, const T* bias, const T* x, T* y, int n) = 0;
@@ -157,6 +167,15 @@ class Backend : public Device {
   virtual void avgpool_forward(const PoolDesc& d, const T* x, T* y, int n) = 0;
   virtual void avgpool_backward(const PoolDesc& d, const T* dy, T* dx, int n, bool accumulate) = 0;
   virtual void add_forward(int64_t count, const T* a, const T* b, T* y) = 0;
+  // Clip and Add on bf16 values (stores_bf16), computed in float32 and rounded to nearest even.
+  virtual void clip_forward_bf16(int64_t count, T lo, T hi, const Bf16Bits* x, Bf16Bits* y, uint64_t* mask) {
+    (void)count, (void)lo, (void)hi, (void)x, (void)y, (void)mask;
+    throw Error("internal: " + name() + " stores no bf16 values");
+  }
+  virtual void add_forward_bf16(int64_t count, const Bf16Bits* a, const Bf16Bits* b, Bf16Bits* y) {
+    (void)count, (void)a, (void)b, (void)y;
+    throw Error("internal: " + name() + " stores no bf16 values");
+  }
   // y = a - b; y may alias a (a patch's change on a cone window).
   virtual void subtract(int64_t count, const T* a, const T* b, T* y) = 0;
   // dst = src, or dst += src.
@@ -188,9 +207,11 @@ class Backend : public Device {
   virtual void channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const T* x, T* y, bool inverse,
                                bool accumulate) = 0;
   // dst (+)= src from NCHW to NHWC (to_nhwc) or back, n samples of c channels of `plane` positions; for
-  // a backend whose prefers_nhwc says true somewhere (the others are never asked).
-  virtual void transpose_layout(int n, int c, int64_t plane, const T* src, T* dst, bool to_nhwc, bool accumulate) {
-    (void)n, (void)c, (void)plane, (void)src, (void)dst, (void)to_nhwc, (void)accumulate;
+  // a backend whose prefers_nhwc says true somewhere (the others are never asked). nhwc_bf16: the NHWC
+  // side holds bf16 (stores_bf16; never accumulated), the NCHW side float32 as always.
+  virtual void transpose_layout(int n, int c, int64_t plane, const T* src, T* dst, bool to_nhwc, bool nhwc_bf16,
+                                bool accumulate) {
+    (void)n, (void)c, (void)plane, (void)src, (void)dst, (void)to_nhwc, (void)nhwc_bf16, (void)accumulate;
     throw Error("internal: " + name() + " has no NHWC layout");
   }
 

@@ -13,7 +13,8 @@ enum class GpuMath { Fp32, Tf32, Bf16 };
 // stride-1 convolutions oneDNN has it for, direct elsewhere (about half the convolution time
 // of a ResNet; its transforms cost accuracy: 2x to 8x direct float32's error per convolution,
 // up to 300x through a whole attribution, see the README); Bf16 direct with inputs and weights
-// rounded to bf16, accumulated and stored in float32 (AVX-512 BF16 or AMX; refused elsewhere).
+// rounded to bf16, accumulated in float32, the values kept NHWC between convolutions stored as bf16
+// (gradients and attribution sums float32; AVX-512 BF16 or AMX; refused elsewhere).
 enum class CpuMath { Fp32, Winograd, Bf16 };
 
 struct DeviceOptions {

@@ -36,6 +36,9 @@ struct ConvDesc {
   // The batches' layout, NCHW unless set: NHWC (channels last) for x (and dx) with in_nhwc, for y
   // (and dy) with out_nhwc. Set only where the backend's prefers_nhwc says so for this convolution.
   bool in_nhwc = false, out_nhwc = false;
+  // Forward only: x (in_bf16) or y (out_bf16) held as bf16, an NHWC side of a backend whose
+  // stores_bf16 says so. Gradients are float32 always.
+  bool in_bf16 = false, out_bf16 = false;
 };
 
 // One pooling (per sample and channel: [h, w] -> [ho, wo], c channels).

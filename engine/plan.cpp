@@ -197,6 +197,7 @@ template <typename T>
 void GraphPlan<T>::choose_layouts() {
   const int nv = static_cast<int>(graph_.values.size());
   nhwc_.assign(nv, false);
+  bf16_.assign(nv, false);
   prefers_nhwc_.assign(launches_.size(), false);
   for (size_t si = 0; si < launches_.size(); ++si)
     prefers_nhwc_[si] = graph_.nodes[launches_[si].node].kind == OpKind::Conv && be_.prefers_nhwc(launches_[si].conv);
@@ -231,6 +232,16 @@ void GraphPlan<T>::choose_layouts() {
     if (s.rank() != 3 || s.plane() <= 1) nchw_only[root(v)] = true;
   }
   for (int v = 0; v < nv; ++v) nhwc_[v] = !nchw_only[root(v)] && gain[root(v)] > 0;
+  // bf16 storage covers the groups whose ops all run on it: convolutions, Clip and Add (not the
+  // activations, whose saved derivative is float32 and which have no bf16 op), and the transposes,
+  // which convert; the line's head makes its output from float32 ends, so its group stays float32.
+  if (be_.stores_bf16()) {
+    std::vector<bool> f32_only(nv, false);
+    for (const Node& node : graph_.nodes)
+      if (node.kind == OpKind::Activation) f32_only[root(node.output)] = true;
+    if (line_head_) f32_only[root(graph_.nodes[0].output)] = true;
+    for (int v = 0; v < nv; ++v) bf16_[v] = nhwc_[v] && !f32_only[root(v)];
+  }
   int64_t in_widest = 0, out_widest = 0;
   for (size_t si = 0; si < launches_.size(); ++si) {
     const Node& node = graph_.nodes[launches_[si].node];
@@ -311,12 +322,14 @@ void GraphPlan<T>::reserve(Workspace& ws, int capacity, bool with_backward) cons
 }
 
 template <typename T>
-ConvDesc GraphPlan<T>::conv_in_layout(size_t si, bool channels_last) const {
+ConvDesc GraphPlan<T>::conv_in_layout(size_t si, bool channels_last, bool forward) const {
   ConvDesc d = launches_[si].conv;
   if (channels_last && prefers_nhwc_[si]) {
     const Node& node = graph_.nodes[launches_[si].node];
     d.in_nhwc = nhwc_[node.inputs[0]];
     d.out_nhwc = nhwc_[node.output];
+    d.in_bf16 = forward && bf16_[node.inputs[0]];
+    d.out_bf16 = forward && bf16_[node.output];
   }
   return d;
 }
@@ -332,9 +345,10 @@ T* GraphPlan<T>::room(DeviceBuffer& b, int64_t count) const {
 }
 
 template <typename T>
-void GraphPlan<T>::transpose(int v, int n, const T* src, T* dst, bool to_nhwc, bool accumulate) const {
+void GraphPlan<T>::transpose(int v, int n, const T* src, T* dst, bool to_nhwc, bool forward, bool accumulate) const {
   const Shape& s = graph_.values[v].shape;
-  be_.transpose_layout(n, static_cast<int>(s.channels()), s.plane(), src, dst, to_nhwc, accumulate);
+  be_.transpose_layout(n, static_cast<int>(s.channels()), s.plane(), src, dst, to_nhwc, forward && bf16_[v],
+                       accumulate);
 }
 
 template <typename T>
@@ -346,12 +360,12 @@ void GraphPlan<T>::launch_in_layout(size_t si, int n, const T* x, T* y, T* arena
   if (converts(si, false)) {
     const int u = node.inputs[0];
     T* t = room(ws.transposed_in, n * graph_.values[u].shape.numel());
-    transpose(u, n, value_ptr(u, n, x, y, arena), t, false, false);
+    transpose(u, n, value_ptr(u, n, x, y, arena), t, false, true, false);
     in0 = t;
   }
   if (converts(si, true)) out = room(ws.transposed_out, n * graph_.values[node.output].shape.numel());
   launch_forward(si, n, x, y, arena, keep, true, in0, out);
-  if (out) transpose(node.output, n, out, value_ptr(node.output, n, x, y, arena), true, false);
+  if (out) transpose(node.output, n, out, value_ptr(node.output, n, x, y, arena), true, true, false);
 }
 
 template <typename T>
@@ -379,7 +393,7 @@ void GraphPlan<T>::launch_forward(size_t si, int n, const T* x, T* y, T* arena, 
   const T* b = biases_[st.node].template as<T>();
   switch (node.kind) {
     case OpKind::Conv:
-      be_.conv2d_forward(conv_in_layout(si, channels_last), w, b, in0, out, n);
+      be_.conv2d_forward(conv_in_layout(si, channels_last, true), w, b, in0, out, n);
       break;
     case OpKind::Linear:
       be_.linear_forward(static_cast<int>(graph_.values[node.inputs[0]].shape.numel()), static_cast<int>(st.count), w,
@@ -391,8 +405,13 @@ void GraphPlan<T>::launch_forward(size_t si, int n, const T* x, T* y, T* arena, 
       break;
     }
     case OpKind::Clip:
-      be_.clip_forward(st.count * n, static_cast<T>(node.lo), static_cast<T>(node.hi), in0, out,
-                       static_cast<uint64_t*>(keep));
+      if (channels_last && bf16_[node.output])
+        be_.clip_forward_bf16(st.count * n, static_cast<T>(node.lo), static_cast<T>(node.hi),
+                              reinterpret_cast<const Bf16Bits*>(in0), reinterpret_cast<Bf16Bits*>(out),
+                              static_cast<uint64_t*>(keep));
+      else
+        be_.clip_forward(st.count * n, static_cast<T>(node.lo), static_cast<T>(node.hi), in0, out,
+                         static_cast<uint64_t*>(keep));
       break;
     case OpKind::MaxPool:
       be_.maxpool_forward(st.pool, in0, out, static_cast<int32_t*>(keep), n);
@@ -400,9 +419,15 @@ void GraphPlan<T>::launch_forward(size_t si, int n, const T* x, T* y, T* arena, 
     case OpKind::AvgPool:
       be_.avgpool_forward(st.pool, in0, out, n);
       break;
-    case OpKind::Add:
-      be_.add_forward(st.count * n, in0, value_ptr(node.inputs[1], n, x, y, arena), out);
+    case OpKind::Add: {
+      const T* in1 = value_ptr(node.inputs[1], n, x, y, arena);
+      if (channels_last && bf16_[node.output])
+        be_.add_forward_bf16(st.count * n, reinterpret_cast<const Bf16Bits*>(in0),
+                             reinterpret_cast<const Bf16Bits*>(in1), reinterpret_cast<Bf16Bits*>(out));
+      else
+        be_.add_forward(st.count * n, in0, in1, out);
       break;
+    }
     case OpKind::Concat: {
       const Shape& so = graph_.values[node.output].shape;
       int at = 0;
@@ -524,7 +549,7 @@ void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, Va
       if (kept(node.output)) keep_value(node.output);
     });
   }
-  if (y != y_nchw) transpose(graph_.output, n, y, y_nchw, false, false);
+  if (y != y_nchw) transpose(graph_.output, n, y, y_nchw, false, true, false);
 }
 
 template <typename T>
@@ -550,7 +575,7 @@ void GraphPlan<T>::backward_sum(int n, const T* dy, const std::vector<double>& w
     be_.sum_batch(st.count, n, grad_ptr(node.output, n, dy, dx, ws.backward_arena.template as<T>()), w, g);
     if (ws.channels_last && nhwc_[node.output]) {
       T* t = room(ws.transposed_out, st.count);
-      transpose(node.output, 1, g, t, false, false);
+      transpose(node.output, 1, g, t, false, false, false);
       g = t;
     }
     be_.conv2d_backward_data(st.conv, weights_[st.node].template as<T>(), g, acc, 1, true);
@@ -564,7 +589,7 @@ void GraphPlan<T>::backward_from(int first, int n, const T* dy, T* dx, Workspace
   const bool cl = ws.channels_last;
   if (cl && nhwc_[graph_.output]) {  // the output's gradient NHWC, as the ops made the output
     T* t = room(ws.output_nhwc, n * output_numel());
-    transpose(graph_.output, n, dy, t, true, false);
+    transpose(graph_.output, n, dy, t, true, false, false);
     dy = t;
   }
   for (int si = static_cast<int>(launches_.size()) - 1; si >= first; --si) {
@@ -579,7 +604,7 @@ void GraphPlan<T>::backward_from(int first, int n, const T* dy, T* dx, Workspace
     const bool acc_nhwc = acc;
     if (cl && converts(static_cast<size_t>(si), true)) {
       T* t = room(ws.transposed_out, n * graph_.values[node.output].shape.numel());
-      transpose(node.output, n, g, t, false, false);
+      transpose(node.output, n, g, t, false, false, false);
       g = t;
     }
     if (gin_nhwc) {
@@ -591,7 +616,7 @@ void GraphPlan<T>::backward_from(int first, int n, const T* dy, T* dx, Workspace
     at_node(node, "backward", [&] {
       switch (node.kind) {
         case OpKind::Conv:
-          be_.conv2d_backward_data(conv_in_layout(static_cast<size_t>(si), cl), w, g, gin, n, acc);
+          be_.conv2d_backward_data(conv_in_layout(static_cast<size_t>(si), cl, false), w, g, gin, n, acc);
           break;
         case OpKind::Linear:
           be_.linear_backward_data(static_cast<int>(graph_.values[node.inputs[0]].shape.numel()),
@@ -666,7 +691,7 @@ void GraphPlan<T>::backward_from(int first, int n, const T* dy, T* dx, Workspace
           break;
         }
       }
-      if (gin_nhwc) transpose(node.inputs[0], n, gin, gin_nhwc, true, acc_nhwc);
+      if (gin_nhwc) transpose(node.inputs[0], n, gin, gin_nhwc, true, false, acc_nhwc);
     });
   }
 }

@@ -158,8 +158,10 @@ class GraphPlan {
                bool equal_samples = false) const;
 
   const Graph& graph() const { return graph_; }
-  // Whether value v is kept NHWC in a channels_last workspace (choose_layouts).
+  // Whether value v is kept NHWC in a channels_last workspace (choose_layouts), and its forward
+  // values there stored as bf16 (Backend::stores_bf16).
   bool keeps_nhwc(int v) const { return nhwc_[v]; }
+  bool keeps_bf16(int v) const { return bf16_[v]; }
   int64_t input_numel() const { return graph_.values[graph_.input].shape.numel(); }
   int64_t output_numel() const { return graph_.values[graph_.output].shape.numel(); }
   // Bytes one more sample of batch costs, for choosing the chunk of steps.
@@ -193,14 +195,15 @@ class GraphPlan {
   // values through transposes.
   void launch_in_layout(size_t launch, int n, const T* x, T* y, T* arena, void* keep, Workspace& ws) const;
   // The launch's convolution with its batches' layouts: NHWC where the plan keeps them so, the
-  // workspace asks for it and the convolution prefers it.
-  ConvDesc conv_in_layout(size_t launch, bool channels_last) const;
-  // Sets nhwc_, prefers_nhwc_ and transpose_elems_ (at construction).
+  // workspace asks for it and the convolution prefers it; in forward, bf16 where the plan stores them so.
+  ConvDesc conv_in_layout(size_t launch, bool channels_last, bool forward) const;
+  // Sets nhwc_, bf16_, prefers_nhwc_ and transpose_elems_ (at construction).
   void choose_layouts();
   // Whether the launch reads its first input (output false) or writes its output through a transpose.
   bool converts(size_t launch, bool output) const;
-  // dst (+)= src, value v's n samples, NCHW to NHWC (to_nhwc) or back.
-  void transpose(int v, int n, const T* src, T* dst, bool to_nhwc, bool accumulate) const;
+  // dst (+)= src, value v's n samples, NCHW to NHWC (to_nhwc) or back; forward: v's values (bf16 on
+  // the NHWC side where bf16_ says), else its gradients.
+  void transpose(int v, int n, const T* src, T* dst, bool to_nhwc, bool forward, bool accumulate) const;
   // b with room for count elements (grown, never shrunk).
   T* room(DeviceBuffer& b, int64_t count) const;
   // Value v's window `want` of its plane (zeros beyond the plane, and beyond its cone rect where
@@ -255,6 +258,7 @@ class GraphPlan {
   int64_t fwd_peak_ = 0, bwd_peak_ = 0;
   bool line_head_ = false;  // launch 0 is a convolution that alone reads the input
   std::vector<bool> nhwc_;  // per value: kept NHWC in a channels_last workspace
+  std::vector<bool> bf16_;  // per value: NHWC, and stored as bf16 in forward
   std::vector<bool> prefers_nhwc_;  // per launch: a convolution that runs NHWC batches itself
   int64_t transpose_elems_ = 0;     // per sample: the scratch of the transposes
   // Backward: whether the step writes each input's gradient fresh or adds to it.

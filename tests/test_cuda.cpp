@@ -301,9 +301,10 @@ TEST(CpuPrecision, Float32MatchesFloat64OnEveryOp) {
 // convolution), three small networks with 16 channels: a residual block; ResNet's stem, max pool and
 // two blocks, the output NHWC; EfficientNet's stem and a depthwise block before a global pool, the
 // line's head NHWC.
-TEST(CpuPrecision, ChannelsLastMatchesFloat64) {
+// The op graphs and three small networks with 16 channels, and how many values each keeps NHWC.
+std::vector<OpGraph> channels_last_graphs(std::map<std::string, int>& kept_nhwc) {
   std::vector<OpGraph> graphs = op_graphs();
-  std::map<std::string, int> kept_nhwc{{"WholeNetwork", 2}};  // the depthwise convolution's output and its ReLU6's
+  kept_nhwc = {{"WholeNetwork", 2}};  // the depthwise convolution's output and its ReLU6's
   {
     NetBuilder b(Shape{16, 6, 6}, 7);
     b.relu();  // (a convolution reading the input would be a line's head)
@@ -346,12 +347,20 @@ TEST(CpuPrecision, ChannelsLastMatchesFloat64) {
     graphs.push_back({"StemDepthwiseGlobalPool", b.finish()});
     kept_nhwc["StemDepthwiseGlobalPool"] = 6;  // the head's output to the global pool's input
   }
+  return graphs;
+}
+
+TEST(CpuPrecision, ChannelsLastMatchesFloat64) {
+  std::map<std::string, int> kept_nhwc;
+  const std::vector<OpGraph> graphs = channels_last_graphs(kept_nhwc);
   const int n = 5;
   for (const OpGraph& og : graphs) {
     const Graph& g = og.graph;
     CpuBackend<double> cpu64;
     CpuBackend<float> cpu32;
     const GraphPlan<float> plan(g, cpu32);
+    for (size_t v = 0; v < g.values.size(); ++v)
+      EXPECT_FALSE(plan.keeps_bf16(static_cast<int>(v))) << og.name << ": float32 stores no bf16";
     int kept = 0;
     for (size_t v = 0; v < g.values.size(); ++v) kept += plan.keeps_nhwc(static_cast<int>(v));
     EXPECT_EQ(kept, kept_nhwc.count(og.name) ? kept_nhwc[og.name] : 0) << og.name;
@@ -365,6 +374,52 @@ TEST(CpuPrecision, ChannelsLastMatchesFloat64) {
       EXPECT_LT(rel_err(nhwc.*member, ref.*member), 1e-4) << og.name;
       EXPECT_LT(rel_err(nhwc.*member, nchw.*member), 1e-5) << og.name;
     }
+  }
+}
+
+// cpu/bf16 stores the forward values it keeps NHWC as bf16 (Backend::stores_bf16): every NHWC value
+// but those of groups with an activation (none here) or made by the line's head (EfficientNet's stem
+// output and its ReLU6). A value a convolution reads is rounded to bf16 either way (cpu/bf16 rounds what
+// convolutions read); storing rounds once more (unit roundoff 2^-8) only what else reads them: an Add's
+// operands, a pool's input, the graph's output. So the error may at most double against the same
+// convolutions with float32 storage, plus the output's own rounding: err <= 2 * err_nchw + 2^-8, forward,
+// backward and both on a line, against float64; the forward also within the bound of bf16 convolutions
+// (the test below). The three networks round something NCHW does not (Adds, a pool, the output), so their
+// results must differ from NCHW's: the bf16 values are really stored.
+TEST(CpuPrecision, Bf16StorageWithinItsDerivedTolerance) {
+  if (!__builtin_cpu_supports("avx512bf16")) GTEST_SKIP() << "this CPU has no AVX-512 BF16: cpu/bf16 is refused here";
+  std::map<std::string, int> kept_nhwc;
+  const std::vector<OpGraph> graphs = channels_last_graphs(kept_nhwc);
+  std::map<std::string, int> kept_bf16 = kept_nhwc;
+  kept_bf16["StemDepthwiseGlobalPool"] -= 2;
+  const int n = 5;
+  for (const OpGraph& og : graphs) {
+    const Graph& g = og.graph;
+    CpuBackend<double> cpu64;
+    CpuBackend<float> cpu32, bf16(CpuMath::Bf16);
+    const GraphPlan<float> plan(g, bf16);
+    int kept = 0;
+    for (size_t v = 0; v < g.values.size(); ++v) {
+      kept += plan.keeps_bf16(static_cast<int>(v));
+      EXPECT_TRUE(!plan.keeps_bf16(static_cast<int>(v)) || plan.keeps_nhwc(static_cast<int>(v))) << og.name;
+    }
+    EXPECT_EQ(kept, kept_bf16.count(og.name) ? kept_bf16[og.name] : 0) << og.name;
+    GraphPlan<double> shape_only(g, cpu64);
+    const auto x = random_vector(n * shape_only.input_numel(), 61),
+               r = random_vector(n * shape_only.output_numel(), 62),
+               tx = in_box(g, random_vector(n * shape_only.input_numel(), 63));
+    const OpRun ref = run_op<double>(g, cpu64, x, r, tx, n), c32 = run_op<float>(g, cpu32, x, r, tx, n),
+                nchw = run_op<float>(g, bf16, x, r, tx, n), got = run_op<float>(g, bf16, x, r, tx, n, false, true);
+    for (auto [what, member] : {std::pair{"forward", &OpRun::y},
+                                {"backward", &OpRun::dx},
+                                {"forward on a line", &OpRun::y_line},
+                                {"backward on a line", &OpRun::dx_sum}}) {
+      const double err = rel_err(got.*member, ref.*member);
+      EXPECT_LE(err, 2 * rel_err(nchw.*member, ref.*member) + 0x1p-8) << og.name << " " << what;
+      if (member == &OpRun::y || member == &OpRun::y_line)
+        EXPECT_LE(err, 4 * 0x1p16 * std::max(rel_err(c32.*member, ref.*member), kEps32)) << og.name << " " << what;
+    }
+    if (kept_nhwc.count(og.name) && og.name != "WholeNetwork") EXPECT_GT(rel_err(got.y, nchw.y), 0) << og.name;
   }
 }
 

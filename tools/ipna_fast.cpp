@@ -167,7 +167,8 @@ void add_model_options(CLI::App* app, ModelArgs& m, bool required = true) {
   app->add_option("--device", m.device,
                   "cpu (direct float32 convolutions), cpu/winograd (Winograd for 3x3 stride-1 convolutions: about half "
                   "their time, more rounding error), cpu/bf16 (convolutions read bf16 inputs and weights, "
-                  "accumulate in float32; CPUs with AVX-512 BF16 or AMX), or cuda[:N][/fp32|/tf32][/cap=MiB] (tf32 "
+                  "accumulate in float32, the values between them stored as bf16; gradients and sums float32; CPUs "
+                  "with AVX-512 BF16 or AMX), or cuda[:N][/fp32|/tf32][/cap=MiB] (tf32 "
                   "default; cap limits GPU memory)")
       ->capture_default_str();
 }

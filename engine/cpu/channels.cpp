@@ -94,17 +94,18 @@ void CpuBackend<T>::copy_window(int n, int channels, const T* src, int src_h, in
 
 // oneDNN's reorder: its jit kernels took 0.2 to 0.8 ms where a plain loop over 16 x 16 tiles took 0.6 to
 // 2 ms (ResNet-18's max-pool output at 112, 32 samples, both directions, 2 threads). Only float32
-// plans keep values NHWC (prefers_nhwc), so float64 has none.
+// plans keep values NHWC (prefers_nhwc), so float64 has none. The same reorder converts to and from bf16.
 template <typename T>
-void CpuBackend<T>::transpose_layout(int n, int c, int64_t plane, const T* src, T* dst, bool to_nhwc, bool accumulate) {
+void CpuBackend<T>::transpose_layout(int n, int c, int64_t plane, const T* src, T* dst, bool to_nhwc, bool nhwc_bf16,
+                                     bool accumulate) {
   if constexpr (std::is_same_v<T, float>)
-    onednn_.transpose(n, c, plane, src, dst, to_nhwc, accumulate);
+    onednn_.transpose(n, c, plane, src, dst, to_nhwc, nhwc_bf16, accumulate);
   else
-    Backend<T>::transpose_layout(n, c, plane, src, dst, to_nhwc, accumulate);
+    Backend<T>::transpose_layout(n, c, plane, src, dst, to_nhwc, nhwc_bf16, accumulate);
 }
 
 #define IPNA_CHANNELS(T)                                                                                     \
-  template void CpuBackend<T>::transpose_layout(int, int, int64_t, const T*, T*, bool, bool);                \
+  template void CpuBackend<T>::transpose_layout(int, int, int64_t, const T*, T*, bool, bool, bool);          \
   template void CpuBackend<T>::copy_channels(int, int64_t, int, const T*, int, int, T*, int, int, bool);     \
   template void CpuBackend<T>::channel_shuffle(int, int, int64_t, const int32_t*, const T*, T*, bool, bool); \
   template void CpuBackend<T>::channel_mean_forward(int, int, int64_t, const T*, T*);                        \

@@ -187,6 +187,14 @@ bool CpuBackend<T>::prefers_nhwc(const ConvDesc& d) const {
 }
 
 template <typename T>
+bool CpuBackend<T>::stores_bf16() const {
+  // The CPU check matters only to a backend made without the factory, which refuses cpu/bf16 there.
+  if constexpr (std::is_same_v<T, float>)
+    return onednn_.math() == CpuMath::Bf16 && __builtin_cpu_supports("avx512bf16");
+  return false;
+}
+
+template <typename T>
 void CpuBackend<T>::conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) {
   if constexpr (std::is_same_v<T, float>)
     if (use_onednn(d)) return onednn_.forward(d, weight, bias, x, y, n);
@@ -298,6 +306,7 @@ void CpuBackend<T>::conv2d_backward_data(const ConvDesc& d, const T* weight, con
 
 #define IPNA_CONV(T)                                                                                   \
   template bool CpuBackend<T>::prefers_nhwc(const ConvDesc&) const;                                    \
+  template bool CpuBackend<T>::stores_bf16() const;                                                    \
   template void CpuBackend<T>::conv2d_forward(const ConvDesc&, const T*, const T*, const T*, T*, int); \
   template void CpuBackend<T>::conv2d_backward_data(const ConvDesc&, const T*, const T*, T*, int, bool);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_CONV)

@@ -59,7 +59,7 @@ std::string CpuBackend<T>::name() const {
     case CpuMath::Winograd:
       return "cpu (float32, Winograd 3x3 convolutions)";
     case CpuMath::Bf16:
-      return "cpu (float32, bf16 convolutions)";
+      return "cpu (float32, bf16 convolutions and stored values)";
   }
   return "cpu";
 }

@@ -33,6 +33,8 @@ class CpuBackend final : public Backend<T> {
   void run_concurrently(int tasks, int lanes, const std::function<void(int task, int lane)>& run) override;
 
   bool prefers_nhwc(const ConvDesc& d) const override;
+  // cpu/bf16: its convolutions read bf16 already, so the values between them may as well be stored so.
+  bool stores_bf16() const override;
   void conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) override;
   void conv2d_backward_data(const ConvDesc& d, const T* weight, const T* dy, T* dx, int n, bool accumulate) override;
   void linear_forward(int in, int out, const T* weight, const T* bias, const T* x, T* y, int n) override;
@@ -46,6 +48,8 @@ class CpuBackend final : public Backend<T> {
   void avgpool_forward(const PoolDesc& d, const T* x, T* y, int n) override;
   void avgpool_backward(const PoolDesc& d, const T* dy, T* dx, int n, bool accumulate) override;
   void add_forward(int64_t count, const T* a, const T* b, T* y) override;
+  void clip_forward_bf16(int64_t count, T lo, T hi, const Bf16Bits* x, Bf16Bits* y, uint64_t* mask) override;
+  void add_forward_bf16(int64_t count, const Bf16Bits* a, const Bf16Bits* b, Bf16Bits* y) override;
   void subtract(int64_t count, const T* a, const T* b, T* y) override;
   void accumulate(int64_t count, const T* src, T* dst, bool accumulate) override;
   void copy_channels(int n, int64_t plane, int channels, const T* src, int src_c, int src_c0, T* dst, int dst_c,
@@ -63,7 +67,8 @@ class CpuBackend final : public Backend<T> {
                           bool accumulate) override;
   void channel_shuffle(int n, int c, int64_t plane, const int32_t* perm, const T* x, T* y, bool inverse,
                        bool accumulate) override;
-  void transpose_layout(int n, int c, int64_t plane, const T* src, T* dst, bool to_nhwc, bool accumulate) override;
+  void transpose_layout(int n, int c, int64_t plane, const T* src, T* dst, bool to_nhwc, bool nhwc_bf16,
+                        bool accumulate) override;
   void maxpool_tangent(const PoolDesc& d, const int32_t* argmax, const T* tx, T* ty, int n) override;
   void maxpool_tangent_window(const PoolDesc& d, const int32_t* argmax, PlaneWindow in, const T* tx, PlaneWindow out,
                               T* ty, int n) override;

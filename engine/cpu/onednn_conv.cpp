@@ -23,14 +23,16 @@ using dt = memory::data_type;
 
 // Everything a primitive depends on: the geometry, the batch and the variant.
 enum Variant { kForward, kForwardBias, kBackwardData };
-using ShapeKey = std::array<int, 21>;
+using ShapeKey = std::array<int, 23>;
 ShapeKey shape_key(const ConvDesc& d, int n, Variant v) {
   const Window& w = d.win;
-  return {d.cin,     d.h,        d.w,          d.cout,      d.ho, d.wo, d.groups, w.kh, w.kw,      w.sh,      w.sw,
-          w.pad_top, w.pad_left, w.pad_bottom, w.pad_right, w.dh, w.dw, n,        v,    d.in_nhwc, d.out_nhwc};
+  return {d.cin, d.h,  d.w,  d.cout,    d.ho,       d.wo,         d.groups,    w.kh,
+          w.kw,  w.sh, w.sw, w.pad_top, w.pad_left, w.pad_bottom, w.pad_right, w.dh,
+          w.dw,  n,    v,    d.in_nhwc, d.out_nhwc, d.in_bf16,    d.out_bf16};
 }
 
 tag layout(bool nhwc) { return nhwc ? tag::nhwc : tag::nchw; }
+dt stored(bool bf16) { return bf16 ? dt::bf16 : dt::f32; }
 
 struct Dims {
   memory::dims src, weights, bias, dst, strides, dilates, pad_l, pad_r;
@@ -139,7 +141,7 @@ struct OnednnConvolutions::State {
   dnnl::convolution_forward::primitive_desc forward_pd(const ConvDesc& d, int n, bool with_bias, bool training,
                                                        dnnl::algorithm alg) {
     const Dims k = dims_of(d, n);
-    const memory::desc src(k.src, in, tag::any), dst(k.dst, dt::f32, tag::any), w(k.weights, in, tag::any),
+    const memory::desc src(k.src, in, tag::any), dst(k.dst, stored(d.out_bf16), tag::any), w(k.weights, in, tag::any),
         b(k.bias, dt::f32, tag::x);
     const auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
     const auto desc =
@@ -196,8 +198,8 @@ struct OnednnConvolutions::State {
       f = it->second;
     }
     const Dims k = dims_of(d, n);
-    memory src({k.src, dt::f32, layout(d.in_nhwc)}, eng, const_cast<float*>(x));
-    memory dst({k.dst, dt::f32, layout(d.out_nhwc)}, eng, y);
+    memory src({k.src, stored(d.in_bf16), layout(d.in_nhwc)}, eng, const_cast<float*>(x));
+    memory dst({k.dst, stored(d.out_bf16), layout(d.out_nhwc)}, eng, y);
     memory src_in = staged(t, DNNL_ARG_SRC, src, f.pd.src_desc(), true);
     memory dst_out = staged(t, DNNL_ARG_DST, dst, f.pd.dst_desc(), false);
     const memory w = weights_for(t, weight, f.pd.weights_desc(), d);
@@ -284,12 +286,13 @@ struct OnednnConvolutions::State {
 };
 
 void OnednnConvolutions::transpose(int n, int c, int64_t plane, const float* src, float* dst, bool to_nhwc,
-                                   bool accumulate) {
+                                   bool nhwc_bf16, bool accumulate) {
   if (n <= 0) return;
+  if (nhwc_bf16 && accumulate) throw Error("internal: a sum into or out of bf16 values");
   State::PerThread& t = s_->mine();
   const memory::dims dims{n, c, 1, plane};
-  const memory from({dims, dt::f32, layout(!to_nhwc)}, s_->eng, const_cast<float*>(src)),
-      to({dims, dt::f32, layout(to_nhwc)}, s_->eng, dst);
+  const memory from({dims, stored(nhwc_bf16 && !to_nhwc), layout(!to_nhwc)}, s_->eng, const_cast<float*>(src)),
+      to({dims, stored(nhwc_bf16 && to_nhwc), layout(to_nhwc)}, s_->eng, dst);
   dnnl::primitive_attr attr;
   if (accumulate) {
     dnnl::post_ops sum;
@@ -327,6 +330,7 @@ void OnednnConvolutions::forward(const ConvDesc& d, const float* weight, const f
 void OnednnConvolutions::backward_data(const ConvDesc& d, const float* weight, const float* dy, float* dx, int n,
                                        bool accumulate) {
   if (n <= 0) return;
+  if (d.in_bf16 || d.out_bf16) throw Error("internal: a bf16 gradient for a convolution (" + geometry(d) + ")");
   try {
     s_->run_backward_data(d, weight, dy, dx, n, accumulate);
   } catch (const dnnl::error& e) {

@@ -23,7 +23,7 @@ namespace ipna::cpu {
 class OnednnConvolutions {
  public:
   // Bf16: sources, weights and output gradients rounded to bf16 (oneDNN accumulates in float32
-  // and writes float32), for CPUs with AVX-512 BF16 or AMX.
+  // and writes float32, or bf16 where ConvDesc's out_bf16 asks), for CPUs with AVX-512 BF16 or AMX.
   explicit OnednnConvolutions(CpuMath math = CpuMath::Fp32);
   CpuMath math() const;
   ~OnednnConvolutions();
@@ -34,8 +34,9 @@ class OnednnConvolutions {
   // dx = (or +=) the input gradient of y's gradient dy.
   void backward_data(const ConvDesc& d, const float* weight, const float* dy, float* dx, int n, bool accumulate);
   // dst (+)= src between NCHW and NHWC (to_nhwc) or back: n samples of c channels of `plane` positions
-  // (the plans' transposes around launches that run NCHW only).
-  void transpose(int n, int c, int64_t plane, const float* src, float* dst, bool to_nhwc, bool accumulate);
+  // (the plans' transposes around launches that run NCHW only); nhwc_bf16: the NHWC side is bf16.
+  void transpose(int n, int c, int64_t plane, const float* src, float* dst, bool to_nhwc, bool nhwc_bf16,
+                 bool accumulate);
   // Drops what was cached for a weight buffer that is being released.
   void forget(const void* weight);
 

@@ -43,7 +43,80 @@ inline T masked_by_bit(T v, uint64_t bits) {
   return std::bit_cast<T>(std::bit_cast<U>(v) & (U(0) - static_cast<U>(bits & 1u)));
 }
 
+inline float from_bf16(Bf16Bits b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
+// Rounded to nearest, ties to even; NaN stays NaN.
+inline Bf16Bits to_bf16(float f) {
+  const uint32_t u = std::bit_cast<uint32_t>(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<Bf16Bits>((u >> 16) | 0x40u);
+  return static_cast<Bf16Bits>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// The bf16 ops run only where cpu/bf16 runs, on CPUs with AVX-512 BF16 (the build targets AVX2): 16
+// values a step, the Clip's mask bits straight from the comparisons. Scalar for the tails.
+#define IPNA_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+IPNA_AVX512_BF16 inline __m512 load_bf16(const Bf16Bits* p) {
+  return _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+IPNA_AVX512_BF16 inline void store_bf16(Bf16Bits* p, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), std::bit_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+}
+
+// 64 values from 64-aligned `begin` (end - begin <= 64): y = clip(x), and their mask word.
+IPNA_AVX512_BF16 uint64_t clip_word_bf16(const Bf16Bits* x, Bf16Bits* y, int64_t count, float lo, float hi) {
+  uint64_t bits = 0;
+  int64_t i = 0;
+  const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  for (; i + 16 <= count; i += 16) {
+    const __m512 v = load_bf16(x + i);
+    const __mmask16 in = _mm512_cmp_ps_mask(v, vlo, _CMP_GT_OQ) & _mm512_cmp_ps_mask(v, vhi, _CMP_LT_OQ);
+    bits |= static_cast<uint64_t>(in) << i;
+    store_bf16(y + i, _mm512_min_ps(_mm512_max_ps(v, vlo), vhi));
+  }
+  for (; i < count; ++i) {
+    const float v = from_bf16(x[i]);
+    bits |= static_cast<uint64_t>(v > lo && v < hi) << i;
+    y[i] = to_bf16(std::min(std::max(v, lo), hi));
+  }
+  return bits;
+}
+
+IPNA_AVX512_BF16 void add_bf16(const Bf16Bits* a, const Bf16Bits* b, Bf16Bits* y, int64_t count) {
+  int64_t i = 0;
+  for (; i + 16 <= count; i += 16) store_bf16(y + i, _mm512_add_ps(load_bf16(a + i), load_bf16(b + i)));
+  for (; i < count; ++i) y[i] = to_bf16(from_bf16(a[i]) + from_bf16(b[i]));
+}
+
 }  // namespace
+
+template <typename T>
+void CpuBackend<T>::clip_forward_bf16(int64_t count, T lo, T hi, const Bf16Bits* x, Bf16Bits* y, uint64_t* mask) {
+  if constexpr (!std::is_same_v<T, float>) {
+    Backend<T>::clip_forward_bf16(count, lo, hi, x, y, mask);
+  } else {
+    if (!stores_bf16()) Backend<T>::clip_forward_bf16(count, lo, hi, x, y, mask);
+    const int64_t words = (count + 63) / 64;
+#pragma omp parallel for schedule(static)
+    for (int64_t wi = 0; wi < words; ++wi) {
+      const int64_t begin = wi * 64;
+      const uint64_t bits = clip_word_bf16(x + begin, y + begin, std::min<int64_t>(64, count - begin), lo, hi);
+      if (mask) mask[wi] = bits;
+    }
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::add_forward_bf16(int64_t count, const Bf16Bits* a, const Bf16Bits* b, Bf16Bits* y) {
+  if constexpr (!std::is_same_v<T, float>) {
+    Backend<T>::add_forward_bf16(count, a, b, y);
+  } else {
+    if (!stores_bf16()) Backend<T>::add_forward_bf16(count, a, b, y);
+    constexpr int64_t kBlock = 4096;
+#pragma omp parallel for schedule(static)
+    for (int64_t at = 0; at < count; at += kBlock) add_bf16(a + at, b + at, y + at, std::min(kBlock, count - at));
+  }
+}
 
 template <typename T>
 void CpuBackend<T>::clip_forward(int64_t count, T lo, T hi, const T* x, T* y, uint64_t* mask) {
@@ -177,6 +250,8 @@ void CpuBackend<T>::scale_by_mask(int64_t per_sample, int n, const T* mask, T* x
   template void CpuBackend<T>::affine_forward(int, int64_t, const T*, const T*, const T*, T*, int);                   \
   template void CpuBackend<T>::affine_backward(int, int64_t, const T*, const T*, T*, int, bool);                      \
   template void CpuBackend<T>::add_forward(int64_t, const T*, const T*, T*);                                          \
+  template void CpuBackend<T>::clip_forward_bf16(int64_t, T, T, const Bf16Bits*, Bf16Bits*, uint64_t*);               \
+  template void CpuBackend<T>::add_forward_bf16(int64_t, const Bf16Bits*, const Bf16Bits*, Bf16Bits*);                \
   template void CpuBackend<T>::subtract(int64_t, const T*, const T*, T*);                                             \
   template void CpuBackend<T>::accumulate(int64_t, const T*, T*, bool);                                               \
   template void CpuBackend<T>::scale_by_mask(int64_t, int, const T*, T*);
