@@ -108,19 +108,14 @@ GraphPlan<T>::GraphPlan(const Graph& g, Backend<T>& backend) : graph_(g.without_
     line_head_ =
         first.kind == OpKind::Conv && first.inputs[0] == graph_.input && readers == 1 && first.output != graph_.output;
   }
-  if (line_head_) {
-    Graph head;  // the input, the head and its output (no copy of the other nodes' weights)
-    head.values = {g.values[g.input], g.values[g.nodes[0].output]};
-    head.nodes = {g.nodes[0]};
-    head.nodes[0].inputs = {0};
-    head.nodes[0].output = 1;
-    head.input = 0;
-    head.output = 1;
-    Graph head_without_bias = head;
-    std::fill(head_without_bias.nodes[0].bias.begin(), head_without_bias.nodes[0].bias.end(), 0.0);
-    head_cpu_ = std::make_unique<CpuBackend<double>>();
-    head_with_bias_ = std::make_unique<GraphPlan<double>>(head, *head_cpu_);
-    head_without_bias_ = std::make_unique<GraphPlan<double>>(head_without_bias, *head_cpu_);
+  if (line_head_) {  // the input, the head and its output (no copy of the other nodes' weights)
+    head_ = std::make_unique<Graph>();
+    head_->values = {g.values[g.input], g.values[g.nodes[0].output]};
+    head_->nodes = {g.nodes[0]};
+    head_->nodes[0].inputs = {0};
+    head_->nodes[0].output = 1;
+    head_->input = 0;
+    head_->output = 1;
   }
 
   choose_layouts();
@@ -493,9 +488,15 @@ void GraphPlan<T>::prepare_line(const std::vector<double>& x0, const std::vector
   if (!line_head_) return;
   const int64_t count = launches_[0].count;
   std::vector<double> ends(2 * count);
-  auto host = head_with_bias_->make_workspace(1, false);
-  head_with_bias_->forward(1, x0.data(), ends.data(), host, false);
-  head_without_bias_->forward(1, d.data(), ends.data() + count, host, false);
+  // Its float64 plans live for this call only: a plan is prepared once per run, and most plans with a
+  // head never are (f2, whose input is not on a line).
+  CpuBackend<double> cpu;
+  Graph without_bias = *head_;
+  std::fill(without_bias.nodes[0].bias.begin(), without_bias.nodes[0].bias.end(), 0.0);
+  const GraphPlan<double> with_bias(*head_, cpu), along(without_bias, cpu);
+  auto host = with_bias.make_workspace(1, false);
+  with_bias.forward(1, x0.data(), ends.data(), host, false);
+  along.forward(1, d.data(), ends.data() + count, host, false);
   ws.line_nhwc = ws.channels_last && nhwc_[graph_.nodes[0].output];
   if (ws.line_nhwc) {
     const Shape& s = graph_.values[graph_.nodes[0].output].shape;

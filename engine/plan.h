@@ -19,9 +19,6 @@
 
 namespace ipna {
 
-template <typename T>
-class CpuBackend;
-
 // A receptive-field cone: a rectangle of each value's plane (the whole plane
 // after a global op), and which launches run on their cone window only.
 struct Cone {
@@ -237,9 +234,8 @@ class GraphPlan {
   T* grad_ptr(int v, int n, const T* dy, T* dx, T* arena) const;
   // Backward of launches `first` onwards (all: backward; from 1: backward_sum with a head).
   void backward_from(int first, int n, const T* dy, T* dx, Workspace& ws) const;
-  // The head alone in float64 on the host CPU, with its bias and without (prepare_line).
-  std::unique_ptr<CpuBackend<double>> head_cpu_;
-  std::unique_ptr<GraphPlan<double>> head_with_bias_, head_without_bias_;
+  // The head alone with its weights, run in float64 on the host CPU by prepare_line.
+  std::unique_ptr<Graph> head_;
   size_t saved_size(int launch, int n) const;    // bytes backward needs of the launch
   size_t saved_offset(int launch, int n) const;  // bytes into ws.saved
   size_t saved_bytes(int n) const;
