@@ -172,6 +172,18 @@ std::vector<double> in_box(const Graph& g, std::vector<double> v) {
   return v;
 }
 
+// Random inputs of an op run on n samples of g: the point x, the output gradient r and the
+// direction tx inside kOpBox, from seeds seed, seed + 1 and seed + 2.
+struct OpInputs {
+  std::vector<double> x, r, tx;
+};
+OpInputs op_inputs(const Graph& g, int n, unsigned seed) {
+  CpuBackend<double> cpu64;
+  const GraphPlan<double> shape_only(g, cpu64);
+  return {random_vector(n * shape_only.input_numel(), seed), random_vector(n * shape_only.output_numel(), seed + 1),
+          in_box(g, random_vector(n * shape_only.input_numel(), seed + 2))};
+}
+
 // Sample 0 of v (n samples) in every sample.
 std::vector<double> same_in_every_sample(const std::vector<double>& v, int n) {
   const size_t per = v.size() / static_cast<size_t>(n);
@@ -282,9 +294,7 @@ TEST(CpuPrecision, Float32MatchesFloat64OnEveryOp) {
     const Graph g = op_graph(name);
     CpuBackend<double> cpu64;
     CpuBackend<float> cpu32;
-    GraphPlan<double> shape_only(g, cpu64);
-    const auto x = random_vector(n * shape_only.input_numel(), 31), r = random_vector(n * shape_only.output_numel(), 32),
-               tx = in_box(g, random_vector(n * shape_only.input_numel(), 33));
+    const auto [x, r, tx] = op_inputs(g, n, 31);
     const OpRun ref = run_op<double>(g, cpu64, x, r, tx, n), got = run_op<float>(g, cpu32, x, r, tx, n);
     for (auto [what, member] : kOpRunParts) {
       if ((ref.*member).empty()) continue;
@@ -364,10 +374,7 @@ TEST(CpuPrecision, ChannelsLastMatchesFloat64) {
     int kept = 0;
     for (size_t v = 0; v < g.values.size(); ++v) kept += plan.keeps_nhwc(static_cast<int>(v));
     EXPECT_EQ(kept, kept_nhwc.count(og.name) ? kept_nhwc[og.name] : 0) << og.name;
-    GraphPlan<double> shape_only(g, cpu64);
-    const auto x = random_vector(n * shape_only.input_numel(), 31),
-               r = random_vector(n * shape_only.output_numel(), 32),
-               tx = in_box(g, random_vector(n * shape_only.input_numel(), 33));
+    const auto [x, r, tx] = op_inputs(g, n, 31);
     const OpRun ref = run_op<double>(g, cpu64, x, r, tx, n), nchw = run_op<float>(g, cpu32, x, r, tx, n),
                 nhwc = run_op<float>(g, cpu32, x, r, tx, n, false, true);
     for (auto member : {&OpRun::y, &OpRun::dx, &OpRun::y_line, &OpRun::dx_sum}) {
@@ -404,10 +411,7 @@ TEST(CpuPrecision, Bf16StorageWithinItsDerivedTolerance) {
       EXPECT_TRUE(!plan.keeps_bf16(static_cast<int>(v)) || plan.keeps_nhwc(static_cast<int>(v))) << og.name;
     }
     EXPECT_EQ(kept, kept_bf16.count(og.name) ? kept_bf16[og.name] : 0) << og.name;
-    GraphPlan<double> shape_only(g, cpu64);
-    const auto x = random_vector(n * shape_only.input_numel(), 61),
-               r = random_vector(n * shape_only.output_numel(), 62),
-               tx = in_box(g, random_vector(n * shape_only.input_numel(), 63));
+    const auto [x, r, tx] = op_inputs(g, n, 61);
     const OpRun ref = run_op<double>(g, cpu64, x, r, tx, n), c32 = run_op<float>(g, cpu32, x, r, tx, n),
                 nchw = run_op<float>(g, bf16, x, r, tx, n), got = run_op<float>(g, bf16, x, r, tx, n, false, true);
     for (auto [what, member] : {std::pair{"forward", &OpRun::y},
@@ -439,9 +443,7 @@ TEST(CpuPrecision, Bf16ConvolutionsWithinTheirDerivedTolerance) {
     ++with_conv;
     CpuBackend<double> cpu64;
     CpuBackend<float> cpu32, bf16(CpuMath::Bf16);
-    GraphPlan<double> shape_only(g, cpu64);
-    const auto x = random_vector(n * shape_only.input_numel(), 41), r = random_vector(n * shape_only.output_numel(), 42),
-               tx = in_box(g, random_vector(n * shape_only.input_numel(), 43));
+    const auto [x, r, tx] = op_inputs(g, n, 41);
     const OpRun ref = run_op<double>(g, cpu64, x, r, tx, n), c32 = run_op<float>(g, cpu32, x, r, tx, n),
                 got = run_op<float>(g, bf16, x, r, tx, n);
     for (auto [what, member] : {std::pair{"forward", &OpRun::y}, {"backward", &OpRun::dx}, {"tangent", &OpRun::ty}}) {
@@ -507,9 +509,7 @@ TEST_P(CudaDeviceOp, ForwardAndBackwardMatchTheCpu) {
   const int n = 5;
   CpuBackend<double> cpu64;
   CpuBackend<float> cpu32;
-  GraphPlan<double> shape_only(g, cpu64);
-  const auto x = random_vector(n * shape_only.input_numel(), 11), r = random_vector(n * shape_only.output_numel(), 12),
-             tx = in_box(g, random_vector(n * shape_only.input_numel(), 13));
+  const auto [x, r, tx] = op_inputs(g, n, 11);
   // Then a direction the same in every sample, the GPU told so (a convolution reading the input runs on
   // one sample, its result copied to the others), against the CPU's general float64 passes.
   const auto tx_same = same_in_every_sample(tx, n);
