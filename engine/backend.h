@@ -148,7 +148,7 @@ class Backend : public Device {
   }
   // Whether the forward values that a plan keeps NHWC are stored as bf16 (half the bytes moved; the
   // gradients stay float32): the convolutions then read and write them as ConvDesc's in_bf16 and
-  // out_bf16 say, Clip and Add run on them through clip_forward_bf16 and add_forward_bf16, and
+  // out_bf16 say, Clip, Add and the activations run on them through their _bf16 forwards, and
   // transpose_layout converts them. Only where the convolutions compute in bf16 anyway.
   virtual bool stores_bf16() const { return false; }
   virtual void conv2d_forward(const ConvDesc& d, const T* weight, const T* bias, const T* x, T* y, int n) = 0;
@@ -167,7 +167,13 @@ class Backend : public Device {
   virtual void avgpool_forward(const PoolDesc& d, const T* x, T* y, int n) = 0;
   virtual void avgpool_backward(const PoolDesc& d, const T* dy, T* dx, int n, bool accumulate) = 0;
   virtual void add_forward(int64_t count, const T* a, const T* b, T* y) = 0;
-  // Clip and Add on bf16 values (stores_bf16), computed in float32 and rounded to nearest even.
+  // Clip, Add and the activations on bf16 values (stores_bf16), computed in float32 and rounded to
+  // nearest even; an activation's derivative stays float32.
+  virtual void activation_forward_bf16(ActivationFn f, int64_t count, T alpha, T beta, const Bf16Bits* x, Bf16Bits* y,
+                                       T* derivative) {
+    (void)f, (void)count, (void)alpha, (void)beta, (void)x, (void)y, (void)derivative;
+    throw Error("internal: " + name() + " stores no bf16 values");
+  }
   virtual void clip_forward_bf16(int64_t count, T lo, T hi, const Bf16Bits* x, Bf16Bits* y, uint64_t* mask) {
     (void)count, (void)lo, (void)hi, (void)x, (void)y, (void)mask;
     throw Error("internal: " + name() + " stores no bf16 values");

@@ -227,16 +227,10 @@ void GraphPlan<T>::choose_layouts() {
     if (s.rank() != 3 || s.plane() <= 1) nchw_only[root(v)] = true;
   }
   for (int v = 0; v < nv; ++v) nhwc_[v] = !nchw_only[root(v)] && gain[root(v)] > 0;
-  // bf16 storage covers the groups whose ops all run on it: convolutions, Clip and Add (not the
-  // activations, whose saved derivative is float32 and which have no bf16 op), and the transposes,
-  // which convert; the line's head makes its output from float32 ends, so its group stays float32.
-  if (be_.stores_bf16()) {
-    std::vector<bool> f32_only(nv, false);
-    for (const Node& node : graph_.nodes)
-      if (node.kind == OpKind::Activation) f32_only[root(node.output)] = true;
-    if (line_head_) f32_only[root(graph_.nodes[0].output)] = true;
-    for (int v = 0; v < nv; ++v) bf16_[v] = nhwc_[v] && !f32_only[root(v)];
-  }
+  // bf16 storage covers the NHWC groups: their convolutions, elementwise ops and transposes all run
+  // on it, except the line's head, which makes its output from float32 ends (its group stays float32).
+  if (be_.stores_bf16())
+    for (int v = 0; v < nv; ++v) bf16_[v] = nhwc_[v] && !(line_head_ && root(v) == root(graph_.nodes[0].output));
   int64_t in_widest = 0, out_widest = 0;
   for (size_t si = 0; si < launches_.size(); ++si) {
     const Node& node = graph_.nodes[launches_[si].node];
@@ -453,8 +447,13 @@ void GraphPlan<T>::launch_forward(size_t si, int n, const T* x, T* y, T* arena, 
       break;
     }
     case OpKind::Activation:
-      be_.activation_forward(node.activation, st.count * n, static_cast<T>(node.alpha), static_cast<T>(node.beta), in0,
-                             out, static_cast<T*>(keep));
+      if (channels_last && bf16_[node.output])
+        be_.activation_forward_bf16(node.activation, st.count * n, static_cast<T>(node.alpha),
+                                    static_cast<T>(node.beta), reinterpret_cast<const Bf16Bits*>(in0),
+                                    reinterpret_cast<Bf16Bits*>(out), static_cast<T*>(keep));
+      else
+        be_.activation_forward(node.activation, st.count * n, static_cast<T>(node.alpha), static_cast<T>(node.beta),
+                               in0, out, static_cast<T*>(keep));
       break;
     case OpKind::ChannelMean: {
       const Shape& si = graph_.values[node.inputs[0]].shape;

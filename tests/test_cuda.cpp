@@ -308,10 +308,10 @@ TEST(CpuPrecision, Float32MatchesFloat64OnEveryOp) {
 // transposes: forward, backward, and both on a line, against float64 at the float32 tolerance and
 // against the NCHW passes to float32 rounding (the forward runs the same kernels, the backward oneDNN's
 // NHWC one where NCHW batches get its blocked one). Besides the op graphs (WholeNetwork's depthwise
-// convolution), three small networks with 16 channels: a residual block; ResNet's stem, max pool and
+// convolution), four small networks with 16 channels: a residual block; ResNet's stem, max pool and
 // two blocks, the output NHWC; EfficientNet's stem and a depthwise block before a global pool, the
-// line's head NHWC.
-// The op graphs and three small networks with 16 channels, and how many values each keeps NHWC.
+// line's head NHWC; convolutions with activations (HardSwish, SiLU) between them.
+// The op graphs and those four networks, and how many values each keeps NHWC.
 std::vector<OpGraph> channels_last_graphs(std::map<std::string, int>& kept_nhwc) {
   std::vector<OpGraph> graphs = op_graphs();
   kept_nhwc = {{"WholeNetwork", 2}};  // the depthwise convolution's output and its ReLU6's
@@ -357,6 +357,17 @@ std::vector<OpGraph> channels_last_graphs(std::map<std::string, int>& kept_nhwc)
     graphs.push_back({"StemDepthwiseGlobalPool", b.finish()});
     kept_nhwc["StemDepthwiseGlobalPool"] = 6;  // the head's output to the global pool's input
   }
+  {
+    NetBuilder b(Shape{16, 6, 6}, 10);
+    b.relu();
+    b.conv(16, 3, 1, 1);
+    b.activation(ActivationFn::HardSwish);
+    b.conv(16, 3, 1, 1);
+    b.activation(ActivationFn::SiLU);
+    b.conv(8, 1);
+    graphs.push_back({"ConvActivations", b.finish()});
+    kept_nhwc["ConvActivations"] = 4;  // the two convolutions' outputs and their activations'
+  }
   return graphs;
 }
 
@@ -385,14 +396,14 @@ TEST(CpuPrecision, ChannelsLastMatchesFloat64) {
 }
 
 // cpu/bf16 stores the forward values it keeps NHWC as bf16 (Backend::stores_bf16): every NHWC value
-// but those of groups with an activation (none here) or made by the line's head (EfficientNet's stem
-// output and its ReLU6). A value a convolution reads is rounded to bf16 either way (cpu/bf16 rounds what
-// convolutions read); storing rounds once more (unit roundoff 2^-8) only what else reads them: an Add's
-// operands, a pool's input, the graph's output. So the error may at most double against the same
+// but those of the group the line's head makes (EfficientNet's stem output and its ReLU6). A value a
+// convolution reads is rounded to bf16 either way (cpu/bf16 rounds what convolutions read); storing
+// rounds once more (unit roundoff 2^-8) only what else reads them: an Add's operands, an activation's
+// input, a pool's input, the graph's output. So the error may at most double against the same
 // convolutions with float32 storage, plus the output's own rounding: err <= 2 * err_nchw + 2^-8, forward,
 // backward and both on a line, against float64; the forward also within the bound of bf16 convolutions
-// (the test below). The three networks round something NCHW does not (Adds, a pool, the output), so their
-// results must differ from NCHW's: the bf16 values are really stored.
+// (the test below). The four networks round something NCHW does not (Adds, activations, a pool, the
+// output), so their results must differ from NCHW's: the bf16 values are really stored.
 TEST(CpuPrecision, Bf16StorageWithinItsDerivedTolerance) {
   if (!__builtin_cpu_supports("avx512bf16")) GTEST_SKIP() << "this CPU has no AVX-512 BF16: cpu/bf16 is refused here";
   std::map<std::string, int> kept_nhwc;

@@ -3,7 +3,9 @@
 // backward needs (dx = dy * f'(x), done by mul_backward). Mul's backward needs
 // both factors; the plan keeps copies of them.
 #include <cmath>
+#include <type_traits>
 
+#include "engine/cpu/bf16.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/instantiate.h"
 
@@ -73,6 +75,21 @@ void CpuBackend<T>::activation_forward(ActivationFn f, int64_t count, T alpha, T
 }
 
 template <typename T>
+void CpuBackend<T>::activation_forward_bf16(ActivationFn f, int64_t count, T alpha, T beta, const Bf16Bits* x,
+                                            Bf16Bits* y, T* derivative) {
+  if constexpr (!std::is_same_v<T, float>) {
+    Backend<T>::activation_forward_bf16(f, count, alpha, beta, x, y, derivative);
+  } else {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; ++i) {
+      T d;
+      y[i] = cpu::to_bf16(activate(f, cpu::from_bf16(x[i]), alpha, beta, d));
+      if (derivative) derivative[i] = d;
+    }
+  }
+}
+
+template <typename T>
 void CpuBackend<T>::mul_forward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, T* y,
                                 bool accumulate) {
 #pragma omp parallel for schedule(static)
@@ -117,11 +134,11 @@ void CpuBackend<T>::mul_backward(int n, int c, int64_t plane, bool b_per_channel
   }
 }
 
-#define IPNA_ACTIVATION(T)                                                                                      \
-  template void CpuBackend<T>::activation_forward(ActivationFn, int64_t, T, T, const T*, T*, T*);              \
-  template void CpuBackend<T>::mul_forward(int, int, int64_t, bool, const T*, const T*, T*, bool);             \
-  template void CpuBackend<T>::mul_backward(int, int, int64_t, bool, const T*, const T*, const T*, T*, bool, T*, \
-                                            bool);
+#define IPNA_ACTIVATION(T)                                                                                           \
+  template void CpuBackend<T>::activation_forward(ActivationFn, int64_t, T, T, const T*, T*, T*);                    \
+  template void CpuBackend<T>::activation_forward_bf16(ActivationFn, int64_t, T, T, const Bf16Bits*, Bf16Bits*, T*); \
+  template void CpuBackend<T>::mul_forward(int, int, int64_t, bool, const T*, const T*, T*, bool);                   \
+  template void CpuBackend<T>::mul_backward(int, int, int64_t, bool, const T*, const T*, const T*, T*, bool, T*, bool);
 IPNA_CPU_INSTANTIATE_BOTH(IPNA_ACTIVATION)
 
 }  // namespace ipna

@@ -48,6 +48,8 @@ class CpuBackend final : public Backend<T> {
   void avgpool_forward(const PoolDesc& d, const T* x, T* y, int n) override;
   void avgpool_backward(const PoolDesc& d, const T* dy, T* dx, int n, bool accumulate) override;
   void add_forward(int64_t count, const T* a, const T* b, T* y) override;
+  void activation_forward_bf16(ActivationFn f, int64_t count, T alpha, T beta, const Bf16Bits* x, Bf16Bits* y,
+                               T* derivative) override;
   void clip_forward_bf16(int64_t count, T lo, T hi, const Bf16Bits* x, Bf16Bits* y, uint64_t* mask) override;
   void add_forward_bf16(int64_t count, const Bf16Bits* a, const Bf16Bits* b, Bf16Bits* y) override;
   void subtract(int64_t count, const T* a, const T* b, T* y) override;

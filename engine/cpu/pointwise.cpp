@@ -10,6 +10,7 @@
 #include <bit>
 #include <type_traits>
 
+#include "engine/cpu/bf16.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/instantiate.h"
 #include "engine/cpu/prefetch.h"
@@ -43,13 +44,8 @@ inline T masked_by_bit(T v, uint64_t bits) {
   return std::bit_cast<T>(std::bit_cast<U>(v) & (U(0) - static_cast<U>(bits & 1u)));
 }
 
-inline float from_bf16(Bf16Bits b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
-// Rounded to nearest, ties to even; NaN stays NaN.
-inline Bf16Bits to_bf16(float f) {
-  const uint32_t u = std::bit_cast<uint32_t>(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<Bf16Bits>((u >> 16) | 0x40u);
-  return static_cast<Bf16Bits>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
+using cpu::from_bf16;
+using cpu::to_bf16;
 
 // The bf16 ops run only where cpu/bf16 runs, on CPUs with AVX-512 BF16 (the build targets AVX2): 16
 // values a step, the Clip's mask bits straight from the comparisons. Scalar for the tails.

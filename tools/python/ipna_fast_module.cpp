@@ -397,7 +397,8 @@ PYBIND11_MODULE(ipna_fast, m) {
            py::arg("model"), py::arg("device") = "cpu", py::arg("precision") = "f32",
            "model: from ipna_fast.load. device: 'cpu' (direct float32 convolutions), 'cpu/winograd' (Winograd "
            "for 3x3 stride-1 convolutions: faster, less accurate), 'cpu/bf16' (bf16 convolutions, float32 "
-           "accumulation; AVX-512 BF16 or AMX), or 'cuda[:N][/fp32|/tf32][/cap=MiB]'. precision: 'f32' or 'f64' (the "
+           "accumulation, the values between convolutions stored as bf16; AVX-512 BF16 or AMX), or "
+           "'cuda[:N][/fp32|/tf32][/cap=MiB]'. precision: 'f32' or 'f64' (the "
            "CPU's float64 reference).")
       .def_property_readonly("device", [](const PyAttributor& a) { return a.engine->device_name(); })
       .def_property_readonly("model", [](const PyAttributor& a) { return PyModel{a.model}; })
