@@ -59,7 +59,7 @@ IPNA_AVX512_BF16 inline void store_bf16(Bf16Bits* p, __m512 v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), std::bit_cast<__m256i>(_mm512_cvtneps_pbh(v)));
 }
 
-// 64 values from 64-aligned `begin` (end - begin <= 64): y = clip(x), and their mask word.
+// One mask word's values (count <= 64): y = clip(x), and the word's mask bits.
 IPNA_AVX512_BF16 uint64_t clip_word_bf16(const Bf16Bits* x, Bf16Bits* y, int64_t count, float lo, float hi) {
   uint64_t bits = 0;
   int64_t i = 0;
