@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstring>
 #include <type_traits>
 
 #include "engine/cpu/bf16.h"
@@ -56,7 +57,8 @@ IPNA_AVX512_BF16 inline __m512 load_bf16(const Bf16Bits* p) {
       _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
 }
 IPNA_AVX512_BF16 inline void store_bf16(Bf16Bits* p, __m512 v) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), std::bit_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+  const __m256bh rounded = _mm512_cvtneps_pbh(v);
+  std::memcpy(p, &rounded, sizeof(rounded));  // a library template would take the vector outside the AVX target
 }
 
 // One mask word's values (count <= 64): y = clip(x), and the word's mask bits.
