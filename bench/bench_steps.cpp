@@ -10,11 +10,14 @@
 // error of IG, conductance and IPNA (first box, difference form) against a
 // uniform m = --reference run, at m = 8 .. 2048, the three schedules, and an oracle: the
 // piecewise-uniform schedule a perfect pilot would give (oracle_warps), to show how much any
-// placement of steps can gain on each net.
+// placement of steps can gain on each net; and the secant rule (Quadrature::Secant) on uniform
+// steps, its IPNA in the tangent form (--schedules picks which to run).
 // effnet: float32 on the traffic-light example: the IG completeness gap
 // (relative to |F(x) - F(x')|) and the patch completeness gap of the box
 // 45 100 90 130 (difference form, relative to IG inside) and the IG map's relative change from the
-// same schedule's previous m, at m = --min .. --max, the schedules asked for.
+// same schedule's previous m, at m = --min .. --max, the schedules asked for (secant: the secant
+// rule on uniform steps, IPNA in the tangent form), and with --reference N the IG map's error against N
+// uniform steps.
 //   build/bench/bench_steps auto [--form tangent|difference] [--tol 0.01] [--max 2048] [--initial 16] --out FILE.csv
 //
 // auto: float32, the traffic-light example, IG, conductance and IPNA of the box
@@ -150,8 +153,10 @@ int main(int argc, char** argv) {
   eff->add_option("--min", min_steps, "smallest m (its IG change is left empty)")->capture_default_str();
   std::vector<std::string> eff_schedules{"uniform", "adaptive", "gradient"};
   eff->add_option("--schedules", eff_schedules, "schedules to run")
-      ->check(CLI::IsMember({"uniform", "adaptive", "gradient"}))
+      ->check(CLI::IsMember({"uniform", "adaptive", "gradient", "secant", "secant-gradient"}))
       ->capture_default_str();
+  bool ig_only = false;
+  eff->add_flag("--ig-only", ig_only, "IG alone, no IPNA box (the patch gaps empty)");
   auto* autom = app.add_subcommand("auto", "float32, the traffic-light example: step control with and without reuse");
   autom->add_option("--model", effnet, "EfficientNet-Lite0 ONNX with the tensor blocks.7")->capture_default_str();
   autom->add_option("--max", max_steps, "step cap")->capture_default_str();
@@ -170,8 +175,21 @@ int main(int argc, char** argv) {
   PilotSpec pilot;
   std::vector<std::string> only;
   small->add_option("--models", only, "only these (default: all)");
+  std::vector<std::string> small_schedules{"uniform", "adaptive", "gradient", "oracle", "secant", "secant-gradient"};
+  small
+      ->add_option("--schedules", small_schedules,
+                   "schedules to run (secant: the secant rule on uniform steps; secant-gradient: on the gradient "
+                   "schedule)")
+      ->check(CLI::IsMember({"uniform", "adaptive", "gradient", "oracle", "secant", "secant-gradient"}))
+      ->capture_default_str();
+  int eff_reference = 0;
+  eff->add_option("--reference", eff_reference,
+                  "steps of a uniform right-rule IG run to measure each row's IG error against (0: none)")
+      ->capture_default_str();
   for (auto* s : {small, eff, autom}) {
     s->add_option("--out", out, "CSV file of the rows")->required();
+    s->add_option("--pilot-intervals", pilot.intervals, "intervals of the adaptive and gradient pilots")
+        ->capture_default_str();
     s->add_option("--floor", pilot.floor, "uniform share of the adaptive and gradient schedules")
         ->capture_default_str();
   }
@@ -207,14 +225,34 @@ int main(int argc, char** argv) {
       r.boxes = {c.box};
       r.steps = reference;
       const AttributionResult ref = a.run(c.x, c.x0, r);
+      auto wanted = [&](const char* schedule) {
+        return std::find(small_schedules.begin(), small_schedules.end(), schedule) != small_schedules.end();
+      };
       const PathWarp warp = adaptive_warp(a, c.x, c.x0, r, pilot);
       const PathWarp gwarp = gradient_warp(a, c.x, c.x0, r, pilot);
       std::fprintf(stderr, "%s: reference in %.1f s, F %.4f -> %.4f\n", c.name.c_str(), ref.seconds, ref.f_baseline,
                    ref.f_input);
-      const std::array<PathWarp, 3> owarps = oracle_warps(a, c.x, c.x0, r, pilot.intervals, c.name);
+      const std::array<PathWarp, 3> owarps =
+          wanted("oracle") ? oracle_warps(a, c.x, c.x0, r, pilot.intervals, c.name) : std::array<PathWarp, 3>{};
       std::array<AttributionResult, 3> before;  // uniform, adaptive, gradient at m / 2: what IPNA extrapolates from
       for (int m = 8; m <= 2048; m *= 2)
-        for (const char* schedule : {"uniform", "adaptive", "gradient", "oracle"}) {
+        for (const char* schedule : {"uniform", "adaptive", "gradient", "oracle", "secant", "secant-gradient"}) {
+          if (!wanted(schedule)) continue;
+          if (schedule[0] == 's') {  // the secant rule, IPNA in the tangent form; evaluations with the leading point
+            const bool warped = schedule[6] == '-';
+            AttributionRequest sr = r;
+            sr.ipna_form = IpnaForm::Tangent;
+            sr.quadrature = Quadrature::Secant;
+            sr.steps = m;
+            sr.schedule = warped ? gwarp.schedule(m) : std::vector<double>{};
+            const AttributionResult got = a.run(c.x, c.x0, sr);
+            for (int q = 0; q < 3; ++q)
+              csv << c.name << "," << kQuantities[q] << "," << schedule << "," << m << ","
+                  << got.evaluations + (warped ? pilot.intervals + 1 : 0) << ","
+                  << rel(quantity(got, q), quantity(ref, q)) << "\n";
+            csv.flush();
+            continue;
+          }
           const bool adaptive = schedule[0] == 'a' || schedule[0] == 'g';
           const AttributionResult* one = nullptr;
           AttributionResult res;
@@ -282,22 +320,41 @@ int main(int argc, char** argv) {
       }
   } else {
     // ig_change: the IG map's relative L2 change from the same schedule's previous m (what -n auto also checks).
-    csv << "schedule,steps,evaluations,ig_gap,patch_gap,ig_change,patch_gap_extrapolated,seconds\n";
+    // ig_error: against a uniform right-rule run of --reference steps (empty without one). The secant rule's
+    // IPNA is the tangent form's, whose patch gap is rounding.
+    csv << "schedule,steps,evaluations,ig_gap,patch_gap,ig_change,patch_gap_extrapolated,ig_error,seconds\n";
     const TrafficLight t(effnet);
     const std::vector<double>&x = t.x, &x0 = t.x0;
     Attributor a(t.model, Precision::F32);
     AttributionRequest r = TrafficLight::request();
-    const PathWarp warp = adaptive_warp(a, x, x0, r, pilot);
-    const PathWarp gwarp = gradient_warp(a, x, x0, r, pilot);
-    std::vector<std::vector<double>> previous(3);
-    std::array<AttributionResult, 3> half;  // each schedule at m / 2, for the extrapolated patch gap
+    if (ig_only) r.boxes.clear();
+    std::vector<double> reference;
+    if (eff_reference > 0) {
+      AttributionRequest ref = r;
+      ref.boxes.clear();
+      ref.steps = eff_reference;
+      reference = a.run(x, x0, ref).ig;
+    }
+    const bool warped = std::any_of(eff_schedules.begin(), eff_schedules.end(), [](const std::string& s) {
+      return s == "adaptive" || s == "gradient" || s == "secant-gradient";
+    });
+    const PathWarp warp = warped ? adaptive_warp(a, x, x0, r, pilot) : PathWarp();
+    const PathWarp gwarp = warped ? gradient_warp(a, x, x0, r, pilot) : PathWarp();
+    std::vector<std::vector<double>> previous(5);
+    std::array<AttributionResult, 5> half;  // each schedule at m / 2, for the extrapolated patch gap
+    constexpr const char* kEffSchedules[] = {"uniform", "adaptive", "gradient", "secant", "secant-gradient"};
     for (int m = min_steps; m <= max_steps; m *= 2)
-      for (int s = 0; s < 3; ++s) {
-        const char* schedule = s == 0 ? "uniform" : s == 1 ? "adaptive" : "gradient";
+      for (int s = 0; s < 5; ++s) {
+        const char* schedule = kEffSchedules[s];
         if (std::find(eff_schedules.begin(), eff_schedules.end(), schedule) == eff_schedules.end()) continue;
-        r.steps = m;
-        r.schedule = s == 0 ? std::vector<double>{} : s == 1 ? warp.schedule(m) : gwarp.schedule(m);
-        const AttributionResult res = a.run(x, x0, r);
+        AttributionRequest rs = r;
+        rs.steps = m;
+        rs.schedule = s == 1 ? warp.schedule(m) : s == 2 || s == 4 ? gwarp.schedule(m) : std::vector<double>{};
+        if (s >= 3) {
+          rs.ipna_form = IpnaForm::Tangent;
+          rs.quadrature = Quadrature::Secant;
+        }
+        const AttributionResult res = a.run(x, x0, rs);
         const double dF = std::abs(res.f_input - res.f_baseline);
         const double change = previous[s].empty() ? NAN : rel(res.ig, previous[s]);
         previous[s] = res.ig;
@@ -307,13 +364,16 @@ int main(int argc, char** argv) {
           extrapolated = std::abs(e.ipna_gap[0] / e.ig_in_box[0]);
         }
         half[s] = res;
-        csv << schedule << "," << m << "," << m + (s ? pilot.intervals + 1 : 0) << "," << std::abs(res.ig_gap) / dF
-            << "," << std::abs(res.ipna_gap[0] / res.ig_in_box[0]) << "," << change << "," << extrapolated << ","
-            << res.seconds << "\n";
+        const double patch_gap = res.ipna.empty() ? NAN : std::abs(res.ipna_gap[0] / res.ig_in_box[0]);
+        const double error = reference.empty() ? NAN : rel(res.ig, reference);
+        const int evaluations = res.evaluations + (s == 1 || s == 2 || s == 4 ? pilot.intervals + 1 : 0);
+        csv << schedule << "," << m << "," << evaluations << "," << std::abs(res.ig_gap) / dF << "," << patch_gap << ","
+            << change << "," << extrapolated << "," << error << "," << res.seconds << "\n";
         csv.flush();
-        std::fprintf(stderr, "m=%5d %-8s IG gap %.3e patch gap %.3e (extrapolated %.3e) IG change %.3e (%.1f s)\n", m,
-                     schedule, std::abs(res.ig_gap) / dF, std::abs(res.ipna_gap[0] / res.ig_in_box[0]), extrapolated,
-                     change, res.seconds);
+        std::fprintf(stderr,
+                     "m=%5d %-8s IG gap %.3e patch gap %.3e (extrapolated %.3e) IG change %.3e IG error %.3e "
+                     "(%.1f s)\n",
+                     m, schedule, std::abs(res.ig_gap) / dF, patch_gap, extrapolated, change, error, res.seconds);
       }
   }
   return 0;

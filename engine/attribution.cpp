@@ -29,6 +29,48 @@ struct SplitSamples {
 
 namespace {
 
+// dF/dz for the logits z of one sample (target_value's gradient).
+void target_gradient(TargetKind kind, const double* z, int classes, int y, double* g) {
+  std::fill(g, g + classes, 0.0);
+  if (kind == TargetKind::Logit) {
+    g[y] = 1;
+    return;
+  }
+  const double zmax = *std::max_element(z, z + classes);
+  double s = 0;
+  for (int i = 0; i < classes; ++i) s += std::exp(z[i] - zmax);
+  const double py = std::exp(z[y] - zmax) / s;
+  for (int i = 0; i < classes; ++i) g[i] = py * ((i == y ? 1.0 : 0.0) - std::exp(z[i] - zmax) / s);
+}
+
+// The secant rule's output gradients for n consecutive samples' logits: for sample i >= 1, F's
+// gradient averaged over the step from z_{i-1} to z_i (Simpson's rule on the segment between
+// them), then moved along the step so that its product with the step is F's change over it
+// exactly; zero for sample 0, which only starts the first step.
+std::vector<double> secant_target_gradients(TargetKind kind, const std::vector<double>& z, int n, int classes, int y) {
+  std::vector<double> out(static_cast<size_t>(n) * classes, 0.0), mid(classes), g(classes);
+  for (int i = 1; i < n; ++i) {
+    const double* z0 = z.data() + static_cast<size_t>(i - 1) * classes;
+    const double* z1 = z0 + classes;
+    double* o = out.data() + static_cast<size_t>(i) * classes;
+    for (int j = 0; j < classes; ++j) mid[j] = 0.5 * (z0[j] + z1[j]);
+    for (const auto& [at, weight] :
+         {std::pair{z0, 1.0}, std::pair{static_cast<const double*>(mid.data()), 4.0}, std::pair{z1, 1.0}}) {
+      target_gradient(kind, at, classes, y, g.data());
+      for (int j = 0; j < classes; ++j) o[j] += weight / 6 * g[j];
+    }
+    double along = 0, length2 = 0;
+    for (int j = 0; j < classes; ++j) {
+      along += o[j] * (z1[j] - z0[j]);
+      length2 += (z1[j] - z0[j]) * (z1[j] - z0[j]);
+    }
+    const double change = target_value(kind, z1, classes, y) - target_value(kind, z0, classes, y);
+    if (length2 > 0)
+      for (int j = 0; j < classes; ++j) o[j] += (change - along) / length2 * (z1[j] - z0[j]);
+  }
+  return out;
+}
+
 template <typename T>
 struct SamplesOf : SplitSamples {
   int points = 0;
@@ -196,6 +238,7 @@ PathPoints path_points(int m, std::vector<double> a, Quadrature q, bool new_only
     if (new_only && (q == Quadrature::Right ? k : k - 1) % 2 == 0) continue;
     switch (q) {
       case Quadrature::Right:
+      case Quadrature::Secant:
         p.t.push_back(at(k));
         p.before.push_back(at(k - 1));
         if (new_only) p.s_after.push_back(len(k + 1));
@@ -216,7 +259,7 @@ PathPoints path_points(int m, std::vector<double> a, Quadrature q, bool new_only
       p.t.push_back(at(k));
       p.s.push_back(0.5 * ((k > 0 ? len(k) : 0.0) + (k < m ? len(k + 1) : 0.0)));
     }
-  if (q != Quadrature::Right)
+  if (q != Quadrature::Right && q != Quadrature::Secant)
     for (size_t i = 0; i < p.t.size(); ++i) p.before.push_back(i == 0 ? 0.0 : p.t[i - 1]);
   for (const auto* v : {&p.s, &p.s_after})
     for (double s : *v) p.unit = p.unit && s == 1.0;
@@ -241,6 +284,8 @@ void check_schedule(const std::vector<double>& a, int steps) {
 
 // What Attributor::refine needs of its request and of the coarse run.
 void check_refinable(const AttributionRequest& req, int m, const AttributionResult& coarse, int64_t xn, int64_t hn) {
+  if (req.quadrature == Quadrature::Secant)
+    throw Error("the secant rule cannot be refined from a coarser run: each step's slopes change with its ends");
   if (req.integrated_gradients && req.quadrature == Quadrature::Middle)
     throw Error("the midpoint rule cannot be refined from a coarser run: its points are not nested");
   if ((req.conductance || !req.boxes.empty()) && !req.integrated_gradients && req.quadrature != Quadrature::Right)
@@ -283,7 +328,8 @@ template <typename T>
 AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector<double>& x0,
                                  const AttributionRequest& req, const AttributionResult* coarse) {
   const bool path_quantities = req.conductance || !req.boxes.empty();
-  if (req.integrated_gradients && req.quadrature != Quadrature::Right && path_quantities) {
+  if (req.integrated_gradients && req.quadrature != Quadrature::Right && req.quadrature != Quadrature::Secant &&
+      path_quantities) {
     // IG at its own points; conductance and IPNA on the path's steps.
     AttributionRequest ig_req = req, path_req = req;
     ig_req.conductance = false;
@@ -373,13 +419,25 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
                   std::to_string(hn));
     check_finite(req.split_mask, "the pruning mask");
   }
+  const bool secant = req.quadrature == Quadrature::Secant;
+  if (secant) {
+    if (!req.boxes.empty() && req.ipna_form != IpnaForm::Tangent)
+      throw Error(
+          "the secant rule computes IPNA in the tangent form only: the difference form's patch points have no "
+          "slopes of their own");
+    for (const GraphPlan<T>* plan : {&f1, &f2})
+      if (const Node* node = plan->without_secant())
+        throw Error("node '" + node->name + "' (" + op_name(node->kind) +
+                    "): the secant rule has slopes for elementwise nonlinearities, max pools and products only");
+  }
   const bool ig = req.integrated_gradients, path = path_quantities;
   const PathPoints P = path_points(m, req.schedule, req.quadrature, coarse != nullptr);
   const int npoints = static_cast<int>(P.t.size());
   const bool tangent = !req.boxes.empty() && req.ipna_form == IpnaForm::Tangent;
   const bool keep_f1 = ig || tangent;  // what f1's backward (or tangent pass) needs, saved by its forward
   // The difference form on cones carries each patch point's changes from the base point's values.
-  const bool patch_cones = !req.boxes.empty() && req.receptive_field_cones;
+  // (The secant rule's tangent passes run on whole planes: their max pools share each output between two argmaxes.)
+  const bool patch_cones = !req.boxes.empty() && req.receptive_field_cones && !secant;
   const bool value_store = patch_cones && !tangent;
   // A refinement's patch passes from the coarse points read those points' values, recomputed into a second
   // set of store slots.
@@ -419,7 +477,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
 
   // --- chunk of steps from the memory budget ---
   const size_t t = sizeof(T);
-  size_t per_step = f1.bytes_per_sample(keep_f1) + f2.bytes_per_sample(true) +
+  size_t per_step = f1.bytes_per_sample(keep_f1, secant) + f2.bytes_per_sample(true, secant) +
                     (ig && !f1.has_line_head() ? 2 : 1) * xn * t /* points, dx */ +
                     3 * cone_window * t /* a convolution's cone window: in, out, the base point's */ +
                     (store_coarse ? 2 : 1) * layout.elems * t /* the base points' values the patch passes read */ +
@@ -457,30 +515,35 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   DeviceBuffer x0_dev = upload(x0), d_dev = upload(d);
   DeviceBuffer mask_dev = masked ? upload(req.split_mask) : DeviceBuffer();
   // f2 runs forward and backward only; f1 also the patch passes, which read its saved state by planes.
-  ws1.channels_last = req.boxes.empty();
-  ws2.channels_last = true;
-  f1.reserve(ws1, chunk, keep_f1);
-  f2.reserve(ws2, chunk, true);
+  // The secant rule's batch leads with the point before the chunk's first, where its first step starts.
+  const int lead = secant ? 1 : 0, rows = chunk + lead;
+  // (The secant rule reads each nonlinearity's input and output as they are stored: float32, not bf16.)
+  const bool layouts = !(secant && be->stores_bf16());
+  ws1.channels_last = req.boxes.empty() && layouts;
+  ws2.channels_last = layouts;
+  ws1.secant = ws2.secant = secant;
+  f1.reserve(ws1, rows, keep_f1);
+  f2.reserve(ws2, rows, true);
   StepBuffers& B = buffers;
-  T* pts = grow(B.points, chunk * xn);
-  T* dx = ig && !f1.has_line_head() ? grow(B.dx, chunk * xn) : nullptr;
-  T* h_cur = grow(B.h, chunk * hn);
-  T* h_f2 = masked ? grow(B.h_masked, chunk * hn) : nullptr;
-  T* dh = grow(B.dh, chunk * hn);
+  T* pts = grow(B.points, rows * xn);
+  T* dx = ig && !f1.has_line_head() ? grow(B.dx, rows * xn) : nullptr;
+  T* h_cur = grow(B.h, rows * hn);
+  T* h_f2 = masked ? grow(B.h_masked, rows * hn) : nullptr;
+  T* dh = grow(B.dh, rows * hn);
   T* h_prev = path ? grow(B.h_prev, chunk * hn) : nullptr;
   T* h_next = coarse_samples ? grow(B.h_next, chunk * hn) : nullptr;
   T* g_next = coarse_samples ? grow(B.g_next, chunk * hn) : nullptr;
   // Samples of this run's points: a whole run's in order, a refined run's new points between the coarse ones.
   const int level_points = coarse ? 2 * npoints : npoints;
   std::shared_ptr<SamplesOf<T>> samples;
-  if (req.keep_split_samples && pairs_points && size_t(level_points) * hn * 2 * t <= kSplitSamplesMaxBytes) {
+  if (req.keep_split_samples && pairs_points && !secant && size_t(level_points) * hn * 2 * t <= kSplitSamplesMaxBytes) {
     samples = std::make_shared<SamplesOf<T>>();
     samples->points = level_points;
     samples->per_point = hn;
     samples->h.resize(size_t(level_points) * hn);
     samples->g.resize(size_t(level_points) * hn);
   }
-  T* h_patch = req.boxes.empty() ? nullptr : grow(B.h_patch, chunk * hn);
+  T* h_patch = req.boxes.empty() ? nullptr : grow(B.h_patch, rows * hn);
   T* g_window = widest_split_window ? grow(B.g_window, chunk * widest_split_window) : nullptr;
   // d on a box alone, for a box whose cone windows are all that read the input (make_patch_points).
   int64_t widest_box = 0;
@@ -513,9 +576,9 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
                     wh, ww, 0, 0, wh, ww);
     return L.g_window;
   };
-  T* logits = grow(B.logits, chunk * classes);
-  T* dlogits = grow(B.dlogits, chunk * classes);
-  T* fval = grow(B.fval, chunk);
+  T* logits = grow(B.logits, rows * classes);
+  T* dlogits = grow(B.dlogits, rows * classes);
+  T* fval = grow(B.fval, rows);
   T* ig_acc = ig ? grow(B.ig_acc, xn) : nullptr;
   T* cond_acc = req.conductance ? grow(B.cond_acc, hn) : nullptr;
   T* carry = path ? grow(B.carry, hn) : nullptr;
@@ -563,7 +626,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   r.split_shape = h_shape;
   r.chunk = chunk;
   r.workspace_bytes = workspace;
-  r.evaluations = npoints;
+  r.evaluations = npoints + (secant ? (npoints + chunk - 1) / chunk : 0);  // each chunk's leading point
 
   // F(x') and F(x) on the same path arithmetic as the steps; F(x) from the logits of the last step
   // where that step is at x (the right rule's last point, unless refining).
@@ -582,8 +645,8 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
 
   if (head_on_line) f1.prepare_line(x0, d, ws1);  // after the last reserve of ws1, which would drop it
 
-  // h(x_0), carried as h(x_{k-1}) into the first chunk.
-  if (path) {
+  // h(x_0), carried as h(x_{k-1}) into the first chunk (the secant rule's batches carry it themselves).
+  if (path && !secant) {
     PointBatch p0;
     p0.k = {0.0};
     be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), p0, pts);
@@ -591,30 +654,42 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   }
   for (int first = 0; first < npoints; first += chunk) {  // this chunk's points: x_k, k = first + 1 + i
     const int c = std::min(chunk, npoints - first);
+    const int n = c + lead;  // the batch: under the secant rule, the first step's start, then the chunk's points
     PointBatch cur;
-    cur.k.assign(P.t.begin() + first, P.t.begin() + first + c);
-    std::vector<double> step;  // s_k of the chunk's points (empty: all 1)
-    if (!P.unit) step.assign(P.s.begin() + first, P.s.begin() + first + c);
+    if (secant) cur.k.push_back(P.before[first]);
+    cur.k.insert(cur.k.end(), P.t.begin() + first, P.t.begin() + first + c);
+    std::vector<double> step;  // s_k of the batch's points (empty: all 1; the secant rule's lead has no gradient)
+    if (!P.unit) {
+      step.assign(lead, 0.0);
+      step.insert(step.end(), P.s.begin() + first, P.s.begin() + first + c);
+    }
     be->make_points(in_shape, x0_dev.as<T>(), d_dev.as<T>(), cur, pts);
-    f1.forward(c, pts, h_cur, ws1, keep_f1, new_points, head_on_line ? &cur.k : nullptr);
+    f1.forward(n, pts, h_cur, ws1, keep_f1, new_points, head_on_line ? &cur.k : nullptr);
     T* f2_in = h_cur;
     if (masked) {
-      be->copy_on_device(h_f2, h_cur, c * hn * t);
-      be->scale_by_mask(hn, c, mask_dev.as<T>(), h_f2);
+      be->copy_on_device(h_f2, h_cur, n * hn * t);
+      be->scale_by_mask(hn, n, mask_dev.as<T>(), h_f2);
       f2_in = h_f2;
     }
-    f2.forward(c, f2_in, logits, ws2, true);
-    be->target_forward_backward(req.target, classes, req.target_class, logits, fval, dlogits, c);
+    f2.forward(n, f2_in, logits, ws2, true);
+    if (secant) {
+      const std::vector<double> g =
+          secant_target_gradients(req.target, download(logits, n * classes), n, classes, req.target_class);
+      const std::vector<T> gt(g.begin(), g.end());
+      be->copy_to_device(dlogits, gt.data(), gt.size() * t);
+    } else {
+      be->target_forward_backward(req.target, classes, req.target_class, logits, fval, dlogits, c);
+    }
     if (last_at_x && first + c == npoints) {
-      const std::vector<double> z = download(logits + (c - 1) * classes, classes);
+      const std::vector<double> z = download(logits + (n - 1) * classes, classes);
       r.f_input = target_value(req.target, z.data(), classes, req.target_class);
     }
-    f2.backward(c, dlogits, dh, ws2);
-    if (masked) be->scale_by_mask(hn, c, mask_dev.as<T>(), dh);
+    f2.backward(n, dlogits, dh, ws2);
+    if (masked) be->scale_by_mask(hn, n, mask_dev.as<T>(), dh);
     if (ig) {
-      f1.backward_sum(c, dh, step, dx, ig_acc, ws1);
+      f1.backward_sum(n, dh, step, dx, ig_acc, ws1);
     }
-    if (path && !coarse) {
+    if (path && !coarse && !secant) {
       // h_prev[i] = h(x_{k-1}) of the chunk's point i: the carry, then this chunk's h shifted by one.
       be->copy_on_device(h_prev, carry, hn * t);
       if (c > 1) be->copy_on_device(h_prev + hn, h_cur, (c - 1) * hn * t);
@@ -650,7 +725,10 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
         }
       }
     if (path) {
-      if (req.conductance) be->accumulate_path_product(hn, c, dh, h_cur, h_prev, cond_acc);
+      if (req.conductance && secant)  // each point's gradient times the step from the batch's point before it
+        be->accumulate_path_product(hn, c, dh + hn, h_cur + hn, h_cur, cond_acc);
+      else if (req.conductance)
+        be->accumulate_path_product(hn, c, dh, h_cur, h_prev, cond_acc);
       // One box's patch pass on lane l; boxes write only their own accumulator, so lanes run them at once.
       auto patch_pass = [&](int box, int l) {
         const size_t b = static_cast<size_t>(box);
@@ -658,14 +736,15 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
         PointBatch patch;
         patch.boxes = req.boxes;
         patch.patch_scale = step;
-        for (int i = 0; i < c; ++i) {
+        for (int i = 0; i < n; ++i) {
           patch.k.push_back(tangent ? 0 : P.before[first + i]);
           patch.box_index.push_back(box);
         }
-        if (tangent) {  // IPNA^t += g(x_k) * J_h(x_k) (d_k * 1_S)
+        if (tangent) {  // IPNA^t += g(x_k) * J_h(x_k) (d_k * 1_S); the secant rule's lead row has no gradient
           const bool equal = make_patch_points(b, patch, zeros, L);
-          f1.tangent(c, L.pts, L.h_patch, *L.ws, cones.empty() ? nullptr : &cones[b], &ws1, equal);
-          be->accumulate_path_product(split_window[b].count, c, gradient_on(b, dh, c, L), L.h_patch, nullptr,
+          const int64_t count = split_window[b].count;
+          f1.tangent(n, L.pts, L.h_patch, *L.ws, cones.empty() ? nullptr : &cones[b], &ws1, equal);
+          be->accumulate_path_product(count, c, gradient_on(b, dh + lead * hn, c, L), L.h_patch + lead * count, nullptr,
                                       ipna_acc[b]);
         } else {  // IPNA += g(x_k) * (h(x_{k-1} + d_k * 1_S) - h(x_{k-1}))
           bool equal = make_patch_points(b, patch, x0_dev.as<T>(), L);

@@ -29,7 +29,18 @@ enum class IpnaForm { Difference, Tangent };
 // riemann_middle, riemann_trapezoid). Conductance and IPNA pair g(x_k) with the
 // step into x_k, the right rule, whatever IG uses; a run asking for them and IG
 // by another rule takes IG's gradients at its own points.
-enum class Quadrature { Right, Left, Middle, Trapezoid };
+// Secant: each step's gradient through the slopes of the network's nonlinearities
+// over the step (each ReLU's (y_k - y_{k-1}) / (z_k - z_{k-1}), a max pool's output
+// shared between the two argmaxes, a product's factors averaged; F's gradient in
+// the logits averaged by Simpson's rule), the Rescale rule of DeepLIFT applied
+// to each step. A step's IG and conductance then sum to F(x_k) - F(x_{k-1})
+// exactly, so completeness holds at every m, and the jumps of the gradient where
+// a ReLU switches inside a step are integrated rather than sampled (SPEC.md
+// "Non-uniform paths"; README "Steps"). IPNA in the tangent form only (f1's
+// tangent through the same slopes: its patch sums equal this rule's IG inside the
+// box), on whole planes; no LayerNorm. Each chunk of steps also evaluates the
+// point before it.
+enum class Quadrature { Right, Left, Middle, Trapezoid, Secant };
 
 struct AttributionRequest {
   int target_class = -1;

@@ -200,6 +200,26 @@ class Backend : public Device {
   // y = f(x); derivative = f'(x) when not null (what backward keeps). alpha and
   // beta parameterise HardSigmoid. y may alias x.
   virtual void activation_forward(ActivationFn f, int64_t count, T alpha, T beta, const T* x, T* y, T* derivative) = 0;
+  // The secant rule (Quadrature::Secant): a batch of consecutive path points, each sample's
+  // backward using the slopes of its nonlinearities over the step from the sample before.
+  // Elementwise y = f(z), per_sample elements a sample: slope of sample i >= 1 = (y_i - y_{i-1}) /
+  // (z_i - z_{i-1}). smooth: slope holds f'(z) on entry, kept where the step is too short for the
+  // quotient to beat it (|dz| <= sqrt(eps) max(1, |z|)); otherwise (Clip, piecewise linear) the
+  // quotient wherever dz != 0, and 1 or 0 as y equals z elsewhere. Sample 0 keeps f'(z_0).
+  virtual void secant_slopes(int64_t per_sample, int n, const T* z, const T* y, T* slope, bool smooth) = 0;
+  // MaxPool: where sample i's argmax b differs from sample i-1's a, w = the fraction of the step
+  // during which a stays the larger, were both inputs linear along it: the share of the output's
+  // gradient routed to a (and 1 - w to b), so that w dz_a + (1 - w) dz_b is the step's change of the
+  // output exactly. w = 1 where they agree and in sample 0.
+  virtual void maxpool_secant_weights(const PoolDesc& d, const int32_t* argmax, const T* x, T* w, int n) = 0;
+  virtual void maxpool_backward_secant(const PoolDesc& d, const int32_t* argmax, const T* w, const T* dy, T* dx, int n,
+                                       bool accumulate) = 0;
+  // Its forward mode (the tangent form of IPNA): ty = w tx[a] + (1 - w) tx[b].
+  virtual void maxpool_tangent_secant(const PoolDesc& d, const int32_t* argmax, const T* w, const T* tx, T* ty,
+                                      int n) = 0;
+  // v_i = (v_{i-1} + v_i) / 2 for i >= 1, in place: the factors of a Mul, whose step changes by
+  // exactly a_mean db + b_mean da.
+  virtual void pair_mean(int64_t per_sample, int n, T* v) = 0;
   virtual void channel_mean_forward(int n, int c, int64_t plane, const T* x, T* y) = 0;
   virtual void channel_mean_backward(int n, int c, int64_t plane, const T* dy, T* dx, bool accumulate) = 0;
   // Normalises each position over the channels: y = (x - mean) * rstd * gamma + beta,

@@ -248,21 +248,25 @@ bool GraphPlan<T>::converts(size_t si, bool output) const {
 }
 
 template <typename T>
-size_t GraphPlan<T>::saved_bytes(int n) const {
-  return saved_offset(static_cast<int>(launches_.size()), n);
+size_t GraphPlan<T>::saved_bytes(int n, bool secant) const {
+  return saved_offset(static_cast<int>(launches_.size()), n, secant);
 }
 
 // What backward needs of each node, for n samples: a bit per Clip element, an
 // index per MaxPool output, the derivative per Activation element, both
 // factors of a Mul, x_hat and 1/sigma of a LayerNorm; nothing for the rest.
+// Under the secant rule a slope per Clip element, and per MaxPool output its
+// index and its share between two argmaxes (after the indices, 256-byte aligned).
 template <typename T>
-size_t GraphPlan<T>::saved_size(int launch, int n) const {
+size_t GraphPlan<T>::saved_size(int launch, int n, bool secant) const {
   const NodeLaunch& st = launches_[launch];
   const Node& node = graph_.nodes[st.node];
   const size_t count = static_cast<size_t>(n) * st.count;
   switch (node.kind) {
-    case OpKind::Clip: return (count + 63) / 64 * sizeof(uint64_t);
-    case OpKind::MaxPool: return count * sizeof(int32_t);
+    case OpKind::Clip:
+      return secant ? count * sizeof(T) : (count + 63) / 64 * sizeof(uint64_t);
+    case OpKind::MaxPool:
+      return secant ? secant_share_offset(count) + count * sizeof(T) : count * sizeof(int32_t);
     case OpKind::Activation: return count * sizeof(T);
     case OpKind::Mul: return (count + static_cast<size_t>(n) * graph_.values[node.inputs[1]].shape.numel()) * sizeof(T);
     case OpKind::LayerNorm:
@@ -272,41 +276,54 @@ size_t GraphPlan<T>::saved_size(int launch, int n) const {
 }
 
 template <typename T>
-size_t GraphPlan<T>::saved_offset(int launch, int n) const {
+size_t GraphPlan<T>::saved_offset(int launch, int n, bool secant) const {
   size_t off = 0;
-  for (int i = 0; i < launch; ++i) off += (saved_size(i, n) + 255) / 256 * 256;
+  for (int i = 0; i < launch; ++i) off += (saved_size(i, n, secant) + 255) / 256 * 256;
   return off;
 }
 
 template <typename T>
-size_t GraphPlan<T>::bytes_per_sample(bool with_backward) const {
+size_t GraphPlan<T>::bytes_per_sample(bool with_backward, bool secant) const {
   size_t b = static_cast<size_t>(fwd_peak_) * sizeof(T);
-  if (with_backward) b += static_cast<size_t>(bwd_peak_) * sizeof(T) + saved_bytes(1);
+  if (with_backward) b += static_cast<size_t>(bwd_peak_) * sizeof(T) + saved_bytes(1, secant);
+  if (secant) {  // secant_input
+    int64_t widest = 0;
+    for (const NodeLaunch& st : launches_) widest = std::max(widest, st.count);
+    b += static_cast<size_t>(widest) * sizeof(T);
+  }
   return b + static_cast<size_t>(transpose_elems_) * sizeof(T);
 }
 
 template <typename T>
-typename GraphPlan<T>::Workspace GraphPlan<T>::make_workspace(int capacity, bool with_backward) const {
+typename GraphPlan<T>::Workspace GraphPlan<T>::make_workspace(int capacity, bool with_backward, bool secant) const {
   Workspace ws;
   ws.capacity = capacity;
+  ws.secant = secant;
   ws.forward_arena = DeviceBuffer(be_, static_cast<size_t>(fwd_peak_) * capacity * sizeof(T));
   if (with_backward) {
     ws.backward_arena = DeviceBuffer(be_, static_cast<size_t>(bwd_peak_) * capacity * sizeof(T));
-    ws.saved = DeviceBuffer(be_, saved_bytes(capacity));
+    ws.saved = DeviceBuffer(be_, saved_bytes(capacity, secant));
   }
   return ws;
 }
 
 template <typename T>
+const Node* GraphPlan<T>::without_secant() const {
+  for (const NodeLaunch& st : launches_)
+    if (graph_.nodes[st.node].kind == OpKind::LayerNorm) return &graph_.nodes[st.node];
+  return nullptr;
+}
+
+template <typename T>
 void GraphPlan<T>::reserve(Workspace& ws, int capacity, bool with_backward) const {
   const bool has_backward = ws.backward_arena.bytes() >= static_cast<size_t>(bwd_peak_) * ws.capacity * sizeof(T) &&
-                            ws.saved.bytes() >= saved_bytes(ws.capacity);
+                            ws.saved.bytes() >= saved_bytes(ws.capacity, ws.secant);
   if (ws.capacity >= capacity && ws.forward_arena.bytes() && (!with_backward || has_backward)) return;
   const bool keep_backward = with_backward || (ws.capacity && has_backward);
-  const bool channels_last = ws.channels_last;
+  const bool channels_last = ws.channels_last, secant = ws.secant;
   capacity = std::max(capacity, ws.capacity);
   ws = Workspace();  // release first: the old and new arenas need not coexist
-  ws = make_workspace(std::max(capacity, 1), keep_backward);
+  ws = make_workspace(std::max(capacity, 1), keep_backward, secant);
   ws.channels_last = channels_last;
 }
 
@@ -483,6 +500,45 @@ template <typename T>
 GraphPlan<T>::~GraphPlan() = default;
 
 template <typename T>
+void GraphPlan<T>::launch_secant(size_t si, int n, const T* x, T* y, T* arena, void* keep, Workspace& ws) const {
+  const NodeLaunch& st = launches_[si];
+  const Node& node = graph_.nodes[st.node];
+  const T* in0 = value_ptr(node.inputs[0], n, x, y, arena);
+  T* out = value_ptr(node.output, n, x, y, arena);
+  const int64_t count = st.count * n;
+  switch (node.kind) {
+    case OpKind::Clip:
+    case OpKind::Activation: {  // the slope from the input and output of both samples; the launch may work in place
+      // (Elementwise across samples, so in whichever layout the workspace keeps the values.)
+      T* z = room(ws.secant_input, count);
+      be_.copy_on_device(z, in0, sizeof(T) * count);
+      const bool smooth = node.kind == OpKind::Activation;
+      launch_in_layout(si, n, x, y, arena, smooth ? keep : nullptr, ws);  // an activation's derivative: short steps'
+      be_.secant_slopes(st.count, n, z, out, static_cast<T*>(keep), smooth);
+      break;
+    }
+    case OpKind::MaxPool: {  // its shares from the input it ran on: NCHW, transposed there if the value is NHWC
+      launch_in_layout(si, n, x, y, arena, keep, ws);
+      const T* ran_on = ws.channels_last && converts(si, false) ? ws.transposed_in.template as<T>() : in0;
+      be_.maxpool_secant_weights(st.pool, static_cast<const int32_t*>(keep), ran_on,
+                                 reinterpret_cast<T*>(static_cast<uint8_t*>(keep) + secant_share_offset(count)), n);
+      break;
+    }
+    case OpKind::Mul: {
+      launch_in_layout(si, n, x, y, arena, keep, ws);
+      T* a = static_cast<T*>(keep);
+      be_.pair_mean(st.count, n, a);
+      be_.pair_mean(graph_.values[node.inputs[1]].shape.numel(), n, a + count);
+      break;
+    }
+    case OpKind::LayerNorm:
+      throw Error("the secant rule has no slopes for a LayerNorm");
+    default:  // linear: nothing kept, or what it keeps is what its backward needs at any point
+      launch_in_layout(si, n, x, y, arena, keep, ws);
+  }
+}
+
+template <typename T>
 void GraphPlan<T>::prepare_line(const std::vector<double>& x0, const std::vector<double>& d, Workspace& ws) const {
   if (!line_head_) return;
   const int64_t count = launches_[0].count;
@@ -516,8 +572,10 @@ template <typename T>
 void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, ValueStore store,
                            const std::vector<double>* on_line) const {
   if (n > ws.capacity) throw Error("internal: batch of " + std::to_string(n) + " exceeds workspace");
-  if (save && !ws.saved.bytes() && saved_bytes(n))
+  if (save && !ws.saved.bytes() && saved_bytes(n, ws.secant))
     throw Error("internal: forward with save needs a workspace made with_backward");
+  if (save && ws.secant && ws.channels_last && be_.stores_bf16())
+    throw Error("internal: the secant rule on values stored as bf16");
   if (store.data && ws.channels_last) throw Error("internal: a value store from a channels_last workspace");
   T* arena = ws.forward_arena.template as<T>();
   // The graph's output NHWC: made in scratch, transposed into y at the end.
@@ -544,7 +602,11 @@ void GraphPlan<T>::forward(int n, const T* x, T* y, Workspace& ws, bool save, Va
         be_.make_points(graph_.values[node.output].shape, ends, ends + launches_[0].count, along,
                         value_ptr(node.output, n, x, y, arena));
       } else {
-        launch_in_layout(si, n, x, y, arena, save ? saved + saved_offset(static_cast<int>(si), n) : nullptr, ws);
+        void* keep = save ? saved + saved_offset(static_cast<int>(si), n, ws.secant) : nullptr;
+        if (keep && ws.secant)
+          launch_secant(si, n, x, y, arena, keep, ws);
+        else
+          launch_in_layout(si, n, x, y, arena, keep, ws);
       }
       if (kept(node.output)) keep_value(node.output);
     });
@@ -612,7 +674,7 @@ void GraphPlan<T>::backward_from(int first, int n, const T* dy, T* dx, Workspace
       acc = false;
     }
     const T* w = weights_[st.node].template as<T>();
-    const void* keep = saved + saved_offset(si, n);
+    const void* keep = saved + saved_offset(si, n, ws.secant);
     at_node(node, "backward", [&] {
       switch (node.kind) {
         case OpKind::Conv:
@@ -628,10 +690,20 @@ void GraphPlan<T>::backward_from(int first, int n, const T* dy, T* dx, Workspace
           break;
         }
         case OpKind::Clip:
-          be_.clip_backward(st.count * n, static_cast<const uint64_t*>(keep), g, gin, acc);
+          if (ws.secant)  // dx = dy * the slope, as an activation's
+            be_.mul_backward(1, 1, st.count * n, false, nullptr, static_cast<const T*>(keep), g, gin, acc, nullptr,
+                             false);
+          else
+            be_.clip_backward(st.count * n, static_cast<const uint64_t*>(keep), g, gin, acc);
           break;
         case OpKind::MaxPool:
-          be_.maxpool_backward(st.pool, static_cast<const int32_t*>(keep), g, gin, n, acc);
+          if (ws.secant)
+            be_.maxpool_backward_secant(
+                st.pool, static_cast<const int32_t*>(keep),
+                reinterpret_cast<const T*>(static_cast<const uint8_t*>(keep) + secant_share_offset(st.count * n)), g,
+                gin, n, acc);
+          else
+            be_.maxpool_backward(st.pool, static_cast<const int32_t*>(keep), g, gin, n, acc);
           break;
         case OpKind::AvgPool:
           be_.avgpool_backward(st.pool, g, gin, n, acc);

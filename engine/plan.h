@@ -68,11 +68,22 @@ class GraphPlan {
     // With channels_last: the graph's output (or its gradient) NHWC, and a launch's input and output
     // (or their gradients) NCHW for a launch that runs NCHW only on NHWC values.
     DeviceBuffer output_nhwc, transposed_in, transposed_out;
+    // The secant rule (Quadrature::Secant): a batch holds consecutive path points, and forward
+    // keeps for each sample i >= 1 the slopes of its nonlinearities over the step from sample i - 1
+    // (Clip and activations per element, MaxPool's share of each output between the two samples'
+    // argmaxes, Mul's factors averaged over the step), which backward then uses in place of the
+    // derivatives at the sample: the gradient of sample i summed over the inputs, times the step,
+    // is then F's change over the step exactly. Set before reserve (the saved state's size depends
+    // on it); not with values stored as bf16 (Backend::stores_bf16).
+    bool secant = false;
+    DeviceBuffer secant_input;  // an elementwise launch's input, which it may overwrite
   };
-  Workspace make_workspace(int capacity, bool with_backward) const;
+  Workspace make_workspace(int capacity, bool with_backward, bool secant = false) const;
   // Grows ws to hold `capacity` samples (and backward state) only when it is
   // too small, so repeated runs reuse the same memory.
   void reserve(Workspace& ws, int capacity, bool with_backward) const;
+  // The first node the secant rule has no slopes for (a LayerNorm), or null.
+  const Node* without_secant() const;
 
   // Which values the difference form's patched forward reads at the base point
   // for some of `cones`, and where each starts in a store slot (-1: not kept).
@@ -162,7 +173,7 @@ class GraphPlan {
   int64_t input_numel() const { return graph_.values[graph_.input].shape.numel(); }
   int64_t output_numel() const { return graph_.values[graph_.output].shape.numel(); }
   // Bytes one more sample of batch costs, for choosing the chunk of steps.
-  size_t bytes_per_sample(bool with_backward) const;
+  size_t bytes_per_sample(bool with_backward, bool secant = false) const;
   // Elements of the largest per-sample tensor (a batch must keep every tensor under 2^31 elements).
   int64_t max_value_numel() const;
 
@@ -236,9 +247,13 @@ class GraphPlan {
   void backward_from(int first, int n, const T* dy, T* dx, Workspace& ws) const;
   // The head alone with its weights, run in float64 on the host CPU by prepare_line.
   std::unique_ptr<Graph> head_;
-  size_t saved_size(int launch, int n) const;    // bytes backward needs of the launch
-  size_t saved_offset(int launch, int n) const;  // bytes into ws.saved
-  size_t saved_bytes(int n) const;
+  size_t saved_size(int launch, int n, bool secant) const;    // bytes backward needs of the launch
+  size_t saved_offset(int launch, int n, bool secant) const;  // bytes into ws.saved
+  size_t saved_bytes(int n, bool secant) const;
+  // Under the secant rule a MaxPool keeps its `count` argmaxes, then each output's share (w) from here.
+  static size_t secant_share_offset(size_t count) { return (count * sizeof(int32_t) + 255) / 256 * 256; }
+  // forward's launch si under the secant rule (Workspace::secant): the launch, then its slopes.
+  void launch_secant(size_t si, int n, const T* x, T* y, T* arena, void* keep, Workspace& ws) const;
 
   Graph graph_;
   Backend<T>& be_;

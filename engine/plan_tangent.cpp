@@ -523,10 +523,14 @@ template <typename T>
 void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone* cone, const Workspace* saving,
                            bool equal_samples) const {
   if (!saving) saving = &ws;
-  if (n > ws.capacity || n > saving->capacity || (!saving->saved.bytes() && saved_bytes(n)))
+  if (n > ws.capacity || n > saving->capacity || (!saving->saved.bytes() && saved_bytes(n, saving->secant)))
     throw Error("internal: tangent pass without the saved state of a forward of " + std::to_string(n) + " samples");
   if (ws.channels_last || saving->channels_last)  // the masks it reads by their planes
     throw Error("internal: a tangent pass on a channels_last workspace");
+  // Under the secant rule the tangent of sample i is taken over the step from sample i - 1, with the slopes
+  // f1's backward uses (the tangent form's patch sums then equal that rule's IG inside the box); on whole planes.
+  const bool secant = saving->secant;
+  if (secant && cone) throw Error("internal: a tangent pass of the secant rule on a cone");
   if (cone) grow_windows(ws, *cone, n);
   T* arena = ws.forward_arena.template as<T>();
   const auto* saved = saving->saved.template as<uint8_t>();
@@ -536,7 +540,7 @@ void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone*
     const T* in0 = value_ptr(node.inputs[0], n, tx, ty, arena);
     T* out = value_ptr(node.output, n, tx, ty, arena);
     const T* w = weights_[st.node].template as<T>();
-    const void* keep = saved + saved_offset(static_cast<int>(si), n);
+    const void* keep = saved + saved_offset(static_cast<int>(si), n, secant);
     at_node(node, "tangent", [&] {
       if (cone && cone->windowed[si]) return tangent_window(si, n, tx, ty, arena, keep, ws, *cone, equal_samples);
       switch (node.kind) {
@@ -553,10 +557,20 @@ void GraphPlan<T>::tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone*
           break;
         }
         case OpKind::Clip:  // gated by the saved mask, as its backward
-          be_.clip_backward(st.count * n, static_cast<const uint64_t*>(keep), in0, out, false);
+          if (secant)
+            be_.mul_backward(1, 1, st.count * n, false, nullptr, static_cast<const T*>(keep), in0, out, false, nullptr,
+                             false);
+          else
+            be_.clip_backward(st.count * n, static_cast<const uint64_t*>(keep), in0, out, false);
           break;
         case OpKind::MaxPool:
-          be_.maxpool_tangent(st.pool, static_cast<const int32_t*>(keep), in0, out, n);
+          if (secant)
+            be_.maxpool_tangent_secant(
+                st.pool, static_cast<const int32_t*>(keep),
+                reinterpret_cast<const T*>(static_cast<const uint8_t*>(keep) + secant_share_offset(st.count * n)), in0,
+                out, n);
+          else
+            be_.maxpool_tangent(st.pool, static_cast<const int32_t*>(keep), in0, out, n);
           break;
         case OpKind::AvgPool:  // linear without a bias: the tangent is the forward
         case OpKind::Add:

@@ -246,7 +246,7 @@ ControlledResult run_to_tolerance(Attributor& engine, const std::vector<double>&
                             .subdividing(c.initial_steps);
   // Sums that are weighted sums over points keep every earlier point at half its weight; conductance and
   // the difference form pair each new point with the kept samples of the points on either side.
-  const bool reusable = c.reuse_points && req.quadrature != Quadrature::Middle;
+  const bool reusable = c.reuse_points && req.quadrature != Quadrature::Middle && req.quadrature != Quadrature::Secant;
   const bool pairs_points = req.conductance || (!req.boxes.empty() && req.ipna_form == IpnaForm::Difference);
   req.keep_split_samples = reusable && pairs_points;
   // Progress counts the points of every step count so far: one bar that never runs backwards.

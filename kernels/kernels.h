@@ -47,6 +47,17 @@ void maxpool_tangent_window(const PoolDesc& d, int n, const int32_t* argmax, Pla
 void maxpool_difference_window(const PoolDesc& d, int n, PlaneWindow in, PlaneWindow out, const float* base,
                                bool clip_base, float lo, float hi, const float* change, float* y, cudaStream_t s);
 
+// secant.cu (the secant rule, engine/backend.h). pair_mean reads v and writes out, which must not
+// overlap: each sample reads the one before it.
+void secant_slopes(int64_t per_sample, int n, const float* z, const float* y, float* slope, bool smooth,
+                   cudaStream_t s);
+void maxpool_secant_weights(const PoolDesc& d, int n, const int32_t* argmax, const float* x, float* w, cudaStream_t s);
+void maxpool_backward_secant(const PoolDesc& d, int n, const int32_t* argmax, const float* w, const float* dy,
+                             float* dx, bool accumulate, cudaStream_t s);
+void maxpool_tangent_secant(const PoolDesc& d, int n, const int32_t* argmax, const float* w, const float* tx, float* ty,
+                            cudaStream_t s);
+void pair_mean(int64_t per_sample, int n, const float* v, float* out, cudaStream_t s);
+
 // channels.cu
 void copy_channels(int n, int64_t plane, int channels, const float* src, int src_c, int src_c0, float* dst, int dst_c,
                    int dst_c0, bool accumulate, cudaStream_t s);

@@ -98,6 +98,29 @@ if(NOT extra_from EQUAL 16 OR NOT extra_evals EQUAL 32 OR extra_sum STREQUAL pla
                       "(plain: ${plain_sum}); expected 16, 32 and a different sum")
 endif()
 
+# --quadrature secant: IG, conductance and the tangent form's box with completeness gaps of rounding, reported;
+# the difference form refused.
+attribute_json(secant_out secant --box 7 9 16 26 --ipna-form tangent -n 16 --quadrature secant)
+string(JSON secant_rule GET ${secant_out} step_control quadrature)
+string(JSON secant_evals GET ${secant_out} step_control evaluations)
+string(JSON secant_gap GET ${secant_out} ig completeness_gap)
+string(JSON secant_box_gap GET ${secant_out} boxes 0 patch_completeness_gap)
+string(JSON right_gap GET ${uni_out} ig completeness_gap)
+# (F changes by 2e-3 on this fixture: 1e-15 is rounding, the right rule's gap at 16 steps is not)
+if(NOT secant_rule STREQUAL "secant" OR NOT secant_evals EQUAL 17 OR NOT secant_gap LESS 1e-15 OR
+   NOT secant_gap GREATER -1e-15 OR NOT secant_box_gap LESS 1e-12 OR NOT secant_box_gap GREATER -1e-12 OR
+   (right_gap LESS 1e-8 AND right_gap GREATER -1e-8))
+  message(FATAL_ERROR "--quadrature secant: rule ${secant_rule}, ${secant_evals} evaluations, IG gap ${secant_gap}, "
+                      "box gap ${secant_box_gap} (right rule's IG gap ${right_gap}); expected secant, 17 and rounding")
+endif()
+execute_process(COMMAND ${EXE} attribute --model ${M}/model.onnx --split split --input ${M}/x.npy --baseline zeros
+                        --class 5 --precision f64 -o ${OUT}/secant_difference --box 7 9 16 26 -n 16
+                        --quadrature secant RESULT_VARIABLE rc OUTPUT_VARIABLE o ERROR_VARIABLE e)
+string(FIND "${e}" "tangent form only" at)
+if(rc EQUAL 0 OR at EQUAL -1 OR EXISTS ${OUT}/secant_difference)
+  message(FATAL_ERROR "--quadrature secant with the difference form: rc ${rc}, '${e}'")
+endif()
+
 function(expect_failure name needle)
   execute_process(COMMAND ${EXE} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE o ERROR_VARIABLE e)
   if(rc EQUAL 0)

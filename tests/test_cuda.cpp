@@ -613,6 +613,15 @@ TEST(CudaDevice, MatchesCpuBackendOnTheReferenceModels) {
     compare_model(std::string(name) + "/schedule", m, npy(dir + "/x.npy"), npy(dir + "/baseline.npy"), r);
     r.schedule.clear();
     r.steps = 16;
+    // The secant rule (its slopes, max-pool shares and averaged factors), IG and conductance, chunks of 5
+    // points each leading with the one before
+    r.quadrature = Quadrature::Secant;
+    const std::vector<Box> boxes = r.boxes;
+    r.boxes.clear();
+    r.chunk = 5;
+    compare_model(std::string(name) + "/secant", m, npy(dir + "/x.npy"), npy(dir + "/baseline.npy"), r);
+    r.boxes = boxes;
+    r.chunk = 0;
     r.quadrature = Quadrature::Right;
     // IPNA's patch passes on cones, both forms (probability target)
     r.integrated_gradients = r.conductance = false;

@@ -77,8 +77,9 @@ void StepOptions::check() const {
   } catch (const Error& e) {
     throw UsageError(e.what());
   }
-  if (quadrature != "right" && quadrature != "left" && quadrature != "middle" && quadrature != "trapezoid")
-    throw UsageError("--quadrature: expected right, left, middle or trapezoid, got '" + quadrature + "'");
+  if (quadrature != "right" && quadrature != "left" && quadrature != "middle" && quadrature != "trapezoid" &&
+      quadrature != "secant")
+    throw UsageError("--quadrature: expected right, left, middle, trapezoid or secant, got '" + quadrature + "'");
   if (!(tolerance > 0)) throw UsageError("--tol must be positive");
   if (max_steps < 16) throw UsageError("--max-steps must be at least 16 (auto starts there)");
   if (extrapolate && !automatic() && count() % 2)

@@ -174,6 +174,25 @@ def captum_conductance(f1, f2, x, x0, y, m, target):
     return -lc.attribute(x0, baselines=x, target=y, n_steps=m, method="riemann_trapezoid")[0]
 
 
+def captum_deeplift_steps(f1, f2, x, x0, y, m):
+    """The secant rule's IG and conductance (logit target) through Captum's DeepLift (Rescale rule) applied to
+    each of m equal steps, x_{k-1} as the baseline of x_k, and summed: the whole net for IG, f2 from h(x_{k-1})
+    to h(x_k) for conductance. Nets of ReLUs and linear ops only (Captum's max pool rule routes differently)."""
+    import warnings
+    from captum.attr import DeepLift
+    warnings.filterwarnings("ignore", module="captum")  # its notes on the hooks it sets, on every call
+    full = nn.Sequential(f1, f2)
+    ig, cond = torch.zeros_like(x[0]), None
+    for k in range(1, m + 1):
+        a, b = x0 + (k - 1) / m * (x - x0), x0 + k / m * (x - x0)
+        ig += DeepLift(full).attribute(b, baselines=a, target=y)[0]
+        with torch.no_grad():
+            ha, hb = f1(a), f1(b)
+        c = DeepLift(f2).attribute(hb, baselines=ha, target=y)[0]
+        cond = c if cond is None else cond + c
+    return ig, cond
+
+
 class ExactHardsigmoid(nn.Module):
     """relu6(x + 3) / 6 through autograd of its parts: ATen's own hardsigmoid backward
     multiplies by float32(1/6) even in float64, off the exact derivative by 3e-8."""
@@ -265,6 +284,10 @@ def make(name, out, steps):
         save(os.path.join(d, "captum_ig_%s.npy" % target), captum_ig(f1, f2, x, x0, y, steps, target))
         save(os.path.join(d, "captum_cond_%s.npy" % target), captum_conductance(f1, f2, x, x0, y, steps, target))
         meta["cases"].append({"target": target, "F_x": fx, "F_x0": fx0, "kappa": kappa, "float32_error": float32_error})
+    if name == "vgg_avg":  # ReLUs, convolutions, average pools: Captum's Rescale rule is the secant rule there
+        dl_ig, dl_cond = captum_deeplift_steps(f1, f2, x, x0, y, 4)
+        save(os.path.join(d, "captum_deeplift4_ig_logit.npy"), dl_ig)
+        save(os.path.join(d, "captum_deeplift4_cond_logit.npy"), dl_cond)
     # A non-uniform schedule (SPEC.md "Non-uniform paths"), and Captum's other IG rules, probability target.
     # The trapezoid rule over m steps has Captum's n = m + 1 points; Captum weighs them 1/n (halved at the
     # ends) where the rule has 1/m, so its result is m/(m+1) times the rule's.

@@ -61,6 +61,12 @@ class CpuBackend final : public Backend<T> {
   void mul_backward(int n, int c, int64_t plane, bool b_per_channel, const T* a, const T* b, const T* dy, T* da,
                     bool accumulate_a, T* db, bool accumulate_b) override;
   void activation_forward(ActivationFn f, int64_t count, T alpha, T beta, const T* x, T* y, T* derivative) override;
+  void secant_slopes(int64_t per_sample, int n, const T* z, const T* y, T* slope, bool smooth) override;
+  void maxpool_secant_weights(const PoolDesc& d, const int32_t* argmax, const T* x, T* w, int n) override;
+  void maxpool_backward_secant(const PoolDesc& d, const int32_t* argmax, const T* w, const T* dy, T* dx, int n,
+                               bool accumulate) override;
+  void maxpool_tangent_secant(const PoolDesc& d, const int32_t* argmax, const T* w, const T* tx, T* ty, int n) override;
+  void pair_mean(int64_t per_sample, int n, T* v) override;
   void channel_mean_forward(int n, int c, int64_t plane, const T* x, T* y) override;
   void channel_mean_backward(int n, int c, int64_t plane, const T* dy, T* dx, bool accumulate) override;
   void layernorm_forward(int n, int c, int64_t plane, T eps, const T* gamma, const T* beta, const T* x, T* y, T* xhat,

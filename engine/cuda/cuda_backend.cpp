@@ -356,6 +356,31 @@ void CudaBackend::activation_forward(ActivationFn f, int64_t count, float alpha,
   kernels::activation_forward(f, count, alpha, beta, x, y, derivative, stream_);
   after("activation_forward");
 }
+void CudaBackend::secant_slopes(int64_t per_sample, int n, const float* z, const float* y, float* slope, bool smooth) {
+  kernels::secant_slopes(per_sample, n, z, y, slope, smooth, stream_);
+  after("secant_slopes");
+}
+void CudaBackend::maxpool_secant_weights(const PoolDesc& d, const int32_t* argmax, const float* x, float* w, int n) {
+  kernels::maxpool_secant_weights(d, n, argmax, x, w, stream_);
+  after("maxpool_secant_weights");
+}
+void CudaBackend::maxpool_backward_secant(const PoolDesc& d, const int32_t* argmax, const float* w, const float* dy,
+                                          float* dx, int n, bool accumulate) {
+  kernels::maxpool_backward_secant(d, n, argmax, w, dy, dx, accumulate, stream_);
+  after("maxpool_backward_secant");
+}
+void CudaBackend::maxpool_tangent_secant(const PoolDesc& d, const int32_t* argmax, const float* w, const float* tx,
+                                         float* ty, int n) {
+  kernels::maxpool_tangent_secant(d, n, argmax, w, tx, ty, stream_);
+  after("maxpool_tangent_secant");
+}
+void CudaBackend::pair_mean(int64_t per_sample, int n, float* v) {
+  const size_t bytes = sizeof(float) * per_sample * n;
+  auto* means = static_cast<float*>(scratch(1, bytes));  // each sample reads the one before: not in place
+  kernels::pair_mean(per_sample, n, v, means, stream_);
+  copy_on_device(v, means, bytes);
+  after("pair_mean");
+}
 void CudaBackend::channel_mean_forward(int n, int c, int64_t plane, const float* x, float* y) {
   kernels::channel_mean_forward(n, c, plane, x, y, stream_);
   after("channel_mean_forward");

@@ -67,6 +67,13 @@ class CudaBackend final : public Backend<float> {
                     float* da, bool accumulate_a, float* db, bool accumulate_b) override;
   void activation_forward(ActivationFn f, int64_t count, float alpha, float beta, const float* x, float* y,
                           float* derivative) override;
+  void secant_slopes(int64_t per_sample, int n, const float* z, const float* y, float* slope, bool smooth) override;
+  void maxpool_secant_weights(const PoolDesc& d, const int32_t* argmax, const float* x, float* w, int n) override;
+  void maxpool_backward_secant(const PoolDesc& d, const int32_t* argmax, const float* w, const float* dy, float* dx,
+                               int n, bool accumulate) override;
+  void maxpool_tangent_secant(const PoolDesc& d, const int32_t* argmax, const float* w, const float* tx, float* ty,
+                              int n) override;
+  void pair_mean(int64_t per_sample, int n, float* v) override;
   void channel_mean_forward(int n, int c, int64_t plane, const float* x, float* y) override;
   void channel_mean_backward(int n, int c, int64_t plane, const float* dy, float* dx, bool accumulate) override;
   void layernorm_forward(int n, int c, int64_t plane, float eps, const float* gamma, const float* beta, const float* x,

@@ -23,14 +23,17 @@ const char* quadrature_name(Quadrature q) {
     case Quadrature::Left: return "left";
     case Quadrature::Middle: return "middle";
     case Quadrature::Trapezoid: return "trapezoid";
+    case Quadrature::Secant:
+      return "secant";
     default: return "right";
   }
 }
 
 Quadrature quadrature_of(const std::string& q) {
-  for (Quadrature r : {Quadrature::Right, Quadrature::Left, Quadrature::Middle, Quadrature::Trapezoid})
+  for (Quadrature r :
+       {Quadrature::Right, Quadrature::Left, Quadrature::Middle, Quadrature::Trapezoid, Quadrature::Secant})
     if (q == quadrature_name(r)) return r;
-  throw Error("quadrature: expected right, left, middle or trapezoid, got '" + q + "'");
+  throw Error("quadrature: expected right, left, middle, trapezoid or secant, got '" + q + "'");
 }
 
 StepRun run_steps(Attributor& engine, const std::vector<double>& x, const std::vector<double>& x0,

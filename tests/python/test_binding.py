@@ -294,3 +294,16 @@ def test_gradient_schedule_beats_uniform_steps_on_the_trained_cnn():
     assert named.step_control["schedule"] == "uniform" and named.step_control["pilot_evaluations"] == 0
     with pytest.raises(ValueError, match="schedule"):
         a.run(x, "zeros", steps=16, schedule="curvature", **kw)
+
+
+def test_the_secant_rule_equals_captums_deeplift_per_step(fixtures):
+    """quadrature='secant': Captum's DeepLift from each step's start to its end, summed (vgg_avg, 4 steps, logit);
+    completeness is rounding; the difference form is refused with the library's message."""
+    d, meta, x, x0 = case(fixtures, "vgg_avg")
+    a = ipna_fast.Attributor(ipna_fast.load(os.path.join(d, "model.onnx"), split=meta["split"]), precision="f64")
+    r = a.run(x, x0, target_class=meta["class"], steps=4, target="logit", quadrature="secant")
+    assert rel(r.ig, np.load(os.path.join(d, "captum_deeplift4_ig_logit.npy"))) < 1e-10
+    assert rel(r.conductance, np.load(os.path.join(d, "captum_deeplift4_cond_logit.npy"))) < 1e-10
+    assert abs(r.ig_gap) < 1e-12 * abs(r.f_input - r.f_baseline)
+    with pytest.raises(Exception, match="tangent form only"):
+        a.run(x, x0, target_class=meta["class"], steps=4, quadrature="secant", boxes=[meta["boxes"][0]])
