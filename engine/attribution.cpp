@@ -488,6 +488,9 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
                     (lanes - 1) * (f1.bytes_per_sample(false) + (xn + hn + widest_split_window + 3 * cone_window) * t)
       /* each further patch lane's points, h_patch, gradient window, forward arena and cone windows */;
   const size_t available = be->memory_available() + held_bytes();
+  // The secant rule's batch leads with the point before the chunk's first, where its first step starts (a row
+  // over the budget, which is for the steps; not over the memory there is).
+  const int lead = secant ? 1 : 0;
   int chunk = req.chunk;
   if (chunk <= 0) {
     size_t budget = req.memory_budget;
@@ -498,16 +501,17 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   // cuDNN's legacy descriptors and the kernels' launch sizes count elements in
   // 32 bits: no tensor of a batch may reach 2^31 elements.
   const int64_t widest = std::max({f1.max_value_numel(), f2.max_value_numel(), xn, hn});
-  chunk = static_cast<int>(std::min<int64_t>(chunk, std::numeric_limits<int32_t>::max() / widest));
+  chunk = static_cast<int>(std::min<int64_t>(chunk, std::numeric_limits<int32_t>::max() / widest - lead));
   if (chunk < 1)
     throw Error("one sample's tensors of " + std::to_string(widest) + " elements exceed the 2^31 a batch may hold");
-  if (per_step * chunk > available)
+  const int rows = chunk + lead;
+  if (per_step * rows > available)
     throw Error("not enough memory on " + be->name() + ": one chunk of " + std::to_string(chunk) + " steps needs " +
-                std::to_string((per_step * chunk) >> 20) + " MiB");
+                std::to_string((per_step * rows) >> 20) + " MiB");
   // The chunk counted every held buffer as free, but growing keeps the ones this
   // run does not use (IG's backward arena when IPNA alone follows IG, say): where
   // the run does not fit beside them, all go, and what it needs comes back at its size.
-  if (per_step * chunk > be->memory_available()) release_held();
+  if (per_step * rows > be->memory_available()) release_held();
 
   // --- device state ---
   std::vector<double> d(xn);
@@ -515,8 +519,6 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   DeviceBuffer x0_dev = upload(x0), d_dev = upload(d);
   DeviceBuffer mask_dev = masked ? upload(req.split_mask) : DeviceBuffer();
   // f2 runs forward and backward only; f1 also the patch passes, which read its saved state by planes.
-  // The secant rule's batch leads with the point before the chunk's first, where its first step starts.
-  const int lead = secant ? 1 : 0, rows = chunk + lead;
   // (The secant rule reads each nonlinearity's input and output as they are stored: float32, not bf16.)
   const bool layouts = !(secant && be->stores_bf16());
   ws1.channels_last = req.boxes.empty() && layouts;
@@ -619,7 +621,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   }
   if (ig) be->zero(ig_acc, xn * t);
   if (req.conductance) be->zero(cond_acc, hn * t);
-  size_t workspace = per_step * chunk;
+  size_t workspace = per_step * rows;
 
   AttributionResult r;
   r.input_shape = in_shape;

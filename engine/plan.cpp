@@ -510,8 +510,12 @@ void GraphPlan<T>::launch_secant(size_t si, int n, const T* x, T* y, T* arena, v
     case OpKind::Clip:
     case OpKind::Activation: {  // the slope from the input and output of both samples; the launch may work in place
       // (Elementwise across samples, so in whichever layout the workspace keeps the values.)
-      T* z = room(ws.secant_input, count);
-      be_.copy_on_device(z, in0, sizeof(T) * count);
+      const T* z = in0;
+      if (out == in0) {
+        T* copy = room(ws.secant_input, count);
+        be_.copy_on_device(copy, in0, sizeof(T) * count);
+        z = copy;
+      }
       const bool smooth = node.kind == OpKind::Activation;
       launch_in_layout(si, n, x, y, arena, smooth ? keep : nullptr, ws);  // an activation's derivative: short steps'
       be_.secant_slopes(st.count, n, z, out, static_cast<T*>(keep), smooth);
