@@ -2,6 +2,7 @@
 // passes, both forms, side by side in one run (float32 unless --precision).
 //
 //   build/bench/bench_patches [--repeats 5] [--steps 32] [--grid-steps 16] [--grid-only]
+//                             [--box-batches 1 8]
 //
 // Models: the pretrained EfficientNet-Lite0 split at blocks.7 (tools/setup.sh
 // exports build/models/efficientnet_lite0.onnx) and ResNet-18 at 224 split at
@@ -15,7 +16,9 @@
 //  2. a 7x7 grid, IPNA only, whole run: cones vs whole planes;
 //  3. a 7x7 grid with conductance and IG, whole run, against IG alone.
 // --grid-only runs the third table on cones alone (a few seconds): how far this machine drifts
-// between processes shows in its ratio from one process to the next.
+// between processes shows in its ratio from one process to the next. --box-batches runs that grid on
+// cones alone too, once per batch of boxes of one cone geometry (AttributionRequest::box_batch), both
+// forms: what batching the boxes changes on this device.
 // Memory is the engine's batch buffers (AttributionResult::workspace_bytes),
 // which the chunk is sized to.
 #include <CLI/CLI.hpp>
@@ -109,6 +112,7 @@ int main(int argc, char** argv) {
               image = "tests/data/traffic_light.JPEG", precision = "f32";
   int repeats = 5, steps = 32, grid_steps = 16, grid_chunk = 0;
   bool grid_only = false;
+  std::vector<int> box_batches;
   app.add_option("--effnet", effnet, "EfficientNet-Lite0 ONNX with the tensor blocks.7")->capture_default_str();
   app.add_option("--resnet18", resnet18, "ResNet-18 (224x224) ONNX with the tensor layer2")->capture_default_str();
   app.add_option("--image", image, "input image (ImageNet preprocessing)");
@@ -118,6 +122,9 @@ int main(int argc, char** argv) {
   app.add_option("--grid-chunk", grid_chunk, "steps per batch of the grid runs (default: from the memory budget)");
   app.add_option("--precision", precision, "f32 or f64")->check(CLI::IsMember({"f32", "f64"}));
   app.add_flag("--grid-only", grid_only, "only the grid with conductance and IG against IG alone, on cones");
+  app.add_option("--box-batches", box_batches,
+                 "only the grid with conductance and IG on cones, once per batch of boxes given (0: the device's)")
+      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
 
   const std::vector<double> x = imagenet_preprocess(load_image_rgb(image));
@@ -128,6 +135,7 @@ int main(int argc, char** argv) {
   const Precision p = precision == "f64" ? Precision::F64 : Precision::F32;
   const Box box{45, 100, 90, 130};  // rows 45..90, columns 100..130: the traffic light's right lamp
 
+  if (!box_batches.empty()) grid_only = true;
   if (!grid_only) {
     std::printf("## One box (45 100 90 130), %d steps: the patch passes alone (per box, from %d copies)\n\n", steps,
                 kBoxCopies);
@@ -183,6 +191,30 @@ int main(int argc, char** argv) {
   base.chunk = grid_chunk;
   base.integrated_gradients = false;
   std::vector<std::pair<std::string, AttributionRequest>> configs;
+  if (!box_batches.empty()) {
+    for (IpnaForm form : {IpnaForm::Difference, IpnaForm::Tangent})
+      for (int batch : box_batches) {
+        AttributionRequest r = base;
+        r.boxes = boxes;
+        r.ipna_form = form;
+        r.integrated_gradients = r.conductance = true;
+        r.box_batch = batch;
+        configs.push_back(
+            {std::string(form == IpnaForm::Tangent ? "tangent/" : "difference/") + std::to_string(batch), r});
+      }
+    std::map<std::string, int> passes;
+    for (auto& [name, req] : configs) passes[name] = engine.run(resnet.x, resnet.x0, req).patch_passes;
+    auto t = measure(engine, resnet, configs, repeats);
+    std::printf(
+        "## 7x7 grid with conductance and IG on cones, ResNet-18 224 split after layer2, %d steps, by the "
+        "batch of boxes\n\n| form | box batch | patch passes a step | seconds | memory (MiB) |\n"
+        "|---|---:|---:|---:|---:|\n",
+        grid_steps);
+    for (auto& [name, req] : configs)
+      std::printf("| %s | %d | %d | %.2f | %.0f |\n", name.substr(0, name.find('/')).c_str(), req.box_batch,
+                  passes[name], t[name].seconds, mib(t[name].workspace));
+    return 0;
+  }
   for (IpnaForm form : {IpnaForm::Difference, IpnaForm::Tangent})
     for (bool cones : {false, true})
       for (bool all : {false, true}) {

@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
   std::string model_path, split = "layer2", input, device = "cuda:0/tf32", out, target = "prob";
   std::vector<std::string> workloads{"ig", "ipna_cond", "main"};
   std::vector<int> box{45, 100, 90, 130};
-  int steps = 256, cls = 920, runs = 5;
+  int steps = 256, cls = 920, runs = 5, box_batch = 0;
   std::string grid_spec = "7x7";
   app.add_option("--model", model_path, "ONNX model")->required();
   app.add_option("--split", split, "Split tensor")->capture_default_str();
@@ -54,6 +54,9 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--grid", grid_spec, "Rows x columns of the grid workloads' boxes")->capture_default_str();
   app.add_option("--box", box, "X1 Y1 X2 Y2")->expected(4);
+  app.add_option("--box-batch", box_batch, "Boxes of one cone geometry per patch pass (0: the device's choice)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("-n,--steps", steps, "Steps")->capture_default_str();
   app.add_option("--class", cls, "Class (taken modulo the model's classes)")->capture_default_str();
   app.add_option("--runs", runs, "Timed runs after the warm-up")->check(CLI::PositiveNumber)->capture_default_str();
@@ -73,6 +76,7 @@ int main(int argc, char** argv) {
     base.target_class = cls % model.num_classes();
     base.target = target == "logit" ? TargetKind::Logit : TargetKind::Probability;
     base.steps = steps;
+    base.box_batch = box_batch;
     const Box b{box[0], box[1], box[2], box[3]};
     int grid_rows = 0, grid_cols = 0;
     if (std::sscanf(grid_spec.c_str(), "%dx%d", &grid_rows, &grid_cols) != 2 || grid_rows < 1 || grid_cols < 1)
@@ -98,11 +102,13 @@ int main(int argc, char** argv) {
         gmac = 2 * (gmac_f1 + gmac_f2) * steps + double(req.boxes.size()) * gmac_f1 * steps;
       }
       // One sample of the workload; returns seconds, algorithm search seconds and the chunk.
+      int patch_passes = 0;
       auto once = [&](double& search, int& chunk) {
         const auto t0 = std::chrono::steady_clock::now();
         AttributionResult r = engine.run(x, x0, req);
         search = r.algorithm_search_seconds;
         chunk = r.chunk;
+        patch_passes = r.patch_passes;
         if (w == "main") {
           AttributionRequest pr = base;
           pr.integrated_gradients = true;
@@ -122,6 +128,7 @@ int main(int argc, char** argv) {
                 {"device", engine.device_name()},
                 {"steps", steps},
                 {"chunk", chunk},
+                {"patch_passes", patch_passes},
                 {"median_s", med},
                 {"min_s", *std::min_element(times.begin(), times.end())},
                 {"runs_s", times},

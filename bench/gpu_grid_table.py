@@ -24,12 +24,15 @@ print("| what | s | / our IG alone | first run s | chunk |")
 print("| --- | --- | --- | --- | --- |")
 if ig:
     print("| ours: IG alone | %.3f | 1.0 | %.3f | %d |" % (ig_s, ig[0]["first_run_s"], ig[0]["chunk"]))
-for w, what in (("grid_cone_tangent", "tangent form, cones"), ("grid_cone_difference", "difference form, cones"),
+for w, what in (("grid_cone_tangent", "tangent form, cones"),
+                ("grid_cone_tangent_alone", "tangent form, cones, one box a pass"),
+                ("grid_cone_difference", "difference form, cones"),
                 ("grid_full_tangent", "tangent form, whole planes"),
                 ("grid_full_difference", "difference form, whole planes")):
     r = load("ours_%s.json" % w)
     if r:
         r = r[0]
+        what += " (%d patch passes a step)" % r["patch_passes"] if "patch_passes" in r else ""
         print("| ours: IG + conductance + IPNA, %s | %.3f | %s | %.3f | %d |" %
               (what, r["median_s"], "%.1f" % (r["median_s"] / ig_s) if ig_s else "-", r["first_run_s"], r["chunk"]))
     else:

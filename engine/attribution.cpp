@@ -125,21 +125,22 @@ struct Engine {
     }
   } buffers;
   typename GraphPlan<T>::Workspace ws1, ws2;
-  // What one box's patch pass writes, per patch lane after the first (Backend::run_concurrently runs the
-  // passes of different boxes at once); lane 0 writes the step loop's own points, h_patch, g_window,
+  // What a patch pass writes, per patch lane with buffers of its own (Backend::run_concurrently runs the
+  // passes of different boxes at once): every lane after the first, or every lane where boxes run in
+  // groups (ConeGroup). Lane 0 of one box a pass writes the step loop's own points, h_patch, g_window,
   // box_direction and ws1's forward arena, and every lane reads ws1's saved state.
   struct PatchLaneBuffers {
     DeviceBuffer points, h_patch, g_window, box_direction;
     typename GraphPlan<T>::Workspace ws;
   };
-  std::vector<PatchLaneBuffers> extra_lanes;
+  std::vector<PatchLaneBuffers> own_lanes;
   // Bytes this engine holds in reusable buffers and workspaces: free memory
   // plus these is what a run may plan with.
   size_t held_bytes() {
     size_t b = 0;
     buffers.each([&](DeviceBuffer& d) { b += d.bytes(); });
     std::vector<const typename GraphPlan<T>::Workspace*> workspaces{&ws1, &ws2};
-    for (const PatchLaneBuffers& l : extra_lanes) {
+    for (const PatchLaneBuffers& l : own_lanes) {
       for (const DeviceBuffer* d : {&l.points, &l.h_patch, &l.g_window, &l.box_direction}) b += d->bytes();
       workspaces.push_back(&l.ws);
     }
@@ -154,7 +155,7 @@ struct Engine {
     buffers.each([](DeviceBuffer& d) { d.reset(); });
     ws1 = {};
     ws2 = {};
-    extra_lanes.clear();
+    own_lanes.clear();
   }
   // `b` with room for `count` elements, grown (never shrunk) as needed.
   T* grow(DeviceBuffer& b, size_t count) {
@@ -398,6 +399,8 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   check_finite(x, "the input");
   check_finite(x0, "the baseline");
   if (m <= 0) throw Error("steps must be positive, got " + std::to_string(m));
+  if (req.box_batch < 0)
+    throw Error("the batch of boxes must be 0 (the device's choice) or more, got " + std::to_string(req.box_batch));
   if (req.target_class < 0 || req.target_class >= classes)
     throw Error("class " + std::to_string(req.target_class) + " is out of range: the model has " +
                 std::to_string(classes) + " outputs (0.." + std::to_string(classes - 1) + ")");
@@ -467,13 +470,40 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   using StoreLayout = typename GraphPlan<T>::StoreLayout;
   const StoreLayout layout = value_store ? f1.store_layout(cones) : StoreLayout();
 
-  // Patch passes of different boxes on cones run at once where the device allows it, each lane with its own
+  // On cones, boxes of the same cone geometry run in groups of up to `box_batch`, one patch pass a group,
+  // each kind split into groups of near-equal size; otherwise one box a pass.
+  std::vector<std::vector<size_t>> groups;
+  {
+    const int batch = !patch_cones ? 1 : req.box_batch ? req.box_batch : be->boxes_per_patch_pass();
+    std::vector<std::vector<size_t>> kinds;
+    for (size_t b = 0; b < req.boxes.size(); ++b) {
+      auto kind = std::find_if(kinds.begin(), kinds.end(), [&](const std::vector<size_t>& k) {
+        return batch > 1 && f1.same_geometry(cones[k.front()], cones[b]);
+      });
+      if (kind == kinds.end())
+        kinds.push_back({b});
+      else
+        kind->push_back(b);
+    }
+    for (const std::vector<size_t>& kind : kinds) {
+      const size_t count = kind.size(), parts = (count + batch - 1) / batch;
+      for (size_t p = 0, from = 0; p < parts; ++p) {
+        const size_t to = from + (count - from) / (parts - p);
+        groups.emplace_back(kind.begin() + from, kind.begin() + to);
+        from = to;
+      }
+    }
+  }
+  size_t widest_group = 1;
+  for (const std::vector<size_t>& g : groups) widest_group = std::max(widest_group, g.size());
+  // Patch passes of different groups on cones run at once where the device allows it, each lane with its own
   // buffers: their cone-window launches are too small to share well between threads. Whole-plane passes keep
   // the threads inside each launch (on the CPU they measured 1.15x to 1.3x slower per box in lanes, each
   // thread then streaming its own whole planes).
-  const int lanes = patch_cones && req.boxes.size() > 1
-                        ? std::min<int>(be->concurrent_lanes(), static_cast<int>(req.boxes.size()))
-                        : 1;
+  const int lanes =
+      patch_cones && groups.size() > 1 ? std::min<int>(be->concurrent_lanes(), static_cast<int>(groups.size())) : 1;
+  // Lanes with buffers of their own: lane 0 of one box a pass shares the step loop's.
+  const int lanes_owning = widest_group > 1 ? lanes : lanes - 1;
 
   // --- chunk of steps from the memory budget ---
   const size_t t = sizeof(T);
@@ -485,8 +515,9 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
                     widest_split_window * t /* a gradient's window on a box's cone */ +
                     (coarse_samples ? 2 : 0) * hn * t /* the coarse points' h and g after each new point */ +
                     2 * classes * t + 2 * t +
-                    (lanes - 1) * (f1.bytes_per_sample(false) + (xn + hn + widest_split_window + 3 * cone_window) * t)
-      /* each further patch lane's points, h_patch, gradient window, forward arena and cone windows */;
+                    lanes_owning * (widest_group * (f1.bytes_per_sample(false) + (xn + hn + 3 * cone_window) * t) +
+                                    widest_split_window * t)
+      /* each owning lane's points, h_patch, forward arena and cone windows for its group, gradient window */;
   const size_t available = be->memory_available() + held_bytes();
   // The secant rule's batch leads with the point before the chunk's first, where its first step starts (a row
   // over the budget, which is for the steps; not over the memory there is).
@@ -553,17 +584,19 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
     if (cone.compact[f1.graph().input])
       widest_box = std::max(widest_box, in_shape.channels() * cone.rect[f1.graph().input].area());
   T* box_direction = widest_box ? grow(B.box_direction, widest_box) : nullptr;
-  // What a box's patch pass writes, per lane: lane 0 the step loop's own buffers.
+  // What a patch pass writes, per lane: lane 0 of one box a pass the step loop's own buffers.
   struct PatchLane {
     T *pts, *h_patch, *g_window, *box_direction;
     typename GraphPlan<T>::Workspace* ws;
   };
-  std::vector<PatchLane> lane{{pts, h_patch, g_window, box_direction, &ws1}};
-  if (extra_lanes.size() < size_t(lanes - 1)) extra_lanes.resize(lanes - 1);
-  for (int l = 1; l < lanes; ++l) {
-    PatchLaneBuffers& e = extra_lanes[l - 1];
-    f1.reserve(e.ws, chunk, false);
-    lane.push_back({grow(e.points, chunk * xn), grow(e.h_patch, chunk * hn),
+  std::vector<PatchLane> lane;
+  if (lanes_owning < lanes) lane.push_back({pts, h_patch, g_window, box_direction, &ws1});
+  if (own_lanes.size() < size_t(lanes_owning)) own_lanes.resize(lanes_owning);
+  const int group_rows = rows * static_cast<int>(widest_group);
+  for (int l = 0; l < lanes_owning; ++l) {
+    PatchLaneBuffers& e = own_lanes[l];
+    f1.reserve(e.ws, group_rows, false);
+    lane.push_back({grow(e.points, group_rows * xn), grow(e.h_patch, group_rows * hn),
                     widest_split_window ? grow(e.g_window, chunk * widest_split_window) : nullptr,
                     widest_box ? grow(e.box_direction, widest_box) : nullptr, &e.ws});
   }
@@ -599,9 +632,9 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   // cone windows read the input, the patch alone, s d on the box ([n, C, box]): the tangent there, and the
   // difference form's change of the input.
   // Returns whether every point is the same (the box alone, equal steps), which the patch pass then exploits.
-  auto make_patch_points = [&](size_t b, const PointBatch& patch, const T* base, const PatchLane& L) -> bool {
+  auto make_patch_points = [&](size_t b, const PointBatch& patch, const T* base, const PatchLane& L, T* pts) -> bool {
     if (cones.empty() || !cones[b].compact[f1.graph().input]) {
-      be->make_points(in_shape, base, d_dev.as<T>(), patch, L.pts);
+      be->make_points(in_shape, base, d_dev.as<T>(), patch, pts);
       return false;
     }
     const Cone::Rect& box = cones[b].rect[f1.graph().input];
@@ -610,7 +643,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
                     bw, 0, 0, bh, bw);
     PointBatch scaled;  // zeros + s d
     scaled.k = patch.patch_scale.empty() ? std::vector<double>(patch.k.size(), 1.0) : patch.patch_scale;
-    be->make_points(Shape{in_shape.channels(), bh, bw}, zeros, L.box_direction, scaled, L.pts);
+    be->make_points(Shape{in_shape.channels(), bh, bw}, zeros, L.box_direction, scaled, pts);
     return std::all_of(scaled.k.begin(), scaled.k.end(), [&](double s) { return s == scaled.k.front(); });
   };
   if (B.ipna_acc.size() < req.boxes.size()) B.ipna_acc.resize(req.boxes.size());
@@ -627,6 +660,7 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   r.input_shape = in_shape;
   r.split_shape = h_shape;
   r.chunk = chunk;
+  r.patch_passes = static_cast<int>(groups.size());
   r.workspace_bytes = workspace;
   r.evaluations = npoints + (secant ? (npoints + chunk - 1) / chunk : 0);  // each chunk's leading point
 
@@ -731,47 +765,67 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
         be->accumulate_path_product(hn, c, dh + hn, h_cur + hn, h_cur, cond_acc);
       else if (req.conductance)
         be->accumulate_path_product(hn, c, dh, h_cur, h_prev, cond_acc);
-      // One box's patch pass on lane l; boxes write only their own accumulator, so lanes run them at once.
-      auto patch_pass = [&](int box, int l) {
-        const size_t b = static_cast<size_t>(box);
+      // One group's patch pass on lane l; boxes write only their own accumulators, so lanes run groups at once.
+      // Box j of the group has samples j n .. j n + n - 1 of the pass (n = c in the difference form).
+      auto patch_pass = [&](int g, int l) {
+        const std::vector<size_t>& group = groups[static_cast<size_t>(g)];
         const PatchLane& L = lane[static_cast<size_t>(l)];
-        PointBatch patch;
-        patch.boxes = req.boxes;
-        patch.patch_scale = step;
-        for (int i = 0; i < n; ++i) {
-          patch.k.push_back(tangent ? 0 : P.before[first + i]);
-          patch.box_index.push_back(box);
-        }
+        ConeGroup group_cones;
+        if (!cones.empty())
+          for (size_t b : group) group_cones.push_back(&cones[b]);
+        // Every box's patch points, each at its place in the pass; whether every point is the same within each box.
+        auto make_group_points = [&](const std::vector<double>& k, const std::vector<double>& scale, const T* base) {
+          bool equal = true;
+          for (size_t j = 0; j < group.size(); ++j) {
+            PointBatch patch;
+            patch.boxes = req.boxes;
+            patch.patch_scale = scale;
+            patch.k = k;
+            patch.box_index.assign(k.size(), static_cast<int>(group[j]));
+            const Cone* cone = cones.empty() ? nullptr : &cones[group[j]];
+            const int64_t per_point = cone && cone->compact[f1.graph().input]
+                                          ? in_shape.channels() * cone->rect[f1.graph().input].area()
+                                          : xn;
+            equal = make_patch_points(group[j], patch, base, L, L.pts + j * k.size() * per_point) && equal;
+          }
+          return equal;
+        };
+        // IPNA of box j += g . (the patch pass's box j), its output `count` values a sample (from `skip` on).
+        auto accumulate = [&](const T* g_split, int skip, const T* before) {
+          for (size_t j = 0; j < group.size(); ++j) {
+            const size_t b = group[j];
+            const int64_t count = split_window[b].count;
+            be->accumulate_path_product(count, c, gradient_on(b, g_split, c, L), L.h_patch + (j * n + skip) * count,
+                                        split_window[b].compact ? nullptr : before, ipna_acc[b]);
+          }
+        };
         if (tangent) {  // IPNA^t += g(x_k) * J_h(x_k) (d_k * 1_S); the secant rule's lead row has no gradient
-          const bool equal = make_patch_points(b, patch, zeros, L);
-          const int64_t count = split_window[b].count;
-          f1.tangent(n, L.pts, L.h_patch, *L.ws, cones.empty() ? nullptr : &cones[b], &ws1, equal);
-          be->accumulate_path_product(count, c, gradient_on(b, dh + lead * hn, c, L), L.h_patch + lead * count, nullptr,
-                                      ipna_acc[b]);
-        } else {  // IPNA += g(x_k) * (h(x_{k-1} + d_k * 1_S) - h(x_{k-1}))
-          bool equal = make_patch_points(b, patch, x0_dev.as<T>(), L);
+          const bool equal = make_group_points(std::vector<double>(n, 0.0), step, zeros);
+          f1.tangent(n, L.pts, L.h_patch, *L.ws, group_cones, &ws1, equal);
+          accumulate(dh + lead * hn, lead, nullptr);
+          return;
+        }
+        // IPNA += g(x_k) * (h(x_{k-1} + d_k * 1_S) - h(x_{k-1})); on a compact window h_patch holds the change.
+        auto patch_forward = [&](const std::vector<double>& k, const std::vector<double>& scale,
+                                 const typename GraphPlan<T>::ValueStore& base) {
+          const bool equal = make_group_points(k, scale, x0_dev.as<T>());
           if (value_store)  // base x_{k-1}: store slot i, or refining, the coarse point's slot
-            f1.patched_forward(c, L.pts, L.h_patch, *L.ws, cones[b], coarse ? coarse_points : store, equal);
+            f1.patched_forward(c, L.pts, L.h_patch, *L.ws, group_cones, base, equal);
           else
             f1.forward(c, L.pts, L.h_patch, *L.ws, false);
-          // On a compact window h_patch holds the change itself.
-          const T* before = split_window[b].compact ? nullptr : h_prev;
-          be->accumulate_path_product(split_window[b].count, c, gradient_on(b, dh, c, L), L.h_patch, before,
-                                      ipna_acc[b]);
-          if (coarse) {  // IPNA += g_{2k} (h(x_{2k-1} + d_{2k} * 1_S) - h(x_{2k-1})): the step on to the coarse point
-            patch.k.assign(P.t.begin() + first, P.t.begin() + first + c);
-            if (!P.unit) patch.patch_scale.assign(P.s_after.begin() + first, P.s_after.begin() + first + c);
-            equal = make_patch_points(b, patch, x0_dev.as<T>(), L);
-            if (value_store)
-              f1.patched_forward(c, L.pts, L.h_patch, *L.ws, cones[b], new_points, equal);
-            else
-              f1.forward(c, L.pts, L.h_patch, *L.ws, false);
-            be->accumulate_path_product(split_window[b].count, c, gradient_on(b, g_next, c, L), L.h_patch,
-                                        split_window[b].compact ? nullptr : h_cur, ipna_acc[b]);
-          }
+        };
+        patch_forward(std::vector<double>(P.before.begin() + first, P.before.begin() + first + c), step,
+                      coarse ? coarse_points : store);
+        accumulate(dh, 0, h_prev);
+        if (coarse) {  // IPNA += g_{2k} (h(x_{2k-1} + d_{2k} * 1_S) - h(x_{2k-1})): the step on to the coarse point
+          patch_forward(std::vector<double>(P.t.begin() + first, P.t.begin() + first + c),
+                        P.unit ? std::vector<double>()
+                               : std::vector<double>(P.s_after.begin() + first, P.s_after.begin() + first + c),
+                        new_points);
+          accumulate(g_next, 0, h_cur);
         }
       };
-      be->run_concurrently(static_cast<int>(req.boxes.size()), lanes, patch_pass);
+      be->run_concurrently(static_cast<int>(groups.size()), lanes, patch_pass);
       if (value_store && !coarse) f1.carry_store(store, c);  // the chunk's last point, the next chunk's first base
     }
     if (req.progress) req.progress(first + c, npoints);

@@ -60,6 +60,11 @@ struct AttributionRequest {
   // its forward and counted in the memory budget); false runs them on whole
   // planes, for comparison.
   bool receptive_field_cones = true;
+  // On cones, boxes whose cones have the same geometry (equal sizes away from the image's edges, as a
+  // grid's inner boxes) run their patch passes in groups of up to this many, one batch a group
+  // (ConeGroup in engine/plan.h): results equal one box at a time. 0: the device's choice
+  // (Backend::boxes_per_patch_pass: 1 on the CPU, 8 on CUDA).
+  int box_batch = 0;
   // Pruned model: h is multiplied by this mask (one value per split neuron)
   // before f2. Empty: the model as it is.
   std::vector<double> split_mask;
@@ -86,6 +91,7 @@ struct AttributionResult {
   std::vector<double> ipna_gap;            // per box: sum IPNA - IG inside (with IG)
   int evaluations = 0;                     // points where F and its gradient were computed (by refine: the new ones)
   int chunk = 0;
+  int patch_passes = 0;                    // per step: the boxes' groups (AttributionRequest::box_batch)
   size_t workspace_bytes = 0;              // batch buffers of the pass
   double seconds = 0;                      // the whole run, algorithm search included
   double algorithm_search_seconds = 0;     // of which choosing algorithms (cuDNN's Find: first runs only)

@@ -78,6 +78,10 @@ class Device {
   // A device that queues its ops on one stream has one lane and runs the tasks in order. The
   // first task that throws stops the tasks not yet started; its exception is rethrown here.
   virtual int concurrent_lanes() const { return 1; }
+  // How many boxes of the same cone geometry a patch pass batches by default (AttributionRequest::box_batch).
+  // Batching k boxes saves launches, not arithmetic: a device whose small launches cost more than their work
+  // wants it; on the CPU one box's patch passes cost the same per step at any batch size.
+  virtual int boxes_per_patch_pass() const { return 1; }
   virtual void run_concurrently(int tasks, int lanes, const std::function<void(int task, int lane)>& run) {
     (void)lanes;
     for (int t = 0; t < tasks; ++t) run(t, 0);

@@ -41,6 +41,15 @@ struct Cone {
   int64_t window_elems = 0;  // per sample: the largest cone window, in or out
 };
 
+// Boxes whose cones have the same geometry (GraphPlan::same_geometry: the same window sizes, paddings
+// and flags, at other positions of the planes), whose patch passes run as one batch: box j's n samples
+// are samples j n .. j n + n - 1 of every tensor. The convolutions and the ops without per-position
+// state run once on all of them (one launch where there were k, which is what a device queueing
+// small launches on one stream gains); the ops that read the base pass at the box's position (masks,
+// pool indices, derivatives, the base point's values) and the window copies run once per box. Empty:
+// whole planes, one box.
+using ConeGroup = std::vector<const Cone*>;
+
 template <typename T>
 class GraphPlan {
  public:
@@ -132,7 +141,9 @@ class GraphPlan {
   // With equal_samples (the input's change from the base point the same in every sample: a box's
   // patch with equal steps), a windowed convolution that reads the input runs on one sample and
   // copies its result to the others.
-  void patched_forward(int n, const T* x, T* y, Workspace& ws, const Cone& cone, const ValueStore& store,
+  // With a group of k cones, x and y hold k boxes' n samples each (ws room for n k), every box at the same
+  // n base points.
+  void patched_forward(int n, const T* x, T* y, Workspace& ws, const ConeGroup& cones, const ValueStore& store,
                        bool equal_samples = false) const;
   // Moves store slot `from` to slot 0 (the next chunk's first base point).
   void carry_store(const ValueStore& store, int from) const;
@@ -153,6 +164,9 @@ class GraphPlan {
   // (cone.compact[graph().input]): the tangent pass then takes the direction on
   // the box alone, [n, C, box height, box width].
   Cone cone(const Box& box, bool compact_output = false, bool compact_input = false) const;
+  // Whether the patch passes of a and b may run as one batch (ConeGroup): every windowed launch has
+  // the same window sizes, paddings and compact values in both, only at other positions.
+  bool same_geometry(const Cone& a, const Cone& b) const;
   // Forward mode: ty_i = J(x_i) tx_i, the directional derivative at the points
   // of the last saving forward of n samples (linear ops without their bias,
   // Clip gated by its mask, MaxPool routed by its argmax, smooth activations,
@@ -161,8 +175,9 @@ class GraphPlan {
   // windowed convolution runs on its cone window only. The saved state is that
   // of `saving` where given (ws then needs only a forward arena): tangent passes
   // of several boxes run at once, each in its own ws, at the same saved points.
-  // equal_samples: tx the same in every sample, used as in patched_forward.
-  void tangent(int n, const T* tx, T* ty, Workspace& ws, const Cone* cone = nullptr, const Workspace* saving = nullptr,
+  // equal_samples: tx the same in every sample, used as in patched_forward. With a group of k
+  // cones, tx and ty hold k boxes' n samples each, all at the same n saved points (ws room for n k).
+  void tangent(int n, const T* tx, T* ty, Workspace& ws, const ConeGroup& cones = {}, const Workspace* saving = nullptr,
                bool equal_samples = false) const;
 
   const Graph& graph() const { return graph_; }
@@ -214,33 +229,35 @@ class GraphPlan {
   void transpose(int v, int n, const T* src, T* dst, bool to_nhwc, bool forward, bool accumulate) const;
   // b with room for count elements (grown, never shrunk).
   T* room(DeviceBuffer& b, int64_t count) const;
-  // Value v's window `want` of its plane (zeros beyond the plane, and beyond its cone rect where
-  // it is compact) from its storage p, compact or whole: p itself where compact on that very
-  // window, else copied into scratch.
-  const T* read_window(int v, int n, const T* p, const Cone& cone, const Cone::Rect& want, T* scratch) const;
-  // A windowed launch's result `window` (its output's cone window, [n, C, rect]) into a whole-plane
-  // output `out` (a compact one is written in place instead): zero outside the cone (the tangent) or, with
-  // `onto_base`, added to the base value that `out` already holds (the difference form; `window` is
-  // changed, aux is scratch).
-  void write_window(int v, int n, T* window, T* out, const Cone& cone, bool onto_base, T* aux) const;
+  // Value v's window want(cone) of each box's plane (zeros beyond the plane, and beyond its cone rect
+  // where it is compact), [k n, C, window], from its storage p, compact or whole: p itself where
+  // compact on that very window, else copied into scratch box by box.
+  template <typename Want>
+  const T* read_windows(int v, int n, const T* p, const ConeGroup& cones, Want&& want, T* scratch) const;
+  // A windowed launch's result `window` (its output's cone windows, [k n, C, rect]) into a whole-plane
+  // output `out` (a compact one is written in place instead): zero outside the cones (the tangent) or,
+  // with `onto_base`, added to the base values that `out` already holds (the difference form; `window`
+  // is changed, aux is scratch).
+  void write_window(int v, int n, T* window, T* out, const ConeGroup& cones, bool onto_base, T* aux) const;
   // The base point's value v, whole planes of n samples, into dst (read from the store or made from a kept input).
   void base_plane(const ValueStore& store, int v, int n, T* dst) const;
   // The base point's value v on the window `want` of its plane (zeros beyond the plane), into dst.
   void base_window(const ValueStore& store, int v, int n, const Cone::Rect& want, T* dst) const;
   // dst = the elementwise node's op applied to src (count elements; dst may be src).
   void apply_elementwise(const Node& node, int64_t count, const T* src, T* dst) const;
-  // The difference form's launch `launch` on its cone window (plan_tangent.cpp).
-  void difference_window(size_t launch, int n, const T* x, T* y, T* arena, Workspace& ws, const Cone& cone,
+  // The difference form's launch `launch` on its cone windows (plan_tangent.cpp).
+  void difference_window(size_t launch, int n, const T* x, T* y, T* arena, Workspace& ws, const ConeGroup& cones,
                          const ValueStore& store, bool equal_samples) const;
-  // The tangent form's launch `launch` on its cone window, values kept compact where the cone says.
+  // The tangent form's launch `launch` on its cone windows, values kept compact where the cones say.
   void tangent_window(size_t launch, int n, const T* tx, T* ty, T* arena, const void* keep, Workspace& ws,
-                      const Cone& cone, bool equal_samples) const;
-  // A windowed convolution of launch `launch` on output window r, reading input u: on one sample where
-  // equal_samples and u is the graph's input, its result then copied to all n (tangent_window and
-  // difference_window share it; read gives u's window when the conv cannot read u's compact rect).
+                      const ConeGroup& cones, bool equal_samples) const;
+  // A windowed convolution of launch `launch` on its output's cone windows, reading input u: on each
+  // box's first sample where equal_samples and u is the graph's input, its result then copied to the
+  // box's n (tangent_window and difference_window share it; read(want) gives u's windows when the conv
+  // cannot read u's compact rects; scratch holds the first samples).
   template <typename Read>
-  void conv_window(size_t launch, int n, int u, const T* u_storage, const Cone& cone, bool equal_samples, Read&& read,
-                   T* result) const;
+  void conv_window(size_t launch, int n, int u, const T* u_storage, const ConeGroup& cones, bool equal_samples,
+                   Read&& read, T* scratch, T* result) const;
   void grow_windows(Workspace& ws, const Cone& cone, int n) const;
   T* grad_ptr(int v, int n, const T* dy, T* dx, T* arena) const;
   // Backward of launches `first` onwards (all: backward; from 1: backward_sum with a head).

@@ -121,6 +121,23 @@ if(rc EQUAL 0 OR at EQUAL -1 OR EXISTS ${OUT}/secant_difference)
   message(FATAL_ERROR "--quadrature secant with the difference form: rc ${rc}, '${e}'")
 endif()
 
+# --box-batch: a 4x4 grid on the VGG fixture, whose inner boxes' cones share their geometry, in fewer patch passes
+# (the maps' equality is TangentForm.BoxGroupsGiveEveryBoxWhatItGetsAlone's).
+foreach(batch 1 4)
+  execute_process(COMMAND ${EXE} attribute --model ${FIX}/vgg_avg/model.onnx --split split --input ${FIX}/vgg_avg/x.npy
+                          --baseline zeros --class 7 --precision f64 --grid 4x4 -n 8 --box-batch ${batch} --json
+                          -o ${OUT}/box_batch${batch}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE json ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "--box-batch ${batch} failed (${rc}): ${err}")
+  endif()
+  string(JSON passes${batch} GET ${json} patch_passes)
+endforeach()
+if(NOT passes1 EQUAL 16 OR NOT passes4 LESS 12)
+  message(FATAL_ERROR "--box-batch: ${passes1} patch passes one box a pass, ${passes4} in groups of 4; expected 16 "
+                      "and fewer than 12")
+endif()
+
 function(expect_failure name needle)
   execute_process(COMMAND ${EXE} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE o ERROR_VARIABLE e)
   if(rc EQUAL 0)
@@ -145,6 +162,7 @@ expect_failure(bad_steps_text "positive count or auto" attribute --model ${M}/mo
 expect_failure(bad_schedule "--schedule" attribute --model ${M}/model.onnx --split split --class 1 --schedule log ${COMMON})
 expect_failure(odd_extrapolate "even count" attribute --model ${M}/model.onnx --split split --class 1 --box 7 9 16 26 -n 33 --extrapolate ${COMMON})
 expect_failure(tangent_extrapolate "difference form" attribute --model ${M}/model.onnx --split split --class 1 --box 7 9 16 26 --ipna-form tangent --extrapolate ${COMMON})
+expect_failure(bad_box_batch "--box-batch" attribute --model ${M}/model.onnx --split split --class 1 --box-batch -1 ${COMMON})
 expect_failure(bad_percent "prune-percent" attribute --model ${M}/model.onnx --split split --class 1 -p 120 ${COMMON})
 expect_failure(garbage_input "not a .npy" attribute --model ${M}/model.onnx --split split --class 1 --input ${M}/meta.json -o ${OUT}/bad)
 # The original's positional command line gives the same report as `attribute`.

@@ -241,7 +241,7 @@ OpRun run_op(const Graph& g, Backend<T>& be, const std::vector<double>& x, const
   const Shape& in = g.values[g.input].shape;
   if (in.rank() != 3) return out;
   const Cone cone = plan.cone(kOpBox);
-  plan.tangent(n, txd.as<T>(), yd.as<T>(), ws, &cone, nullptr, equal_samples);
+  plan.tangent(n, txd.as<T>(), yd.as<T>(), ws, {&cone}, nullptr, equal_samples);
   out.ty_cone = download(yd, n * yn);
   // x + tx (inside the box), against the base point x whose values are stored
   std::vector<double> xp = x;
@@ -250,7 +250,7 @@ OpRun run_op(const Graph& g, Backend<T>& be, const std::vector<double>& x, const
   DeviceBuffer store(be, std::max<int64_t>(1, layout.elems) * n * sizeof(T)), xpd = upload(xp);
   const typename GraphPlan<T>::ValueStore slots{store.as<T>(), n, 0, &layout};
   plan.forward(n, xd.as<T>(), yd.as<T>(), ws, false, slots);
-  plan.patched_forward(n, xpd.as<T>(), yd.as<T>(), ws, cone, slots, equal_samples);
+  plan.patched_forward(n, xpd.as<T>(), yd.as<T>(), ws, {&cone}, slots, equal_samples);
   out.y_patched = download(yd, n * yn);
   return out;
 }
@@ -634,6 +634,46 @@ TEST(CudaDevice, MatchesCpuBackendOnTheReferenceModels) {
     ++compared;
   }
   EXPECT_GE(compared, 4);
+}
+
+// Boxes of one cone geometry in groups (the CUDA backend's default, 8 a pass): a 4x4 grid, whose inner boxes share
+// their geometry, both forms on cones; every box as when it runs alone on the same device (TangentForm.
+// BoxGroupsGiveEveryBoxWhatItGetsAlone on the CPU). cuDNN may choose other algorithms for the larger batches: the
+// yardstick is float32's own error on the CPU, with a floor of 1e-5; a box reading another's state is off by order 1.
+TEST(CudaDevice, BoxGroupsGiveEveryBoxWhatItGetsAlone) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device: box groups on the GPU run in bench/gpu_check.sh on a GPU";
+  if (!fixtures_present()) return;
+  int compared = 0;
+  for (const char* name : {"vgg_avg", "mbv2_block", "tiny224"}) {
+    const std::string dir = fixture_dir() + "/" + name;
+    auto meta = read_json(dir + "/meta.json");
+    SplitModel m = load_split_model(dir + "/model.onnx", meta["split"].get<std::string>());
+    const auto x = npy(dir + "/x.npy"), x0 = npy(dir + "/baseline.npy");
+    const int H = static_cast<int>(m.input_shape().height()), W = static_cast<int>(m.input_shape().width());
+    AttributionRequest r;
+    r.target_class = meta["class"];
+    r.steps = 8;
+    r.boxes = grid_boxes(H, W, 4, 4);
+    for (IpnaForm form : {IpnaForm::Tangent, IpnaForm::Difference}) {
+      r.ipna_form = form;
+      r.box_batch = 1;
+      const AttributionResult ref = Attributor(m, Precision::F64, "cpu").run(x, x0, r);
+      const AttributionResult c32 = Attributor(m, Precision::F32, "cpu").run(x, x0, r);
+      Attributor gpu(m, Precision::F32, "cuda:0/fp32");
+      const AttributionResult alone = gpu.run(x, x0, r);
+      r.box_batch = 0;
+      const AttributionResult grouped = gpu.run(x, x0, r);
+      EXPECT_EQ(alone.patch_passes, 16) << name;
+      EXPECT_LT(grouped.patch_passes, 12) << name;
+      for (size_t b = 0; b < r.boxes.size(); ++b) {
+        const double e32 = rel_err(c32.ipna[b], ref.ipna[b]);
+        EXPECT_LT(rel_err(grouped.ipna[b], alone.ipna[b]), std::max(4 * e32, 1e-5))
+            << name << (form == IpnaForm::Tangent ? " tangent" : " difference") << " box " << b;
+        ++compared;
+      }
+    }
+  }
+  EXPECT_EQ(compared, 3 * 2 * 16);
 }
 
 // Attributor::refine on the GPU (the new points only, conductance and the difference form on cones from

@@ -98,7 +98,7 @@ TEST_P(TangentCheck, ForwardModeMatchesCentralDifferences) {
     const Cone cone = plan.cone(box);
     if (GetParam() == "ConvDensePadded" || GetParam() == "ConvWinogradPadded" || GetParam() == "ConvStridedDilated")
       EXPECT_TRUE(cone.windowed[0]) << GetParam() << ": the conv should run on its cone window only";
-    plan.tangent(n, v.data(), ty_cone.data(), ws, &cone);
+    plan.tangent(n, v.data(), ty_cone.data(), ws, {&cone});
     EXPECT_LT(rel_err(ty_cone, ty), 1e-13) << GetParam() << ": cone-restricted tangent differs";
   }
 }

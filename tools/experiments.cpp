@@ -144,6 +144,7 @@ AttributeSpec spec_of(const AttributeArgs& a) {
   s.conductance = !a.no_conductance;
   s.ipna_form = ipna_form_of(a.ipna_form);
   s.receptive_field_cones = !a.full_patch_forward;
+  s.box_batch = a.box_batch;
   s.steps = a.steps.plan();
   s.chunk = a.chunk;
   s.memory_budget = static_cast<size_t>(a.memory_budget_mb * (1 << 20));

@@ -59,6 +59,7 @@ struct AttributeArgs {
   std::string ipna_form = "difference";  // or tangent
   std::string grid;                      // "RxC": a grid of boxes over the input, after any --box
   bool full_patch_forward = false;       // patch passes on whole planes instead of receptive-field cones
+  int box_batch = 0;                     // boxes of one cone geometry per patch pass (0: the device's choice)
   std::string out;
   bool overwrite = false;  // replace an existing --out folder that ipna-fast did not write
 };

@@ -36,6 +36,8 @@ class CudaBackend final : public Backend<float> {
   size_t default_memory_budget(size_t available) const override;
   void synchronize() override;
   double algorithm_search_seconds() const override { return search_seconds_; }
+  // One stream: a grid's patch passes are many small launches in a row, which a batch of boxes cuts.
+  int boxes_per_patch_pass() const override { return 8; }
 
   void conv2d_forward(const ConvDesc& d, const float* weight, const float* bias, const float* x, float* y,
                       int n) override;

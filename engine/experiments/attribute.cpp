@@ -26,6 +26,7 @@ AttributionRequest request_of(const AttributeSpec& s, const std::vector<Box>& bo
   req.boxes = boxes;
   req.ipna_form = s.ipna_form;
   req.receptive_field_cones = s.receptive_field_cones;
+  req.box_batch = s.box_batch;
   req.progress = s.progress;
   return req;
 }
@@ -130,6 +131,7 @@ json AttributeResult::to_json() const {
               {"F_baseline", r.f_baseline}, {"chunk", r.chunk}, {"workspace_bytes", r.workspace_bytes},
               {"seconds", {{"attribution", r.seconds}}}, {"ipna_form", ipna_form_name(spec.ipna_form)},
               {"receptive_field_cones", spec.receptive_field_cones}};
+  if (!boxes.empty()) rep["patch_passes"] = r.patch_passes;
   if (ig && spec.integrated_gradients) rep["ig"] = {{"sum", r.ig_sum}, {"completeness_gap", r.ig_gap}};
   if (cond && spec.conductance)
     rep["conductance"] = {{"sum", r.conductance_sum}, {"completeness_gap", r.conductance_gap}};

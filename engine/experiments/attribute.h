@@ -31,6 +31,7 @@ struct AttributeSpec {
   bool integrated_gradients = true, conductance = true;
   IpnaForm ipna_form = IpnaForm::Difference;
   bool receptive_field_cones = true;
+  int box_batch = 0;  // AttributionRequest::box_batch
   StepPlan steps;
   int chunk = 0;
   size_t memory_budget = 0;

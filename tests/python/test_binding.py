@@ -56,6 +56,19 @@ def test_ipna_equals_the_cli_bit_for_bit(fixtures, tmp_path):
     assert np.array_equal(r.conductance, np.load(out / "conductance.npy"))
 
 
+def test_box_batches_give_the_maps_of_one_box_a_pass(fixtures):
+    # A 4x4 grid on the VGG fixture: its inner boxes' cones share their geometry and run in groups.
+    d, meta, x, x0 = case(fixtures, "vgg_avg")
+    a = ipna_fast.Attributor(ipna_fast.load(os.path.join(d, "model.onnx"), split=meta["split"]), precision="f64")
+    alone = a.run(x, x0, target_class=meta["class"], steps=8, grid="4x4", ipna_form="tangent", box_batch=1)
+    grouped = a.run(x, x0, target_class=meta["class"], steps=8, grid="4x4", ipna_form="tangent", box_batch=4)
+    assert alone.patch_passes == 16 and grouped.patch_passes == 9
+    for b in range(16):
+        assert rel(grouped.ipna[b], alone.ipna[b]) < 1e-12
+    with pytest.raises(ValueError, match="box_batch: must be >= 0"):
+        a.run(x, x0, target_class=meta["class"], steps=8, grid="4x4", box_batch=-1)
+
+
 def test_two_part_models_and_info(fixtures):
     d, meta, x, x0 = case(fixtures, "lenet")
     one = ipna_fast.Attributor(ipna_fast.load(os.path.join(d, "model.onnx"), split=meta["split"]), precision="f64")

@@ -62,6 +62,8 @@ class Result:
     @property
     def chunk(self) -> int: ...
     @property
+    def patch_passes(self) -> int: ...
+    @property
     def seconds(self) -> float: ...
 
 class Attributor:
@@ -73,7 +75,7 @@ class Attributor:
     def run(self, x: ArrayLike, baseline: Union[None, str, ArrayLike] = None, *, target_class: int,
             steps: Union[int, str] = 256, target: str = "prob", boxes: Optional[Sequence[Box]] = None,
             grid: Union[None, str, Tuple[int, int]] = None, ig: bool = True, conductance: bool = True,
-            ipna_form: str = "difference", cones: bool = True, schedule: Optional[str] = None,
+            ipna_form: str = "difference", cones: bool = True, box_batch: int = 0, schedule: Optional[str] = None,
             quadrature: str = "right", tol: float = 0.01, max_steps: int = 4096, extrapolate: bool = False,
             split_mask: Optional[ArrayLike] = None, chunk: int = 0, memory_budget_mb: float = 0.0,
             progress: Progress = None) -> Result: ...

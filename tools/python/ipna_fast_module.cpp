@@ -226,7 +226,7 @@ struct PyAttributor {
 
 AttributionRequest request(const PyAttributor& a, int target_class, const std::string& target,
                            const std::optional<std::vector<std::vector<int>>>& boxes, const py::object& grid, bool ig,
-                           bool conductance, const std::string& ipna_form, bool cones, int chunk,
+                           bool conductance, const std::string& ipna_form, bool cones, int box_batch, int chunk,
                            double memory_budget_mb) {
   AttributionRequest req;
   req.target_class = target_class;
@@ -243,6 +243,8 @@ AttributionRequest request(const PyAttributor& a, int target_class, const std::s
   req.conductance = conductance;
   req.ipna_form = form_of(ipna_form);
   req.receptive_field_cones = cones;
+  if (box_batch < 0) throw py::value_error("box_batch: must be >= 0 (0: the device's choice)");
+  req.box_batch = box_batch;
   if (chunk < 0) throw py::value_error("chunk: must be >= 0 (0: from the memory budget)");
   if (memory_budget_mb < 0) throw py::value_error("memory_budget_mb: must be >= 0 (0: the device's default)");
   req.chunk = chunk;
@@ -345,46 +347,59 @@ PYBIND11_MODULE(ipna_fast, m) {
   py::class_<PyResult>(m, "Result",
                        "What Attributor.run computed. Maps are NumPy float64 arrays: ig shaped like the input, "
                        "conductance like the split tensor, ipna [box, split...]; None where not computed.")
-      .def_property_readonly("ig", [](const PyResult& s) -> py::object {
-        return s.r.ig.empty() ? py::none() : py::object(to_array(s.r.ig, s.r.input_shape.dims));
-      })
-      .def_property_readonly("conductance", [](const PyResult& s) -> py::object {
-        return s.r.conductance.empty() ? py::none() : py::object(to_array(s.r.conductance, s.r.split_shape.dims));
-      })
-      .def_property_readonly("ipna", [](const PyResult& s) -> py::object {
-        if (s.r.ipna.empty()) return py::none();
-        std::vector<double> all;
-        for (const auto& v : s.r.ipna) all.insert(all.end(), v.begin(), v.end());
-        auto d = s.r.split_shape.dims;
-        d.insert(d.begin(), static_cast<int64_t>(s.r.ipna.size()));
-        return to_array(all, d);
-      })
-      .def_property_readonly("boxes", [](const PyResult& s) {
-        std::vector<std::tuple<int, int, int, int>> b;
-        for (const Box& x : s.boxes) b.emplace_back(x.r0, x.c0, x.r1, x.c1);
-        return b;
-      })
-      .def_property_readonly("f_input", [](const PyResult& s) { return s.r.f_input; }, "F(x)")
-      .def_property_readonly("f_baseline", [](const PyResult& s) { return s.r.f_baseline; }, "F(baseline)")
+      .def_property_readonly("ig",
+                             [](const PyResult& s) -> py::object {
+                               return s.r.ig.empty() ? py::none() : py::object(to_array(s.r.ig, s.r.input_shape.dims));
+                             })
+      .def_property_readonly(
+          "conductance",
+          [](const PyResult& s) -> py::object {
+            return s.r.conductance.empty() ? py::none() : py::object(to_array(s.r.conductance, s.r.split_shape.dims));
+          })
+      .def_property_readonly("ipna",
+                             [](const PyResult& s) -> py::object {
+                               if (s.r.ipna.empty()) return py::none();
+                               std::vector<double> all;
+                               for (const auto& v : s.r.ipna) all.insert(all.end(), v.begin(), v.end());
+                               auto d = s.r.split_shape.dims;
+                               d.insert(d.begin(), static_cast<int64_t>(s.r.ipna.size()));
+                               return to_array(all, d);
+                             })
+      .def_property_readonly("boxes",
+                             [](const PyResult& s) {
+                               std::vector<std::tuple<int, int, int, int>> b;
+                               for (const Box& x : s.boxes) b.emplace_back(x.r0, x.c0, x.r1, x.c1);
+                               return b;
+                             })
+      .def_property_readonly(
+          "f_input", [](const PyResult& s) { return s.r.f_input; }, "F(x)")
+      .def_property_readonly(
+          "f_baseline", [](const PyResult& s) { return s.r.f_baseline; }, "F(baseline)")
       .def_property_readonly("ig_sum", [](const PyResult& s) { return s.r.ig_sum; })
-      .def_property_readonly("ig_gap", [](const PyResult& s) { return s.r.ig_gap; }, "sum IG - (F(x) - F(x'))")
+      .def_property_readonly(
+          "ig_gap", [](const PyResult& s) { return s.r.ig_gap; }, "sum IG - (F(x) - F(x'))")
       .def_property_readonly("conductance_sum", [](const PyResult& s) { return s.r.conductance_sum; })
       .def_property_readonly("conductance_gap", [](const PyResult& s) { return s.r.conductance_gap; })
-      .def_property_readonly("ipna_sum", [](const PyResult& s) { return s.r.ipna_sum; }, "per box")
-      .def_property_readonly("ig_in_box", [](const PyResult& s) { return s.r.ig_in_box; }, "per box (with IG)")
-      .def_property_readonly("ipna_gap", [](const PyResult& s) { return s.r.ipna_gap; },
-                             "per box: sum IPNA - IG inside (with IG)")
-      .def_property_readonly("evaluations", [](const PyResult& s) { return s.r.evaluations; },
-                             "gradient evaluations (of the last step count with steps='auto', its new points)")
-      .def_property_readonly("steps", [](const PyResult& s) { return s.steps; },
-                             "m of the result: with steps='auto', where step control stopped")
       .def_property_readonly(
-          "step_control", [](const PyResult& s) -> py::object {
-            return s.step_report.is_null() ? py::none() : json_of(s.step_report);
-          },
+          "ipna_sum", [](const PyResult& s) { return s.r.ipna_sum; }, "per box")
+      .def_property_readonly(
+          "ig_in_box", [](const PyResult& s) { return s.r.ig_in_box; }, "per box (with IG)")
+      .def_property_readonly(
+          "ipna_gap", [](const PyResult& s) { return s.r.ipna_gap; }, "per box: sum IPNA - IG inside (with IG)")
+      .def_property_readonly(
+          "evaluations", [](const PyResult& s) { return s.r.evaluations; },
+          "gradient evaluations (of the last step count with steps='auto', its new points)")
+      .def_property_readonly(
+          "steps", [](const PyResult& s) { return s.steps; },
+          "m of the result: with steps='auto', where step control stopped")
+      .def_property_readonly(
+          "step_control",
+          [](const PyResult& s) -> py::object { return s.step_report.is_null() ? py::none() : json_of(s.step_report); },
           "with steps='auto': 'converged', 'summary', 'evaluations' (over all step counts) and 'levels', each "
           "step count tried with its gaps, change, evaluations and the points it reused; None otherwise")
       .def_property_readonly("chunk", [](const PyResult& s) { return s.r.chunk; })
+      .def_property_readonly(
+          "patch_passes", [](const PyResult& s) { return s.r.patch_passes; }, "per step (box_batch)")
       .def_property_readonly("seconds", [](const PyResult& s) { return s.r.seconds; })
       .def("__repr__", [](const PyResult& s) {
         return "<ipna_fast.Result F(x)=" + std::to_string(s.r.f_input) + ", " + std::to_string(s.r.ipna.size()) +
@@ -411,13 +426,14 @@ PYBIND11_MODULE(ipna_fast, m) {
           [](PyAttributor& a, const py::object& x, const py::object& baseline, int target_class,
              const py::object& steps, const std::string& target,
              const std::optional<std::vector<std::vector<int>>>& boxes, const py::object& grid, bool ig,
-             bool conductance, const std::string& ipna_form, bool cones, const std::optional<std::string>& schedule,
-             const std::string& quadrature, double tol, int max_steps, bool extrapolate, const py::object& split_mask,
-             int chunk, double memory_budget_mb, const py::object& progress) {
+             bool conductance, const std::string& ipna_form, bool cones, int box_batch,
+             const std::optional<std::string>& schedule, const std::string& quadrature, double tol, int max_steps,
+             bool extrapolate, const py::object& split_mask, int chunk, double memory_budget_mb,
+             const py::object& progress) {
             const Shape in = a.model->input_shape();
             const std::vector<double> xv = sample(x, in, "x"), x0 = baseline_of(a, baseline);
-            AttributionRequest req =
-                request(a, target_class, target, boxes, grid, ig, conductance, ipna_form, cones, chunk, memory_budget_mb);
+            AttributionRequest req = request(a, target_class, target, boxes, grid, ig, conductance, ipna_form, cones,
+                                             box_batch, chunk, memory_budget_mb);
             if (!split_mask.is_none()) req.split_mask = of_size(split_mask, a.model->split_shape(), "split_mask");
             const StepPlan plan = plan_of(steps, schedule, quadrature, tol, max_steps, extrapolate);
             req.progress = chunk_callback(progress);
@@ -435,10 +451,10 @@ PYBIND11_MODULE(ipna_fast, m) {
           py::arg("x"), py::arg("baseline") = py::none(), py::kw_only(), py::arg("target_class"),
           py::arg("steps") = 256, py::arg("target") = "prob", py::arg("boxes") = py::none(),
           py::arg("grid") = py::none(), py::arg("ig") = true, py::arg("conductance") = true,
-          py::arg("ipna_form") = "difference", py::arg("cones") = true, py::arg("schedule") = py::none(),
-          py::arg("quadrature") = "right", py::arg("tol") = 0.01, py::arg("max_steps") = 4096,
-          py::arg("extrapolate") = false, py::arg("split_mask") = py::none(), py::arg("chunk") = 0,
-          py::arg("memory_budget_mb") = 0.0, py::arg("progress") = py::none(),
+          py::arg("ipna_form") = "difference", py::arg("cones") = true, py::arg("box_batch") = 0,
+          py::arg("schedule") = py::none(), py::arg("quadrature") = "right", py::arg("tol") = 0.01,
+          py::arg("max_steps") = 4096, py::arg("extrapolate") = false, py::arg("split_mask") = py::none(),
+          py::arg("chunk") = 0, py::arg("memory_budget_mb") = 0.0, py::arg("progress") = py::none(),
           R"(IG of the input, conductance and IPNA at the split tensor, in one pass along the path.
 
 x, baseline: one sample (the model's input shape, or (1, ...) of it), any array-like; baseline None or
@@ -454,7 +470,9 @@ extrapolate: the difference form's IPNA extrapolated from m / 2 and m steps (Ric
   no more gradient evaluations than m; an even count), and with 'auto' from each step count and the one before.
 boxes: IPNA boxes (X1, Y1, X2, Y2): rows X1:X2, columns Y1:Y2; grid: 'RxC' or (R, C), a grid of boxes
   after them. ig, conductance: what else to compute. ipna_form: 'difference' (the original's) or
-  'tangent'. cones: patch passes on receptive-field cones (False: whole planes).
+  'tangent'. cones: patch passes on receptive-field cones (False: whole planes). box_batch: on cones, the
+  patch passes of up to this many boxes whose cones have the same geometry run as one batch, with the same maps
+  (0: the device's choice, 1 on the CPU, 8 on CUDA).
 split_mask: split-shaped 0/1 mask: the pruned model (see prune_mask).
 chunk, memory_budget_mb: steps per batch, or the budget it is chosen from (0: defaults).
 progress: called as progress(done, total) after each chunk of steps. Ctrl-C raises KeyboardInterrupt.)")
