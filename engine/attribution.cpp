@@ -470,64 +470,75 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   using StoreLayout = typename GraphPlan<T>::StoreLayout;
   const StoreLayout layout = value_store ? f1.store_layout(cones) : StoreLayout();
 
-  // On cones, boxes of the same cone geometry run in groups of up to `box_batch`, one patch pass a group,
-  // each kind split into groups of near-equal size; otherwise one box a pass.
-  std::vector<std::vector<size_t>> groups;
-  {
-    const int batch = !patch_cones ? 1 : req.box_batch ? req.box_batch : be->boxes_per_patch_pass();
-    std::vector<std::vector<size_t>> kinds;
-    for (size_t b = 0; b < req.boxes.size(); ++b) {
-      auto kind = std::find_if(kinds.begin(), kinds.end(), [&](const std::vector<size_t>& k) {
-        return batch > 1 && f1.same_geometry(cones[k.front()], cones[b]);
-      });
-      if (kind == kinds.end())
-        kinds.push_back({b});
-      else
-        kind->push_back(b);
-    }
+  // On cones, boxes of the same cone geometry (kinds) run in groups, one patch pass a group, each kind split
+  // into groups of near-equal size; otherwise one box a pass.
+  const size_t batch =
+      !patch_cones ? 1 : static_cast<size_t>(req.box_batch ? req.box_batch : be->boxes_per_patch_pass());
+  std::vector<std::vector<size_t>> kinds;
+  for (size_t b = 0; b < req.boxes.size(); ++b) {
+    auto kind = std::find_if(kinds.begin(), kinds.end(), [&](const std::vector<size_t>& k) {
+      return batch > 1 && f1.same_geometry(cones[k.front()], cones[b]);
+    });
+    if (kind == kinds.end())
+      kinds.push_back({b});
+    else
+      kind->push_back(b);
+  }
+  auto groups_of = [&](size_t most) {
+    std::vector<std::vector<size_t>> g;
     for (const std::vector<size_t>& kind : kinds) {
-      const size_t count = kind.size(), parts = (count + batch - 1) / batch;
+      const size_t count = kind.size(), parts = (count + most - 1) / most;
       for (size_t p = 0, from = 0; p < parts; ++p) {
         const size_t to = from + (count - from) / (parts - p);
-        groups.emplace_back(kind.begin() + from, kind.begin() + to);
+        g.emplace_back(kind.begin() + from, kind.begin() + to);
         from = to;
       }
     }
-  }
-  size_t widest_group = 1;
-  for (const std::vector<size_t>& g : groups) widest_group = std::max(widest_group, g.size());
+    return g;
+  };
   // Patch passes of different groups on cones run at once where the device allows it, each lane with its own
   // buffers: their cone-window launches are too small to share well between threads. Whole-plane passes keep
   // the threads inside each launch (on the CPU they measured 1.15x to 1.3x slower per box in lanes, each
   // thread then streaming its own whole planes).
-  const int lanes =
-      patch_cones && groups.size() > 1 ? std::min<int>(be->concurrent_lanes(), static_cast<int>(groups.size())) : 1;
+  auto lanes_of = [&](const std::vector<std::vector<size_t>>& g) {
+    return patch_cones && g.size() > 1 ? std::min<int>(be->concurrent_lanes(), static_cast<int>(g.size())) : 1;
+  };
   // Lanes with buffers of their own: lane 0 of one box a pass shares the step loop's.
-  const int lanes_owning = widest_group > 1 ? lanes : lanes - 1;
+  auto lanes_owning_of = [&](const std::vector<std::vector<size_t>>& g, size_t widest_group) {
+    return widest_group > 1 ? lanes_of(g) : lanes_of(g) - 1;
+  };
+  auto widest_of = [](const std::vector<std::vector<size_t>>& g) {
+    size_t w = 1;
+    for (const std::vector<size_t>& members : g) w = std::max(w, members.size());
+    return w;
+  };
 
   // --- chunk of steps from the memory budget ---
   const size_t t = sizeof(T);
-  size_t per_step = f1.bytes_per_sample(keep_f1, secant) + f2.bytes_per_sample(true, secant) +
-                    (ig && !f1.has_line_head() ? 2 : 1) * xn * t /* points, dx */ +
-                    3 * cone_window * t /* a convolution's cone window: in, out, the base point's */ +
-                    (store_coarse ? 2 : 1) * layout.elems * t /* the base points' values the patch passes read */ +
-                    (3 + (masked ? 1 : 0)) * hn * t /* h, h_prev, h_patch, masked h */ + hn * t /* dh */ +
-                    widest_split_window * t /* a gradient's window on a box's cone */ +
-                    (coarse_samples ? 2 : 0) * hn * t /* the coarse points' h and g after each new point */ +
-                    2 * classes * t + 2 * t +
-                    lanes_owning * (widest_group * (f1.bytes_per_sample(false) + (xn + hn + 3 * cone_window) * t) +
-                                    widest_split_window * t)
-      /* each owning lane's points, h_patch, forward arena and cone windows for its group, gradient window */;
+  // Bytes a step takes with groups of up to `most` boxes.
+  auto per_step_of = [&](size_t most) {
+    const std::vector<std::vector<size_t>> g = groups_of(most);
+    const size_t widest_group = widest_of(g);
+    return f1.bytes_per_sample(keep_f1, secant) + f2.bytes_per_sample(true, secant) +
+           (ig && !f1.has_line_head() ? 2 : 1) * xn * t /* points, dx */ +
+           3 * cone_window * t /* a convolution's cone window: in, out, the base point's */ +
+           (store_coarse ? 2 : 1) * layout.elems * t /* the base points' values the patch passes read */ +
+           (3 + (masked ? 1 : 0)) * hn * t /* h, h_prev, h_patch, masked h */ + hn * t /* dh */ +
+           widest_split_window * t /* a gradient's window on a box's cone */ +
+           (coarse_samples ? 2 : 0) * hn * t /* the coarse points' h and g after each new point */ + 2 * classes * t +
+           2 * t +
+           lanes_owning_of(g, widest_group) *
+               (widest_group * (f1.bytes_per_sample(false) + (xn + hn + 3 * cone_window) * t) + widest_split_window * t)
+        /* each owning lane's points, h_patch, forward arena and cone windows for its group, gradient window */;
+  };
   const size_t available = be->memory_available() + held_bytes();
   // The secant rule's batch leads with the point before the chunk's first, where its first step starts (a row
   // over the budget, which is for the steps; not over the memory there is).
   const int lead = secant ? 1 : 0;
+  size_t budget = req.memory_budget;
+  if (!budget) budget = be->default_memory_budget(available);
   int chunk = req.chunk;
-  if (chunk <= 0) {
-    size_t budget = req.memory_budget;
-    if (!budget) budget = be->default_memory_budget(available);
-    chunk = static_cast<int>(std::clamp<size_t>(budget / per_step, 1, static_cast<size_t>(npoints)));
-  }
+  if (chunk <= 0) chunk = static_cast<int>(std::clamp<size_t>(budget / per_step_of(1), 1, size_t(npoints)));
   chunk = std::min(chunk, npoints);
   // cuDNN's legacy descriptors and the kernels' launch sizes count elements in
   // 32 bits: no tensor of a batch may reach 2^31 elements.
@@ -536,6 +547,14 @@ AttributionResult Engine<T>::run(const std::vector<double>& x, const std::vector
   if (chunk < 1)
     throw Error("one sample's tensors of " + std::to_string(widest) + " elements exceed the 2^31 a batch may hold");
   const int rows = chunk + lead;
+  // The groups take what the budget leaves beside the chunk: batching boxes never shrinks the chunk of steps.
+  size_t most = 1;
+  for (const std::vector<size_t>& kind : kinds) most = std::max(most, std::min(batch, kind.size()));
+  while (most > 1 && per_step_of(most) * rows > std::max(budget, per_step_of(1) * rows)) --most;
+  const std::vector<std::vector<size_t>> groups = groups_of(most);
+  const size_t widest_group = widest_of(groups);
+  const int lanes = lanes_of(groups), lanes_owning = lanes_owning_of(groups, widest_group);
+  const size_t per_step = per_step_of(most);
   if (per_step * rows > available)
     throw Error("not enough memory on " + be->name() + ": one chunk of " + std::to_string(chunk) + " steps needs " +
                 std::to_string((per_step * rows) >> 20) + " MiB");

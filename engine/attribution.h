@@ -62,7 +62,8 @@ struct AttributionRequest {
   bool receptive_field_cones = true;
   // On cones, boxes whose cones have the same geometry (equal sizes away from the image's edges, as a
   // grid's inner boxes) run their patch passes in groups of up to this many, one batch a group
-  // (ConeGroup in engine/plan.h): results equal one box at a time. 0: the device's choice
+  // (ConeGroup in engine/plan.h): results equal one box at a time. The groups use only the memory
+  // budget the chunk of steps leaves, smaller where it is short. 0: the device's choice
   // (Backend::boxes_per_patch_pass: 1 on the CPU, 8 on CUDA).
   int box_batch = 0;
   // Pruned model: h is multiplied by this mask (one value per split neuron)

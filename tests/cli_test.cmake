@@ -122,7 +122,7 @@ if(rc EQUAL 0 OR at EQUAL -1 OR EXISTS ${OUT}/secant_difference)
 endif()
 
 # --box-batch: a 4x4 grid on the VGG fixture, whose inner boxes' cones share their geometry, in fewer patch passes
-# (the maps' equality is TangentForm.BoxGroupsGiveEveryBoxWhatItGetsAlone's).
+# (the maps' equality is TangentForm.BoxGroupsOnTheReferenceModelsGiveEveryBoxWhatItGetsAlone's).
 foreach(batch 1 4)
   execute_process(COMMAND ${EXE} attribute --model ${FIX}/vgg_avg/model.onnx --split split --input ${FIX}/vgg_avg/x.npy
                           --baseline zeros --class 7 --precision f64 --grid 4x4 -n 8 --box-batch ${batch} --json

@@ -636,10 +636,11 @@ TEST(CudaDevice, MatchesCpuBackendOnTheReferenceModels) {
   EXPECT_GE(compared, 4);
 }
 
-// Boxes of one cone geometry in groups (the CUDA backend's default, 8 a pass): a 4x4 grid, whose inner boxes share
-// their geometry, both forms on cones; every box as when it runs alone on the same device (TangentForm.
-// BoxGroupsGiveEveryBoxWhatItGetsAlone on the CPU). cuDNN may choose other algorithms for the larger batches: the
-// yardstick is float32's own error on the CPU, with a floor of 1e-5; a box reading another's state is off by order 1.
+// Boxes of one cone geometry in groups (the CUDA backend's default, up to 8 a pass): a 4x4 grid, whose inner boxes
+// share their geometry, both forms on cones; every box as when it runs alone on the same device (on the CPU:
+// TangentForm.BoxGroupsOnTheReferenceModelsGiveEveryBoxWhatItGetsAlone). cuDNN may choose other algorithms for the
+// larger batches: the yardstick is float32's own error on the CPU, with a floor of 1e-5; a box reading another's
+// state is off by order 1.
 TEST(CudaDevice, BoxGroupsGiveEveryBoxWhatItGetsAlone) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device: box groups on the GPU run in bench/gpu_check.sh on a GPU";
   if (!fixtures_present()) return;

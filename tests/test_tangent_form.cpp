@@ -308,6 +308,46 @@ TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
   EXPECT_GT(compact_inputs, 10);
 }
 
+// The groups of boxes take only the memory the chunk of steps leaves in the budget: under a budget the steps fill,
+// the chunk is the one of one box a pass and the groups shrink (to single boxes at the tightest); with room to
+// spare the groups form. The maps are the same either way.
+TEST(TangentForm, BoxGroupsNeverShrinkTheChunkOfSteps) {
+  const SplitModel m = net();
+  const std::vector<Box> grid = grid_boxes(16, 16, 4, 4);
+  CpuBackend<double> cpu;
+  const GraphPlan<double> plan(m.f1, cpu);
+  const Cone inner = plan.cone(grid[5], true, true);
+  ASSERT_TRUE(plan.same_geometry(inner, plan.cone(grid[10], true, true)));  // the grid's inner boxes share one
+  Attributor a(m, Precision::F64);
+  AttributionRequest r;
+  r.target_class = 2;
+  r.steps = 16;
+  r.boxes = grid;
+  r.ipna_form = IpnaForm::Tangent;
+  r.box_batch = 1;
+  const std::vector<double> x = random_vector(3 * 16 * 16, 21), x0 = black_baseline(Shape{3, 16, 16});
+  const AttributionResult alone = a.run(x, x0, r);
+  ASSERT_EQ(alone.chunk, 16);
+  r.box_batch = 4;
+  const AttributionResult roomy = a.run(x, x0, r);
+  EXPECT_EQ(roomy.chunk, 16);
+  EXPECT_LT(roomy.patch_passes, 16);
+  // A budget that one box a pass fills at 5 steps a chunk
+  r.box_batch = 1;
+  r.memory_budget = 5 * alone.workspace_bytes / 16 + 100;
+  const AttributionResult tight_alone = a.run(x, x0, r);
+  ASSERT_EQ(tight_alone.chunk, 5);
+  r.box_batch = 4;
+  const AttributionResult tight = a.run(x, x0, r);
+  EXPECT_EQ(tight.chunk, 5);
+  EXPECT_EQ(tight.patch_passes, 16);
+  EXPECT_LE(tight.workspace_bytes, r.memory_budget);
+  for (size_t b = 0; b < grid.size(); ++b) {
+    EXPECT_LT(rel_err(roomy.ipna[b], alone.ipna[b]), 1e-12) << b;
+    EXPECT_LT(rel_err(tight.ipna[b], alone.ipna[b]), 1e-12) << b;
+  }
+}
+
 // Boxes whose cones have the same geometry run their patch passes as one batch (ConeGroup, AttributionRequest::
 // box_batch): the convolutions once on every box's samples, the ops reading the base pass per box at its position.
 // Every box must come out as when it runs alone (float64 1e-12, float32 1e-5): a box reading another's masks, pool
@@ -316,7 +356,7 @@ TEST(TangentForm, ConesEqualWholePlanePassesOnTheReferenceModels) {
 // kind splits unevenly), two chunks (the lanes' buffers reused), both forms, equal steps (a box's convolution of the
 // input runs once per box) and a schedule (it does not), and a refinement (the difference form's passes from the coarse
 // points).
-TEST(TangentForm, BoxGroupsGiveEveryBoxWhatItGetsAlone) {
+TEST(TangentForm, BoxGroupsOnTheReferenceModelsGiveEveryBoxWhatItGetsAlone) {
   if (!fixtures_present()) return;
   int batched = 0, compared = 0;
   for (const char* name : {"vgg_avg", "resnet18", "mbv2_block", "tiny224", "mobilenet_v3_small", "efficientnet_b0"}) {

@@ -271,8 +271,8 @@ void add_attribute_options(CLI::App* app, AttributeArgs& a) {
                 "Run the patch passes on whole planes instead of each box's receptive-field cone (for comparison)");
   app->add_option("--box-batch", a.box_batch,
                   "On cones, run the patch passes of up to N boxes whose cones have the same geometry (a grid's inner "
-                  "boxes) as one batch; the maps are the same as one box at a time (default 0: the device's choice, "
-                  "1 on the CPU, 8 on CUDA)")
+                  "boxes) as one batch, as far as the memory budget left beside the chunk of steps allows; the maps "
+                  "are the same as one box at a time (default 0: the device's choice, 1 on the CPU, 8 on CUDA)")
       ->check(CLI::NonNegativeNumber);
   add_step_options(app, a.steps, "-n,--steps");
   app->add_option("--target", a.target, "prob (softmax probability) or logit")

@@ -471,8 +471,8 @@ extrapolate: the difference form's IPNA extrapolated from m / 2 and m steps (Ric
 boxes: IPNA boxes (X1, Y1, X2, Y2): rows X1:X2, columns Y1:Y2; grid: 'RxC' or (R, C), a grid of boxes
   after them. ig, conductance: what else to compute. ipna_form: 'difference' (the original's) or
   'tangent'. cones: patch passes on receptive-field cones (False: whole planes). box_batch: on cones, the
-  patch passes of up to this many boxes whose cones have the same geometry run as one batch, with the same maps
-  (0: the device's choice, 1 on the CPU, 8 on CUDA).
+  patch passes of up to this many boxes whose cones have the same geometry run as one batch, as far as the memory
+  budget left beside the chunk allows, with the same maps (0: the device's choice, 1 on the CPU, 8 on CUDA).
 split_mask: split-shaped 0/1 mask: the pruned model (see prune_mask).
 chunk, memory_budget_mb: steps per batch, or the budget it is chosen from (0: defaults).
 progress: called as progress(done, total) after each chunk of steps. Ctrl-C raises KeyboardInterrupt.)")
