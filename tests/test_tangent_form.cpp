@@ -324,21 +324,18 @@ TEST(TangentForm, BoxGroupsNeverShrinkTheChunkOfSteps) {
   r.steps = 16;
   r.boxes = grid;
   r.ipna_form = IpnaForm::Tangent;
-  r.box_batch = 1;
   const std::vector<double> x = random_vector(3 * 16 * 16, 21), x0 = black_baseline(Shape{3, 16, 16});
-  const AttributionResult alone = a.run(x, x0, r);
+  auto run_with = [&](int box_batch) {
+    r.box_batch = box_batch;
+    return a.run(x, x0, r);
+  };
+  const AttributionResult alone = run_with(1), roomy = run_with(4);
   ASSERT_EQ(alone.chunk, 16);
-  r.box_batch = 4;
-  const AttributionResult roomy = a.run(x, x0, r);
   EXPECT_EQ(roomy.chunk, 16);
   EXPECT_LT(roomy.patch_passes, 16);
-  // A budget that one box a pass fills at 5 steps a chunk
-  r.box_batch = 1;
-  r.memory_budget = 5 * alone.workspace_bytes / 16 + 100;
-  const AttributionResult tight_alone = a.run(x, x0, r);
+  r.memory_budget = 5 * alone.workspace_bytes / 16 + 100;  // one box a pass fills it at 5 steps a chunk
+  const AttributionResult tight_alone = run_with(1), tight = run_with(4);
   ASSERT_EQ(tight_alone.chunk, 5);
-  r.box_batch = 4;
-  const AttributionResult tight = a.run(x, x0, r);
   EXPECT_EQ(tight.chunk, 5);
   EXPECT_EQ(tight.patch_passes, 16);
   EXPECT_LE(tight.workspace_bytes, r.memory_budget);
